@@ -1,0 +1,79 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# blksnap: the two commands users need are `make demo` and `make check`;
+# the other targets are their steps.  Kbuild reads ./Kbuild, not this file,
+# when the kernel's build system descends here with M=.
+
+TOP := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+BUILD := $(TOP)/build
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+MUSL_TARGET := x86_64-unknown-linux-musl
+TOOL := $(TOP)/tools/target/$(MUSL_TARGET)/release/blksnap
+SELFTESTS := $(BUILD)/selftests
+SELFTEST_C := $(wildcard $(TOP)/tests/selftests/*.c)
+SELFTEST_SH := $(wildcard $(TOP)/tests/selftests/*.sh)
+
+# KDIR: the kernel tree to build the module against.  By default the
+# project's own patched kernel, built (or found in the cache) first.
+ifeq ($(origin KDIR),undefined)
+KDIR = $(shell $(TOP)/scripts/build-kernel.sh --kdir)
+KERNEL_DEP := kernel
+endif
+
+.PHONY: all demo check deps kernel module tool selftests host-test vm-test \
+	vm-shell clean help
+
+all: module tool
+
+help:
+	@echo "make demo    build everything and show blksnap working in QEMU"
+	@echo "make check   build everything, run every test, print 'N passed, M failed'"
+	@echo "steps: deps kernel module tool selftests host-test vm-test vm-shell clean"
+	@echo "options: KDIR=<kernel tree> (module against another kernel), T=<test> (vm-test)"
+
+demo:
+	@$(TOP)/scripts/demo.sh
+
+check:
+	@$(TOP)/scripts/check.sh
+
+deps:
+	@$(TOP)/scripts/install-deps.sh
+
+kernel: deps
+	@$(TOP)/scripts/build-kernel.sh >/dev/null
+
+module: $(KERNEL_DEP)
+	$(MAKE) -C $(KDIR) M=$(TOP) LLVM=1 modules
+
+tool:
+	cd $(TOP)/tools && cargo build --release --locked --target $(MUSL_TARGET)
+
+selftests: $(KERNEL_DEP)
+	@mkdir -p $(SELFTESTS)
+	@for c in $(SELFTEST_C); do \
+		n=$$(basename $$c .c); \
+		gcc -static -O2 -Wall -Werror -D_GNU_SOURCE \
+			-I$(TOP)/include/uapi -I$(KDIR)/tools/testing/selftests \
+			-o $(SELFTESTS)/$$n $$c -lpthread || exit 1; \
+	done
+	@cp $(SELFTEST_SH) $(SELFTESTS)/
+
+host-test:
+	$(TOP)/tests/abi/check.sh
+	cd $(TOP)/tools && cargo test --locked
+
+# T=<name> runs one selftest (plus the final leak check).
+vm-test: module tool selftests
+	@KERNEL=$(KDIR)/arch/x86/boot/bzImage MODULE=$(TOP)/blksnap.ko TOOL=$(TOOL) \
+		SELFTESTS=$(SELFTESTS) OUT=$(BUILD)/vm $(TOP)/tests/vm/run.sh test $(T)
+
+vm-shell: module tool selftests
+	@KERNEL=$(KDIR)/arch/x86/boot/bzImage MODULE=$(TOP)/blksnap.ko TOOL=$(TOOL) \
+		SELFTESTS=$(SELFTESTS) OUT=$(BUILD)/vm-shell $(TOP)/tests/vm/run.sh shell
+
+clean:
+	-$(MAKE) -C $(KDIR) M=$(TOP) LLVM=1 clean
+	rm -rf $(BUILD)
+	cd $(TOP)/tools && cargo clean

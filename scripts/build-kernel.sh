@@ -1,0 +1,128 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Build the blksnap test kernel: Debian's linux-source-6.12, our patches/ in
+# series order, the config fragments under scripts/kconfig/, LLVM=1.
+#
+# The build lives in a cache outside the repository, one directory per key;
+# the key hashes everything the result depends on (source package version,
+# patches, config fragments, this recipe and the toolchain versions).  A hit
+# skips the build.
+#
+#   build-kernel.sh            build if needed, then print the tree's path
+#   build-kernel.sh --kdir     print the path the current inputs map to
+#
+# BLKSNAP_CACHE overrides the cache root (default ~/.cache/blksnap).
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+. "$top/scripts/versions.env"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# Bump when the way the tree is built changes in a way the inputs below miss.
+RECIPE=1
+CACHE=${BLKSNAP_CACHE:-$HOME/.cache/blksnap}
+JOBS=${JOBS:-$(($(nproc) + 1))}
+TARBALL=/usr/src/$KERNEL_SOURCE_PKG.tar.xz
+FRAGMENTS="$top/scripts/kconfig/base.config $top/scripts/kconfig/debug.config"
+
+say() { printf '[kernel] %s\n' "$*" >&2; }
+die() { printf '[kernel] error: %s\n' "$*" >&2; exit 1; }
+
+patch_list() {
+	sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$top/patches/series"
+}
+
+cache_key() {
+	{
+		echo "recipe $RECIPE"
+		dpkg-query -W -f='${Package} ${Version}\n' "$KERNEL_SOURCE_PKG" 2>/dev/null ||
+			echo "no $KERNEL_SOURCE_PKG"
+		for p in $(patch_list); do
+			echo "patch $p"
+			cat "$top/patches/$p"
+		done
+		cat $FRAGMENTS
+		rustc --version 2>&1 || true
+		bindgen --version 2>&1 || true
+		clang --version 2>&1 | head -1 || true
+	} | sha256sum | cut -c1-16
+}
+
+KDIR=$CACHE/kernel-$(cache_key)
+if [ "${1:-}" = "--kdir" ]; then
+	echo "$KDIR"
+	exit 0
+fi
+
+if [ -f "$KDIR/.blksnap-complete" ]; then
+	say "cache hit: $KDIR"
+	echo "$KDIR"
+	exit 0
+fi
+
+[ -f "$TARBALL" ] || die "$TARBALL missing: run scripts/install-deps.sh"
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.lock"
+say "waiting for the cache lock" && flock 9
+if [ -f "$KDIR/.blksnap-complete" ]; then
+	echo "$KDIR"
+	exit 0
+fi
+
+# Keep the newest other build for quick switching back; drop the rest.
+for old in $(ls -dt "$CACHE"/kernel-* 2>/dev/null | grep -v "^$KDIR" | tail -n +2); do
+	say "pruning old build $old"
+	rm -rf "$old"
+done
+
+start=$(date +%s)
+say "cache miss: building into $KDIR"
+rm -rf "$KDIR" "$KDIR.tmp"
+mkdir -p "$KDIR.tmp"
+say "extracting $TARBALL"
+tar -xf "$TARBALL" -C "$KDIR.tmp" --strip-components=1
+cd "$KDIR.tmp"
+for p in $(patch_list); do
+	say "applying $p"
+	patch -p1 --batch --forward --quiet < "$top/patches/$p" ||
+		die "patch $p does not apply"
+done
+
+log=$KDIR.tmp/build.log
+say "configuring (tinyconfig + fragments, LLVM=1)"
+make LLVM=1 tinyconfig >"$log" 2>&1
+./scripts/kconfig/merge_config.sh -m .config $FRAGMENTS >>"$log" 2>&1
+make LLVM=1 olddefconfig >>"$log" 2>&1
+# merge_config drops options whose dependencies are unmet: check every one.
+missing=
+for f in $FRAGMENTS; do
+	while IFS= read -r line; do
+		case "$line" in
+		CONFIG_*=n) opt=${line%%=*}
+			grep -q "^$opt=" .config && missing="$missing $line" ;;
+		CONFIG_*) grep -qx "$line" .config || missing="$missing $line" ;;
+		esac
+	done <"$f"
+done
+[ -z "$missing" ] || die "options dropped from .config:$missing (see $log; is the Rust toolchain complete?)"
+
+say "compiling with -j$JOBS (about 13 minutes on 2 cores; log: $log)"
+make LLVM=1 -j"$JOBS" >>"$log" 2>&1 &
+mk=$!
+while kill -0 "$mk" 2>/dev/null; do
+	sleep 30
+	kill -0 "$mk" 2>/dev/null || break
+	n=$(grep -cE '^  (CC|RUSTC|AS|LD|AR|BINDGEN)' "$log" || true)
+	say "  $(( $(date +%s) - start ))s elapsed, $n build steps done"
+done
+if ! wait "$mk"; then
+	tail -40 "$log" >&2
+	die "kernel build failed (full log: $log)"
+fi
+[ -f arch/x86/boot/bzImage ] && [ -f Module.symvers ] && [ -f rust/kernel.o ] ||
+	die "build finished without bzImage, Module.symvers or the Rust kernel crate"
+touch .blksnap-complete
+cd /
+mv "$KDIR.tmp" "$KDIR"
+say "built in $(( $(date +%s) - start ))s"
+echo "$KDIR"

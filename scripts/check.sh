@@ -1,0 +1,100 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# `make check`: install what is missing, build the kernel (cached), the
+# module, the tool and the selftests, run the host tests and the QEMU
+# selftests, and end with the line "N passed, M failed".
+set -uo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+export PATH="$HOME/.cargo/bin:$PATH"
+B=$top/build
+mkdir -p "$B"
+LOG=$B/check.log
+: >"$LOG"
+
+passed=0 failed=0 skipped=0
+start=$(date +%s)
+step() { printf '\n== %s  (%ss)\n' "$*" $(( $(date +%s) - start )); }
+pass() { passed=$((passed + 1)); echo "PASS: $*"; }
+fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
+finish() {
+	printf '\n'
+	if [ "$skipped" -gt 0 ]; then
+		echo "$passed passed, $failed failed, $skipped skipped"
+	else
+		echo "$passed passed, $failed failed"
+	fi
+	[ "$failed" = 0 ]
+	exit $?
+}
+# run NAME CMD...: a build step; its output goes to the log unless it fails.
+run() {
+	local name=$1
+	shift
+	if "$@" >"$B/step.log" 2>&1; then
+		cat "$B/step.log" >>"$LOG"
+		pass "$name"
+		return 0
+	fi
+	cat "$B/step.log" >>"$LOG"
+	tail -30 "$B/step.log" | sed 's/^/    /'
+	fail "$name"
+	return 1
+}
+
+step "dependencies"
+"$top/scripts/install-deps.sh" || { fail "dependencies installed"; finish; }
+
+step "kernel (cached in ${BLKSNAP_CACHE:-~/.cache/blksnap})"
+KDIR=$("$top/scripts/build-kernel.sh") || { fail "kernel builds"; finish; }
+pass "kernel builds ($KDIR)"
+export KDIR
+
+step "host tests"
+"$top/tests/abi/check.sh" && pass "ABI header probe: ours == reference == Rust mirror" ||
+	fail "ABI header probe"
+run "UAPI header compiles in the kernel" make -s -C "$KDIR" M="$top/tests/abi/kernel" LLVM=1 modules
+if (cd tools && cargo test --locked 2>&1) >"$B/cargo-test.log"; then :; fi
+cat "$B/cargo-test.log" >>"$LOG"
+read -r cp cf < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) {
+		if ($(i) ~ /^passed;?$/) p += $(i - 1); if ($(i) ~ /^failed;?$/) f += $(i - 1) } }
+	END { print p + 0, f + 0 }' "$B/cargo-test.log")
+if grep -q '^test result:' "$B/cargo-test.log"; then
+	passed=$((passed + cp)) failed=$((failed + cf))
+	echo "cargo test (tools/): $cp passed, $cf failed"
+	grep -E '^test .* FAILED$' "$B/cargo-test.log" | sed 's/^/    /'
+else
+	tail -30 "$B/cargo-test.log" | sed 's/^/    /'
+	fail "cargo test (tools/) did not run"
+fi
+
+step "module"
+module_ok=0
+if run "blksnap.ko builds" make -s module KDIR="$KDIR"; then
+	module_ok=1
+	if grep -E '^(warning|error)' "$B/step.log" >/dev/null; then
+		grep -E '^(warning|error)' -A4 "$B/step.log" | head -30 | sed 's/^/    /'
+		fail "blksnap.ko builds without warnings"
+	else
+		pass "blksnap.ko builds without warnings"
+	fi
+fi
+
+step "user space"
+run "blksnap tool builds (static)" make -s tool || module_ok=0
+run "selftests build" make -s selftests KDIR="$KDIR" || module_ok=0
+
+step "QEMU selftests"
+if [ "$module_ok" = 1 ]; then
+	make -s vm-test KDIR="$KDIR" 2>&1 | tee "$B/vm-test.log"
+	if [ -f "$B/vm/summary" ]; then
+		read -r vp vf vs <"$B/vm/summary"
+		passed=$((passed + vp)) failed=$((failed + vf)) skipped=$((skipped + vs))
+	else
+		fail "QEMU selftests produced no summary"
+	fi
+else
+	fail "QEMU selftests not run: the build failed"
+fi
+finish

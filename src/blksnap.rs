@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! blksnap: snapshots of live block devices and changed block tracking.
+//!
+//! User space drives the module through the ioctls of `/dev/blksnap`
+//! (`include/uapi/linux/blksnap.h`).
+
+use kernel::c_str;
+use kernel::prelude::*;
+
+mod ctl;
+mod kernel_ext;
+mod uapi;
+
+use kernel_ext::misc::Registration;
+
+module! {
+    type: Blksnap,
+    name: "blksnap",
+    author: "blksnap developers",
+    description: "Snapshots of block devices and changed block tracking",
+    license: "GPL",
+}
+
+struct Blksnap {
+    _ctl: Registration<ctl::Control>,
+}
+
+impl kernel::Module for Blksnap {
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        let ctl = Registration::register(c_str!("blksnap"), 0o600, ctl::Control::new(), module)?;
+        let v = uapi::VERSION;
+        pr_info!("version {}.{}.{}.{} loaded\n", v.major, v.minor, v.revision, v.build);
+        Ok(Blksnap { _ctl: ctl })
+    }
+}
+
+impl Drop for Blksnap {
+    fn drop(&mut self) {
+        pr_info!("unloaded\n");
+    }
+}

@@ -1,0 +1,73 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# judge.sh OUT QEMU_RC: reads OUT/results.log and OUT/console.log of a VM
+# run, prints one line per verdict and writes OUT/summary as
+# "PASSED FAILED SKIPPED".  Exits 1 if anything failed.
+set -uo pipefail
+out=$1
+qrc=$2
+res=$out/results.log
+con=$out/console.log
+pass=0 fail=0 skip=0
+
+verdict() { # ok|fail|skip NAME
+	case "$1" in
+	ok) pass=$((pass + 1)); echo "PASS: $2" ;;
+	fail) fail=$((fail + 1)); echo "FAIL: $2" ;;
+	skip) skip=$((skip + 1)); echo "SKIP: $2" ;;
+	esac
+}
+
+# Per test program: its TAP points, then its exit status.
+cur= cur_fail=0 cur_points=0
+while IFS= read -r line; do
+	line=${line%$'\r'}
+	case "$line" in
+	"# selftest: "*)
+		cur=${line#\# selftest: } cur_fail=0 cur_points=0 ;;
+	"# exit: "*)
+		set -- ${line#\# exit: }
+		rc=${2:-255}
+		if [ "$rc" = 4 ] && [ "$cur_points" = 0 ]; then
+			verdict skip "$cur (skipped as a whole)"
+		elif [ "$rc" = 124 ] || [ "$rc" -ge 128 ]; then
+			verdict fail "$cur: timed out or killed (exit $rc)"
+		elif [ "$rc" != 0 ] && [ "$rc" != 4 ] && [ "$cur_fail" = 0 ]; then
+			verdict fail "$cur: exit status $rc"
+		elif [ "$cur_points" = 0 ] && [ "$rc" = 0 ]; then
+			verdict fail "$cur: printed no TAP result"
+		fi
+		cur= ;;
+	"ok "*"# SKIP"* | "ok "*"# skip"*)
+		cur_points=$((cur_points + 1))
+		verdict skip "$cur: ${line#ok }" ;;
+	"ok "*)
+		cur_points=$((cur_points + 1))
+		verdict ok "$cur: ${line#ok }" ;;
+	"not ok "*)
+		cur_points=$((cur_points + 1)) cur_fail=$((cur_fail + 1))
+		verdict fail "$cur: ${line#not ok }" ;;
+	esac
+done <"$res"
+[ -n "$cur" ] && verdict fail "$cur: did not finish"
+
+if grep -q '^BLKSNAP-VM-DONE' "$res"; then
+	verdict ok "VM ran to the end"
+elif [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
+	verdict fail "VM timed out and was killed"
+else
+	verdict fail "VM stopped early (qemu exit $qrc)"
+fi
+
+# The kernel log: any splat is a failure, whatever the tests said.
+. "$(dirname "$0")/splats.sh"
+if find_splats "$con" >"$out/splats.txt"; then
+	head -20 "$out/splats.txt" | sed 's/^/    /'
+	verdict fail "kernel log free of splats (see $con)"
+else
+	verdict ok "kernel log free of splats"
+fi
+
+echo "$pass $fail $skip" >"$out/summary"
+[ "$fail" = 0 ]

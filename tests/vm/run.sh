@@ -1,0 +1,96 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Boots the blksnap test kernel under QEMU (TCG) with an initramfs holding
+# busybox, the module, the blksnap tool and the selftests, then judges the
+# run: every TAP point, every test's exit status, the VM's own end, and the
+# kernel log, where any splat (BUG, WARNING, Oops, KASAN, lockdep, hung task,
+# Rust panic, kmemleak) fails the run.
+#
+#   run.sh test [TEST]   run the selftests (or one) and report
+#   run.sh demo          run the demo script
+#   run.sh shell         interactive shell on the console
+#
+# Environment: KERNEL (bzImage), MODULE (blksnap.ko), TOOL (static blksnap
+# binary), SELFTESTS (directory of built selftests), OUT (work directory),
+# VM_TIMEOUT (seconds, default 1500), VM_MEM (default 2G).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+mode=${1:-test}
+only=${2:-}
+: "${KERNEL:?KERNEL=path to bzImage}"
+: "${MODULE:?MODULE=path to blksnap.ko}"
+: "${TOOL:?TOOL=path to the static blksnap binary}"
+: "${SELFTESTS:?SELFTESTS=directory of built selftests}"
+OUT=${OUT:-$top/build/vm}
+VM_TIMEOUT=${VM_TIMEOUT:-1500}
+VM_MEM=${VM_MEM:-2G}
+
+say() { printf '[vm] %s\n' "$*"; }
+
+rm -rf "$OUT"
+mkdir -p "$OUT/root"/{bin,sbin,etc,proc,sys,dev,tmp,root,lib/modules,tests,demo}
+root=$OUT/root
+cp /bin/busybox "$root/bin/busybox"
+file "$root/bin/busybox" 2>/dev/null | grep -q 'statically linked' ||
+	{ echo "/bin/busybox is not static: install busybox-static" >&2; exit 1; }
+cp "$here/init" "$root/init"
+cp "$MODULE" "$root/lib/modules/blksnap.ko"
+cp "$TOOL" "$root/bin/blksnap"
+cp "$here/runner.sh" "$here/list" "$root/tests/"
+cp -r "$SELFTESTS"/. "$root/tests/"
+[ -d "$top/tests/demo" ] && cp -r "$top/tests/demo"/. "$root/demo/"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$OUT/initramfs.cpio.gz"
+
+# Scratch disks for the tests: /dev/vda and /dev/vdb inside the VM.
+for d in disk0 disk1; do
+	truncate -s 256M "$OUT/$d.img"
+done
+
+cmdline="console=ttyS0 rdinit=/init panic=-1 bsvm_mode=$mode"
+cmdline="$cmdline rcupdate.rcu_cpu_stall_timeout=300 hung_task_timeout_secs=240"
+cmdline="$cmdline kmemleak=on"
+[ -n "$only" ] && cmdline="$cmdline bsvm_only=$only"
+
+qemu=(qemu-system-x86_64 -machine pc -accel tcg -cpu max -smp 2 -m "$VM_MEM"
+	-kernel "$KERNEL" -initrd "$OUT/initramfs.cpio.gz" -append "$cmdline"
+	-display none -monitor none -no-reboot
+	-drive "file=$OUT/disk0.img,if=virtio,format=raw,cache=unsafe"
+	-drive "file=$OUT/disk1.img,if=virtio,format=raw,cache=unsafe")
+
+if [ "$mode" = shell ]; then
+	exec "${qemu[@]}" -serial mon:stdio -serial "file:$OUT/results.log"
+fi
+
+: >"$OUT/results.log"
+say "booting the test kernel (TCG, timeout ${VM_TIMEOUT}s)"
+timeout --kill-after=10 "$VM_TIMEOUT" "${qemu[@]}" \
+	-serial "file:$OUT/console.log" -serial "file:$OUT/results.log" &
+qpid=$!
+# Show the results as they arrive.
+if [ "$mode" = demo ]; then
+	tail -n +1 -f --pid="$qpid" "$OUT/results.log" | grep -av -e '^BLKSNAP-VM-DONE' -e '^demo-exit:' &
+else
+	tail -n +1 -f --pid="$qpid" "$OUT/results.log" | sed -u 's/^/  | /' &
+fi
+tpid=$!
+set +e
+wait "$qpid"
+qrc=$?
+set -e
+sleep 0.5
+kill "$tpid" 2>/dev/null || true
+wait "$tpid" 2>/dev/null || true
+
+if [ "$mode" = demo ]; then
+	. "$here/splats.sh"
+	if find_splats "$OUT/console.log" >"$OUT/splats.txt"; then
+		say "the kernel log shows a bug:"
+		head -20 "$OUT/splats.txt"
+		exit 1
+	fi
+	grep -q '^demo-exit: 0' "$OUT/results.log"
+	exit $?
+fi
+exec "$here/judge.sh" "$OUT" "$qrc"
