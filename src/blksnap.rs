@@ -10,6 +10,7 @@ use kernel::prelude::*;
 
 mod ctl;
 mod kernel_ext;
+mod logic;
 mod uapi;
 
 use kernel_ext::misc::Registration;

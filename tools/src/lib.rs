@@ -6,4 +6,7 @@
 #[path = "../../src/uapi.rs"]
 pub mod uapi;
 
+#[path = "../../src/logic/mod.rs"]
+pub mod logic;
+
 pub mod ctl;

@@ -9,8 +9,15 @@
 
 static_assert(sizeof(struct blk_snap_cbt_info) == 48);
 static_assert(sizeof(struct blk_snap_snapshot_event) == 4096);
-static_assert(IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT == 0x5000560b);
-static_assert(IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP == 0x80185603);
+
+/* The kernel's _IOC_TYPECHECK() is not an integer constant expression. */
+static int __init blksnap_uapi_check_init(void)
+{
+	BUILD_BUG_ON(IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT != 0x5000560b);
+	BUILD_BUG_ON(IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP != 0x80185603);
+	return 0;
+}
+module_init(blksnap_uapi_check_init);
 
 MODULE_DESCRIPTION("blksnap UAPI header compile check");
 MODULE_LICENSE("GPL");

@@ -1,0 +1,340 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Changed block tracking (CBT): one byte per tracking block holding the
+//! change number of the block's last write.
+//!
+//! A tracker keeps two maps. Writes update the *active* map with the active
+//! change number; the *snapshot* map is the active map as it was when the
+//! last snapshot was taken, and is what user space reads. A block whose byte
+//! is greater than `k` changed after snapshot `k` (within one generation).
+//!
+//! Taking a snapshot switches: the active map is copied into the snapshot
+//! map, the active number becomes the previous number and grows by one.
+//! When it would pass 255 the generation ends: the active map is cleared,
+//! numbering restarts at 1 and a new generation identifier is drawn, which
+//! tells backup tools that an incremental copy is no longer possible.
+
+use super::geometry::Geometry;
+
+/// Byte storage for a map, in pages of equal size, so that large maps need
+/// no large contiguous allocation.
+pub trait PagedBytes {
+    /// Bytes per page (a power of two).
+    const PAGE: usize;
+    /// Number of pages.
+    fn pages(&self) -> usize;
+    /// Page `i`, `PAGE` bytes long; `i < pages()`.
+    fn page(&self, i: usize) -> &[u8];
+    /// Page `i`, `PAGE` bytes long; `i < pages()`.
+    fn page_mut(&mut self, i: usize) -> &mut [u8];
+}
+
+/// Pages needed for `bytes` bytes.
+pub fn pages_for<M: PagedBytes>(bytes: usize) -> usize {
+    bytes.div_ceil(M::PAGE)
+}
+
+/// Why a map cannot back a tracker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CbtError {
+    /// A map has fewer bytes than the geometry has blocks.
+    MapTooSmall,
+}
+
+/// The two maps of a tracker and its numbering.
+///
+/// # Invariants
+///
+/// Both maps hold at least `geometry.count()` bytes; `active_number >= 1`;
+/// every byte of the active map is `<= active_number`.
+pub struct Cbt<M: PagedBytes> {
+    geometry: Geometry,
+    active: M,
+    snapshot: M,
+    active_number: u8,
+    previous_number: u8,
+    generation: [u8; 16],
+}
+
+impl<M: PagedBytes> Cbt<M> {
+    /// A fresh tracker: both maps must be zeroed.
+    pub fn new(geometry: Geometry, active: M, snapshot: M, generation: [u8; 16]) -> Result<Self, CbtError> {
+        let need = geometry.count() as usize;
+        for m in [&active, &snapshot] {
+            if m.pages().saturating_mul(M::PAGE) < need {
+                return Err(CbtError::MapTooSmall);
+            }
+        }
+        Ok(Self { geometry, active, snapshot, active_number: 1, previous_number: 0, generation })
+    }
+
+    /// The tracking geometry.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// Change number of the last snapshot taken (0 before the first).
+    pub fn previous_number(&self) -> u8 {
+        self.previous_number
+    }
+
+    /// Change number that writes store now.
+    pub fn active_number(&self) -> u8 {
+        self.active_number
+    }
+
+    /// The generation identifier.
+    pub fn generation(&self) -> &[u8; 16] {
+        &self.generation
+    }
+
+    /// Records a write of `len` sectors at `sector` in the active map.
+    pub fn mark_write(&mut self, sector: u64, len: u64) {
+        if let Some((first, end)) = self.geometry.units_of(sector, len) {
+            raise(&mut self.active, first as usize, end as usize, self.active_number);
+        }
+    }
+
+    /// Records a change that user space reports or that was written to a
+    /// snapshot image: the active map gets the active number, the snapshot
+    /// map the previous number, so the change shows both in the map read now
+    /// and in the one read after the next snapshot.
+    pub fn mark_dirty(&mut self, sector: u64, len: u64) {
+        if let Some((first, end)) = self.geometry.units_of(sector, len) {
+            raise(&mut self.active, first as usize, end as usize, self.active_number);
+            raise(&mut self.snapshot, first as usize, end as usize, self.previous_number);
+        }
+    }
+
+    /// Takes a snapshot of the map. `new_generation` is called when the
+    /// numbers wrap and a new generation starts.
+    pub fn switch(&mut self, new_generation: impl FnOnce() -> [u8; 16]) {
+        let count = self.geometry.count() as usize;
+        for i in 0..pages_for::<M>(count) {
+            self.snapshot.page_mut(i).copy_from_slice(self.active.page(i));
+        }
+        self.previous_number = self.active_number;
+        if self.active_number == u8::MAX {
+            for i in 0..self.active.pages() {
+                self.active.page_mut(i).fill(0);
+            }
+            self.active_number = 1;
+            self.generation = new_generation();
+        } else {
+            self.active_number += 1;
+        }
+    }
+
+    /// Copies snapshot map bytes from `offset` into `out`; returns how many
+    /// (0 at or past the end).
+    pub fn read_snapshot(&self, offset: usize, out: &mut [u8]) -> usize {
+        read_bytes(&self.snapshot, self.geometry.count() as usize, offset, out)
+    }
+
+    /// Copies active map bytes (for diagnostics and tests).
+    pub fn read_active(&self, offset: usize, out: &mut [u8]) -> usize {
+        read_bytes(&self.active, self.geometry.count() as usize, offset, out)
+    }
+}
+
+/// Sets bytes `[first, end)` of `map` to `value` where they are smaller.
+fn raise<M: PagedBytes>(map: &mut M, first: usize, end: usize, value: u8) {
+    let mut i = first;
+    while i < end {
+        let page = i / M::PAGE;
+        let from = i % M::PAGE;
+        let to = (end - page * M::PAGE).min(M::PAGE);
+        for b in &mut map.page_mut(page)[from..to] {
+            if *b < value {
+                *b = value;
+            }
+        }
+        i = (page + 1) * M::PAGE;
+    }
+}
+
+/// Copies bytes `[offset, len)` of `map` into `out`, as many as fit.
+fn read_bytes<M: PagedBytes>(map: &M, len: usize, offset: usize, out: &mut [u8]) -> usize {
+    if offset >= len {
+        return 0;
+    }
+    let total = (len - offset).min(out.len());
+    let mut done = 0;
+    while done < total {
+        let pos = offset + done;
+        let page = pos / M::PAGE;
+        let from = pos % M::PAGE;
+        let n = (M::PAGE - from).min(total - done);
+        out[done..done + n].copy_from_slice(&map.page(page)[from..from + n]);
+        done += n;
+    }
+    total
+}
+
+/// Runs of blocks in `map` changed after snapshot `since`, as
+/// `(first block, block count)`.
+pub fn changed_runs(map: &[u8], since: u8) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut i = 0;
+    core::iter::from_fn(move || {
+        while i < map.len() && map[i] <= since {
+            i += 1;
+        }
+        if i >= map.len() {
+            return None;
+        }
+        let first = i;
+        while i < map.len() && map[i] > since {
+            i += 1;
+        }
+        Some((first, i - first))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Host map: small pages so tests cross page boundaries.
+    struct VecMap(Vec<[u8; 8]>);
+
+    impl PagedBytes for VecMap {
+        const PAGE: usize = 8;
+        fn pages(&self) -> usize {
+            self.0.len()
+        }
+        fn page(&self, i: usize) -> &[u8] {
+            &self.0[i]
+        }
+        fn page_mut(&mut self, i: usize) -> &mut [u8] {
+            &mut self.0[i]
+        }
+    }
+
+    fn map(bytes: usize) -> VecMap {
+        VecMap(vec![[0u8; 8]; pages_for::<VecMap>(bytes)])
+    }
+
+    /// 20 blocks of 64 KiB (128 sectors); the last one partial.
+    fn cbt() -> Cbt<VecMap> {
+        let g = Geometry::new(19 * 128 + 5, 16, 26, 1 << 20).unwrap();
+        assert_eq!(g.count(), 20);
+        Cbt::new(g, map(20), map(20), [7; 16]).unwrap()
+    }
+
+    fn snapshot(c: &Cbt<VecMap>) -> Vec<u8> {
+        let mut out = vec![0xee; 32];
+        let n = c.read_snapshot(0, &mut out);
+        out.truncate(n);
+        out
+    }
+
+    fn active(c: &Cbt<VecMap>) -> Vec<u8> {
+        let mut out = vec![0xee; 32];
+        let n = c.read_active(0, &mut out);
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn fresh_tracker() {
+        let c = cbt();
+        assert_eq!((c.previous_number(), c.active_number()), (0, 1));
+        assert_eq!(snapshot(&c), vec![0; 20]);
+        assert_eq!(c.generation(), &[7; 16]);
+    }
+
+    #[test]
+    fn map_too_small() {
+        let g = Geometry::new(100 * 128, 16, 26, 1 << 20).unwrap();
+        assert_eq!(Cbt::new(g, map(90), map(100), [0; 16]).err(), Some(CbtError::MapTooSmall));
+    }
+
+    #[test]
+    fn writes_mark_touched_blocks_only() {
+        let mut c = cbt();
+        c.mark_write(0, 1); // block 0
+        c.mark_write(127 + 128 * 4, 2); // blocks 4 and 5
+        c.mark_write(128 * 8, 128 * 3); // blocks 8..11
+        c.mark_write(19 * 128 + 4, 100); // last block, clipped
+        let mut want = vec![0u8; 20];
+        for b in [0, 4, 5, 8, 9, 10, 19] {
+            want[b] = 1;
+        }
+        assert_eq!(active(&c), want);
+        // The snapshot map changes only at switch.
+        assert_eq!(snapshot(&c), vec![0; 20]);
+        c.switch(|| unreachable!());
+        assert_eq!(snapshot(&c), want);
+        assert_eq!((c.previous_number(), c.active_number()), (1, 2));
+    }
+
+    #[test]
+    fn changes_since_a_snapshot() {
+        let mut c = cbt();
+        c.mark_write(0, 128 * 20);
+        c.switch(|| unreachable!()); // snapshot 1: everything
+        c.mark_write(128 * 3, 1);
+        c.mark_write(128 * 9, 1);
+        c.switch(|| unreachable!()); // snapshot 2
+        let s = snapshot(&c);
+        let since1: Vec<_> = changed_runs(&s, 1).collect();
+        assert_eq!(since1, vec![(3, 1), (9, 1)]);
+        assert_eq!(changed_runs(&s, 0).collect::<Vec<_>>(), vec![(0, 20)]);
+        assert_eq!(changed_runs(&s, 2).count(), 0);
+    }
+
+    #[test]
+    fn write_keeps_larger_number() {
+        let mut c = cbt();
+        c.switch(|| unreachable!());
+        c.mark_write(0, 1); // 2
+        c.mark_dirty(128, 1); // active 2, snapshot 1
+        assert_eq!(active(&c)[..2], [2, 2]);
+        assert_eq!(snapshot(&c)[..2], [0, 1]);
+    }
+
+    #[test]
+    fn mark_dirty_before_first_snapshot_only_touches_active() {
+        let mut c = cbt();
+        c.mark_dirty(0, 1);
+        assert_eq!(active(&c)[0], 1);
+        assert_eq!(snapshot(&c)[0], 0);
+    }
+
+    #[test]
+    fn wrap_starts_new_generation() {
+        let mut c = cbt();
+        for _ in 0..254 {
+            c.switch(|| unreachable!());
+        }
+        assert_eq!((c.previous_number(), c.active_number()), (254, 255));
+        c.mark_write(128 * 2, 1);
+        c.switch(|| [9; 16]);
+        assert_eq!((c.previous_number(), c.active_number()), (255, 1));
+        assert_eq!(c.generation(), &[9; 16]);
+        assert_eq!(snapshot(&c)[2], 255);
+        assert_eq!(active(&c), vec![0; 20]);
+        c.mark_write(0, 1);
+        assert_eq!(active(&c)[0], 1);
+    }
+
+    #[test]
+    fn reads_at_offsets() {
+        let mut c = cbt();
+        c.mark_write(128 * 7, 128 * 3); // blocks 7, 8, 9 straddle a page
+        c.switch(|| unreachable!());
+        let mut out = [0u8; 4];
+        assert_eq!(c.read_snapshot(6, &mut out), 4);
+        assert_eq!(out, [0, 1, 1, 1]);
+        assert_eq!(c.read_snapshot(18, &mut out), 2);
+        assert_eq!(c.read_snapshot(20, &mut out), 0);
+        assert_eq!(c.read_snapshot(usize::MAX, &mut out), 0);
+        assert_eq!(c.read_snapshot(0, &mut []), 0);
+    }
+
+    #[test]
+    fn runs_at_edges() {
+        assert_eq!(changed_runs(&[1, 1, 0, 1], 0).collect::<Vec<_>>(), vec![(0, 2), (3, 1)]);
+        assert_eq!(changed_runs(&[], 0).count(), 0);
+    }
+}
