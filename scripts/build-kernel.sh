@@ -69,8 +69,11 @@ if [ -f "$KDIR/.blksnap-complete" ]; then
 	exit 0
 fi
 
-# Keep the newest other build for quick switching back; drop the rest.
-for old in $(ls -dt "$CACHE"/kernel-* 2>/dev/null | grep -v "^$KDIR" | tail -n +2); do
+# Failed or interrupted builds are of no use; of the finished ones, keep
+# the newest other one (switching back to it is then free) and drop the rest.
+rm -rf "$CACHE"/kernel-*.tmp
+for old in $(ls -dt "$CACHE"/kernel-*/.blksnap-complete 2>/dev/null | sed 's#/.blksnap-complete$##' |
+	grep -vx "$KDIR" | tail -n +2); do
 	say "pruning old build $old"
 	rm -rf "$old"
 done

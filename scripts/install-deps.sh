@@ -16,7 +16,7 @@ SUDO=
 
 pkgs="clang lld llvm libclang-dev flex bison bc libelf-dev libssl-dev cpio
       xz-utils zstd make gcc g++ libc6-dev file musl-tools qemu-system-x86 busybox-static
-      e2fsprogs kmod python3 rsync"
+      e2fsprogs fdisk kmod python3 rsync"
 
 missing=
 for p in $pkgs; do

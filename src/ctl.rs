@@ -1,21 +1,41 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The control device `/dev/blksnap`: checks the caller, copies arguments in
-//! and out of user space, and dispatches each ioctl to the part that
-//! implements it.
+//! and out of user space, and dispatches each ioctl.
+//!
+//! Every count and length from user space is checked against a cap before
+//! anything is allocated, and structures are copied by what each call means
+//! (the direction bits of the ioctl numbers are not reliable).
 
 use core::mem::size_of;
 
+use kernel::alloc::flags::GFP_KERNEL;
 use kernel::prelude::*;
+use kernel::sync::{Arc, Mutex};
 use kernel::types::{AsBytes, FromBytes};
-use kernel::uaccess::UserSlice;
+use kernel::uaccess::{UserSlice, UserSliceReader};
+use kernel::{new_mutex, page::PAGE_SIZE};
 
+use crate::event_queue::{EventQueue, WaitError};
+use crate::kernel_ext::block::{BdevFile, DevT};
 use crate::kernel_ext::cred;
+use crate::kernel_ext::errno::enodata;
+use crate::kernel_ext::filter::Attached;
+use crate::kernel_ext::mem::zeroed_box;
 use crate::kernel_ext::misc::FileOperations;
+use crate::kernel_ext::params::Param;
+use crate::kernel_ext::random::random_uuid;
+use crate::logic::events::Event;
+use crate::slots::Slots;
+use crate::tracker::Tracker;
 use crate::uapi;
 
+/// Most devices in one snapshot.
+const MAX_SNAPSHOT_DEVICES: u32 = 256;
+/// Most ranges in one call.
+const MAX_RANGES: u32 = 65536;
+
 /// Copies a `T` in from the user address `arg`.
-#[allow(dead_code)]
 fn read_arg<T: FromBytes>(arg: usize) -> Result<T> {
     UserSlice::new(arg, size_of::<T>()).reader().read::<T>()
 }
@@ -25,16 +45,325 @@ fn write_arg<T: AsBytes>(arg: usize, value: &T) -> Result {
     UserSlice::new(arg, size_of::<T>()).writer().write(value)
 }
 
+/// A reader over a user array of `count` `T`s at `ptr`.
+fn user_array<T>(ptr: u64, count: u32) -> Result<UserSliceReader> {
+    let len = (count as usize).checked_mul(size_of::<T>()).ok_or(EINVAL)?;
+    let ptr = usize::try_from(ptr).map_err(|_| EFAULT)?;
+    Ok(UserSlice::new(ptr, len).reader())
+}
+
+/// Reads `count` (already capped) ranges from user space; `EINVAL` if one
+/// is empty.
+fn read_ranges(ptr: u64, count: u32) -> Result<KVVec<uapi::BlkSnapBlockRange>> {
+    let mut reader = user_array::<uapi::BlkSnapBlockRange>(ptr, count)?;
+    let mut ranges = KVVec::with_capacity(count as usize, GFP_KERNEL)?;
+    for _ in 0..count {
+        let r: uapi::BlkSnapBlockRange = reader.read()?;
+        if r.sector_count == 0 {
+            return Err(EINVAL);
+        }
+        ranges.push(r, GFP_KERNEL)?;
+    }
+    Ok(ranges)
+}
+
+fn dev_of(d: &uapi::BlkSnapDev) -> Result<DevT> {
+    DevT::new(d.mj, d.mn).ok_or(ENODEV)
+}
+
+/// A tracked device.
+struct TrackerEntry {
+    tracker: Arc<Tracker>,
+    /// Keeps the filter attached; dropping it detaches.
+    _filter: Attached<Tracker>,
+    /// The snapshot the device is in.
+    snapshot: Option<[u8; 16]>,
+}
+
+/// A snapshot: a set of tracked devices.
+struct Snapshot {
+    id: [u8; 16],
+    /// The devices, for TAKE (to come).
+    #[allow(dead_code)]
+    devices: KVec<DevT>,
+    taken: bool,
+    events: Arc<EventQueue>,
+}
+
+/// Everything the ioctls work on; guarded by one mutex that the I/O path
+/// never takes.
+struct State {
+    trackers: Slots<TrackerEntry>,
+    snapshots: Slots<Snapshot>,
+}
+
+impl State {
+    fn tracker(&self, dev: DevT) -> Option<&TrackerEntry> {
+        self.trackers.find(|t| t.tracker.dev() == dev)
+    }
+
+    fn snapshot(&self, id: &[u8; 16]) -> Result<&Snapshot> {
+        self.snapshots.find(|s| &s.id == id).ok_or(ESRCH)
+    }
+
+    /// `EBUSY` if tracking `bdev` would overlap a tracked disk or partition
+    /// other than `bdev` itself.
+    fn check_overlap(&self, bdev: &BdevFile) -> Result {
+        let dev = bdev.dev();
+        let whole = bdev.whole_dev();
+        for t in self.trackers.iter() {
+            let other = t.tracker.bdev();
+            if other.dev() == dev {
+                continue;
+            }
+            // A disk and one of its partitions: neither filter sees the
+            // other's bios.
+            if other.dev() == whole || other.whole_dev() == dev {
+                return Err(EBUSY);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// State behind `/dev/blksnap`.
-pub(crate) struct Control;
+pub(crate) struct Control {
+    state: Pin<KBox<Mutex<State>>>,
+}
 
 impl Control {
-    pub(crate) fn new() -> Self {
-        Control
+    pub(crate) fn new() -> Result<Self> {
+        let state = KBox::pin_init(
+            new_mutex!(State { trackers: Slots::new(), snapshots: Slots::new() }, "blksnap_state"),
+            GFP_KERNEL,
+        )?;
+        Ok(Control { state })
     }
 
     fn version(&self, arg: usize) -> Result<isize> {
         write_arg(arg, &uapi::VERSION)?;
+        Ok(0)
+    }
+
+    fn snapshot_create(&self, arg: usize) -> Result<isize> {
+        let mut req: uapi::BlkSnapSnapshotCreate = read_arg(arg)?;
+        if req.count == 0 || req.count > MAX_SNAPSHOT_DEVICES {
+            return Err(EINVAL);
+        }
+        let mut reader = user_array::<uapi::BlkSnapDev>(req.dev_id_array, req.count)?;
+        let mut devs = KVec::with_capacity(req.count as usize, GFP_KERNEL)?;
+        for _ in 0..req.count {
+            let d: uapi::BlkSnapDev = reader.read()?;
+            let dev = dev_of(&d)?;
+            if devs.iter().any(|x| *x == dev) {
+                return Err(EINVAL);
+            }
+            devs.push(dev, GFP_KERNEL)?;
+        }
+
+        let mut st = self.state.lock();
+        // Check every device before changing anything.
+        let mut fresh: KVec<Arc<BdevFile>> = KVec::new();
+        for &dev in devs.iter() {
+            if let Some(t) = st.tracker(dev) {
+                if t.snapshot.is_some() {
+                    return Err(EBUSY);
+                }
+                st.check_overlap(t.tracker.bdev())?;
+                continue;
+            }
+            let bdev = Arc::new(BdevFile::open(dev, false).map_err(|_| ENODEV)?, GFP_KERNEL)?;
+            st.check_overlap(&bdev)?;
+            // Disk and partition both named in this one call.
+            for other in fresh.iter() {
+                if other.dev() == bdev.whole_dev() || other.whole_dev() == bdev.dev() {
+                    return Err(EBUSY);
+                }
+            }
+            fresh.push(bdev, GFP_KERNEL)?;
+        }
+        for &dev in devs.iter() {
+            if let Some(t) = st.tracker(dev) {
+                t.tracker.check_resize()?;
+            }
+        }
+        let events = EventQueue::new()?;
+        st.snapshots.reserve(1)?;
+        st.trackers.reserve(fresh.len())?;
+        // Start tracking on the new devices, with their file systems frozen
+        // so that no write slips past the attach half-done.
+        for bdev in fresh.into_iter() {
+            let tracker = Tracker::new(bdev.clone())?;
+            let filter = {
+                let _frozen = bdev.freeze()?;
+                Attached::attach(bdev.clone(), tracker.clone())?
+            };
+            pr_info!("tracking {}:{}\n", bdev.dev().major(), bdev.dev().minor());
+            st.trackers.insert(TrackerEntry { tracker, _filter: filter, snapshot: None })?;
+        }
+
+        let id = random_uuid();
+        for t in st.trackers.iter_mut() {
+            if devs.iter().any(|d| *d == t.tracker.dev()) {
+                t.snapshot = Some(id);
+            }
+        }
+        events.push(Event::low_free_space(EventQueue::now(), Param::DiffStorageMinimum.get()));
+        st.snapshots.insert(Snapshot { id, devices: devs, taken: false, events })?;
+
+        req.id = uapi::BlkSnapUuid { b: id };
+        if let Err(e) = write_arg(arg, &req) {
+            // Nobody can name the snapshot: take it back.
+            Self::destroy_locked(&mut st, &id)?;
+            return Err(e);
+        }
+        Ok(0)
+    }
+
+    fn destroy_locked(st: &mut State, id: &[u8; 16]) -> Result {
+        let snap = st.snapshots.remove_first(|s| &s.id == id).ok_or(ESRCH)?;
+        for t in st.trackers.iter_mut() {
+            if t.snapshot.as_ref() == Some(id) {
+                t.snapshot = None;
+            }
+        }
+        snap.events.close();
+        Ok(())
+    }
+
+    fn snapshot_destroy(&self, arg: usize) -> Result<isize> {
+        let req: uapi::BlkSnapSnapshotDestroy = read_arg(arg)?;
+        Self::destroy_locked(&mut self.state.lock(), &req.id.b)?;
+        Ok(0)
+    }
+
+    fn snapshot_collect(&self, arg: usize) -> Result<isize> {
+        let mut req: uapi::BlkSnapSnapshotCollect = read_arg(arg)?;
+        let st = self.state.lock();
+        let need = st.snapshots.len() as u32;
+        if req.ids == 0 || req.count < need {
+            let short = req.ids != 0;
+            req.count = need;
+            write_arg(arg, &req)?;
+            return if short { Err(enodata()) } else { Ok(0) };
+        }
+        let ptr = usize::try_from(req.ids).map_err(|_| EFAULT)?;
+        let mut w = UserSlice::new(ptr, need as usize * size_of::<uapi::BlkSnapUuid>()).writer();
+        for s in st.snapshots.iter() {
+            w.write(&uapi::BlkSnapUuid { b: s.id })?;
+        }
+        req.count = need;
+        write_arg(arg, &req)?;
+        Ok(0)
+    }
+
+    fn tracker_remove(&self, arg: usize) -> Result<isize> {
+        let req: uapi::BlkSnapTrackerRemove = read_arg(arg)?;
+        let dev = dev_of(&req.dev_id)?;
+        let mut st = self.state.lock();
+        if st.tracker(dev).ok_or(ENODEV)?.snapshot.is_some() {
+            return Err(EBUSY);
+        }
+        drop(st.trackers.remove_first(|t| t.tracker.dev() == dev));
+        pr_info!("stopped tracking {}:{}\n", dev.major(), dev.minor());
+        Ok(0)
+    }
+
+    fn tracker_collect(&self, arg: usize) -> Result<isize> {
+        let mut req: uapi::BlkSnapTrackerCollect = read_arg(arg)?;
+        let st = self.state.lock();
+        let need = st.trackers.len() as u32;
+        if req.cbt_info_array == 0 || req.count < need {
+            let short = req.cbt_info_array != 0;
+            req.count = need;
+            write_arg(arg, &req)?;
+            return if short { Err(enodata()) } else { Ok(0) };
+        }
+        let ptr = usize::try_from(req.cbt_info_array).map_err(|_| EFAULT)?;
+        let mut w = UserSlice::new(ptr, need as usize * size_of::<uapi::BlkSnapCbtInfo>()).writer();
+        for t in st.trackers.iter() {
+            w.write(&t.tracker.info())?;
+        }
+        req.count = need;
+        write_arg(arg, &req)?;
+        Ok(0)
+    }
+
+    fn tracker_read_cbt_map(&self, arg: usize) -> Result<isize> {
+        let req: uapi::BlkSnapTrackerReadCbtBitmap = read_arg(arg)?;
+        let dev = dev_of(&req.dev_id)?;
+        let tracker = {
+            let st = self.state.lock();
+            let t = st.tracker(dev).ok_or(ENODEV)?;
+            let taken = match &t.snapshot {
+                Some(id) => st.snapshots.iter().any(|s| &s.id == id && s.taken),
+                None => false,
+            };
+            if !taken {
+                return Err(EPERM);
+            }
+            t.tracker.clone()
+        };
+        let offset = req.offset as usize;
+        let total = tracker.map_len().saturating_sub(offset).min(req.length as usize);
+        if total == 0 {
+            return Ok(0);
+        }
+        let ptr = usize::try_from(req.buff).map_err(|_| EFAULT)?;
+        let mut w = UserSlice::new(ptr, total).writer();
+        // The map is read under the tracker's spinlock, so it goes through a
+        // page of kernel memory on its way to user space.
+        let mut page = zeroed_box::<[u8; PAGE_SIZE]>(GFP_KERNEL)?;
+        let mut done = 0;
+        while done < total {
+            let want = (total - done).min(PAGE_SIZE);
+            let n = tracker.read_map(offset + done, &mut page[..want]);
+            if n == 0 {
+                break;
+            }
+            w.write_slice(&page[..n])?;
+            done += n;
+        }
+        Ok(done as isize)
+    }
+
+    fn tracker_mark_dirty_blocks(&self, arg: usize) -> Result<isize> {
+        let req: uapi::BlkSnapTrackerMarkDirtyBlocks = read_arg(arg)?;
+        if req.count == 0 || req.count > MAX_RANGES {
+            return Err(EINVAL);
+        }
+        let dev = dev_of(&req.dev_id)?;
+        let tracker = self.state.lock().tracker(dev).map(|t| t.tracker.clone()).ok_or(ENODEV)?;
+        // All or nothing: every range is read and checked before any is marked.
+        for r in read_ranges(req.dirty_blocks_array, req.count)?.iter() {
+            tracker.mark_dirty(r.sector_offset, r.sector_count);
+        }
+        Ok(0)
+    }
+
+    fn snapshot_wait_event(&self, arg: usize) -> Result<isize> {
+        let mut ev = zeroed_box::<uapi::BlkSnapSnapshotEvent>(GFP_KERNEL)?;
+        {
+            let mut r = UserSlice::new(arg, size_of::<uapi::BlkSnapSnapshotEvent>()).reader();
+            let id: uapi::BlkSnapUuid = r.read()?;
+            let timeout_ms: u32 = r.read()?;
+            ev.id = id;
+            ev.timeout_ms = timeout_ms;
+        }
+        let events = {
+            let st = self.state.lock();
+            st.snapshot(&ev.id.b)?.events.clone()
+        };
+        let got = match events.wait(ev.timeout_ms) {
+            Ok(e) => e,
+            Err(WaitError::Timeout) => return Err(ENOENT),
+            Err(WaitError::Interrupted) => return Err(EINTR),
+            Err(WaitError::Closed) => return Err(ESRCH),
+        };
+        ev.code = got.code;
+        ev.time_label = got.time_ns;
+        ev.data[..got.data.len()].copy_from_slice(&got.data);
+        write_arg(arg, &*ev)?;
         Ok(0)
     }
 }
@@ -42,25 +371,39 @@ impl Control {
 impl FileOperations for Control {
     fn ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
         // Dispatch on the full number: type, nr, size and direction bits.
-        match cmd {
-            uapi::IOCTL_BLK_SNAP_VERSION => return self.version(arg),
-            uapi::IOCTL_BLK_SNAP_TRACKER_REMOVE
-            | uapi::IOCTL_BLK_SNAP_TRACKER_COLLECT
-            | uapi::IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP
-            | uapi::IOCTL_BLK_SNAP_TRACKER_MARK_DIRTY_BLOCKS
-            | uapi::IOCTL_BLK_SNAP_SNAPSHOT_CREATE
-            | uapi::IOCTL_BLK_SNAP_SNAPSHOT_DESTROY
-            | uapi::IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE
-            | uapi::IOCTL_BLK_SNAP_SNAPSHOT_TAKE
-            | uapi::IOCTL_BLK_SNAP_SNAPSHOT_COLLECT
-            | uapi::IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES
-            | uapi::IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT => {}
-            _ => return Err(ENOTTY),
+        let known = matches!(
+            cmd,
+            uapi::IOCTL_BLK_SNAP_VERSION
+                | uapi::IOCTL_BLK_SNAP_TRACKER_REMOVE
+                | uapi::IOCTL_BLK_SNAP_TRACKER_COLLECT
+                | uapi::IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP
+                | uapi::IOCTL_BLK_SNAP_TRACKER_MARK_DIRTY_BLOCKS
+                | uapi::IOCTL_BLK_SNAP_SNAPSHOT_CREATE
+                | uapi::IOCTL_BLK_SNAP_SNAPSHOT_DESTROY
+                | uapi::IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE
+                | uapi::IOCTL_BLK_SNAP_SNAPSHOT_TAKE
+                | uapi::IOCTL_BLK_SNAP_SNAPSHOT_COLLECT
+                | uapi::IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES
+                | uapi::IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT
+        );
+        if !known {
+            return Err(ENOTTY);
         }
-        if !cred::capable_sys_admin() {
+        if cmd != uapi::IOCTL_BLK_SNAP_VERSION && !cred::capable_sys_admin() {
             return Err(EPERM);
         }
-        // Not implemented yet: no call pretends to succeed.
-        Err(ENOTTY)
+        match cmd {
+            uapi::IOCTL_BLK_SNAP_VERSION => self.version(arg),
+            uapi::IOCTL_BLK_SNAP_TRACKER_REMOVE => self.tracker_remove(arg),
+            uapi::IOCTL_BLK_SNAP_TRACKER_COLLECT => self.tracker_collect(arg),
+            uapi::IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP => self.tracker_read_cbt_map(arg),
+            uapi::IOCTL_BLK_SNAP_TRACKER_MARK_DIRTY_BLOCKS => self.tracker_mark_dirty_blocks(arg),
+            uapi::IOCTL_BLK_SNAP_SNAPSHOT_CREATE => self.snapshot_create(arg),
+            uapi::IOCTL_BLK_SNAP_SNAPSHOT_DESTROY => self.snapshot_destroy(arg),
+            uapi::IOCTL_BLK_SNAP_SNAPSHOT_COLLECT => self.snapshot_collect(arg),
+            uapi::IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT => self.snapshot_wait_event(arg),
+            // Not implemented yet: no call pretends to succeed.
+            _ => Err(ENOTTY),
+        }
     }
 }

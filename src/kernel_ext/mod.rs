@@ -9,6 +9,19 @@
 //! `kernel` crate. When a later kernel's `kernel` crate offers one of these
 //! abstractions, the module should move to it and the copy here go away.
 
+// Each abstraction offers the whole of what it wraps, not only what today's
+// callers use.
+#![allow(dead_code)]
+
+pub(crate) mod bio;
+pub(crate) mod block;
 pub(crate) mod bytes;
 pub(crate) mod cred;
+pub(crate) mod errno;
+pub(crate) mod filter;
+pub(crate) mod gendisk;
+pub(crate) mod mem;
 pub(crate) mod misc;
+pub(crate) mod params;
+pub(crate) mod random;
+pub(crate) mod workqueue;

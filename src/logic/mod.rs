@@ -12,4 +12,6 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod cbt;
+pub mod events;
 pub mod geometry;
+pub mod storage;

@@ -43,10 +43,12 @@ cp -r "$SELFTESTS"/. "$root/tests/"
 [ -d "$top/tests/demo" ] && cp -r "$top/tests/demo"/. "$root/demo/"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$OUT/initramfs.cpio.gz"
 
-# Scratch disks for the tests: /dev/vda and /dev/vdb inside the VM.
+# Scratch disks for the tests: /dev/vda (plain) and /dev/vdb (two
+# partitions, vdb1 and vdb2) inside the VM.
 for d in disk0 disk1; do
 	truncate -s 256M "$OUT/$d.img"
 done
+printf 'label: dos\nsize=96MiB, type=83\ntype=83\n' | sfdisk --quiet "$OUT/disk1.img"
 
 cmdline="console=ttyS0 rdinit=/init panic=-1 bsvm_mode=$mode"
 cmdline="$cmdline rcupdate.rcu_cpu_stall_timeout=300 hung_task_timeout_secs=240"

@@ -1,0 +1,492 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Views of `struct bio`, and bios a filter has taken over.
+//!
+//! C header: [`include/linux/bio.h`](srctree/include/linux/bio.h)
+
+use core::ops::Deref;
+use core::ptr::NonNull;
+
+use kernel::bindings;
+use kernel::error::Result;
+use kernel::types::Opaque;
+
+/// `REQ_OP_MASK`: the operation bits of `bi_opf`.
+const REQ_OP_MASK: u32 = (1 << bindings::REQ_OP_BITS) - 1;
+
+/// What a bio does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BioOp {
+    Read,
+    Write,
+    Discard,
+    SecureErase,
+    WriteZeroes,
+    /// Zone and driver-private operations.
+    Other(u32),
+}
+
+/// Completion status of a bio (`blk_status_t`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BlkStatus {
+    Ok,
+    IoErr,
+    /// `REQ_NOWAIT` bio that would have to wait.
+    Again,
+    NotSupp,
+}
+
+impl BlkStatus {
+    fn raw(self) -> bindings::blk_status_t {
+        match self {
+            BlkStatus::Ok => 0,
+            BlkStatus::IoErr => bindings::BLK_STS_IOERR,
+            BlkStatus::Again => bindings::BLK_STS_AGAIN,
+            BlkStatus::NotSupp => bindings::BLK_STS_NOTSUPP,
+        }
+    }
+}
+
+/// A bio, seen through a shared reference.
+///
+/// # Invariants
+///
+/// Wraps a live `struct bio`; the reference is only handed out while the
+/// bio cannot complete (the holder owns it, or the block layer is in the
+/// middle of submitting it).
+#[repr(transparent)]
+pub(crate) struct Bio(Opaque<bindings::bio>);
+
+impl Bio {
+    /// # Safety
+    ///
+    /// `ptr` must point to a live bio that stays live and is not completed
+    /// for `'a`.
+    unsafe fn from_raw<'a>(ptr: *mut bindings::bio) -> &'a Self {
+        // SAFETY: `Bio` is `repr(transparent)` over `Opaque<bio>`, which has
+        // the layout of `bio`; liveness is the caller's promise.
+        unsafe { &*ptr.cast::<Self>() }
+    }
+
+    fn raw(&self) -> *mut bindings::bio {
+        self.0.get()
+    }
+
+    /// The operation.
+    pub(crate) fn op(&self) -> BioOp {
+        // SAFETY: The bio is live (type invariant); `bi_opf` is not changed
+        // by others while we hold it.
+        let op = unsafe { (*self.raw()).bi_opf } & REQ_OP_MASK;
+        match op {
+            bindings::req_op_REQ_OP_READ => BioOp::Read,
+            bindings::req_op_REQ_OP_WRITE => BioOp::Write,
+            bindings::req_op_REQ_OP_DISCARD => BioOp::Discard,
+            bindings::req_op_REQ_OP_SECURE_ERASE => BioOp::SecureErase,
+            bindings::req_op_REQ_OP_WRITE_ZEROES => BioOp::WriteZeroes,
+            other => BioOp::Other(other),
+        }
+    }
+
+    /// Whether the bio changes the data on the device (writes, discards,
+    /// zeroing, secure erase).
+    pub(crate) fn changes_data(&self) -> bool {
+        matches!(self.op(), BioOp::Write | BioOp::Discard | BioOp::SecureErase | BioOp::WriteZeroes)
+    }
+
+    fn opf(&self) -> u32 {
+        // SAFETY: As in `op`.
+        unsafe { (*self.raw()).bi_opf }
+    }
+
+    /// `REQ_NOWAIT`: the submitter cannot wait.
+    pub(crate) fn is_nowait(&self) -> bool {
+        self.opf() & bindings::REQ_NOWAIT != 0
+    }
+
+    /// `REQ_PREFLUSH`: the device cache is flushed first.
+    pub(crate) fn is_preflush(&self) -> bool {
+        self.opf() & bindings::REQ_PREFLUSH != 0
+    }
+
+    /// `REQ_FUA`: the data is durable on completion.
+    pub(crate) fn is_fua(&self) -> bool {
+        self.opf() & bindings::REQ_FUA != 0
+    }
+
+    /// First sector, relative to the start of the bio's device.
+    pub(crate) fn sector(&self) -> u64 {
+        // SAFETY: As in `op`; the read copies the packed field.
+        unsafe { (*self.raw()).bi_iter.bi_sector }
+    }
+
+    /// Bytes left to transfer.
+    pub(crate) fn size(&self) -> u32 {
+        // SAFETY: As in `sector`.
+        unsafe { (*self.raw()).bi_iter.bi_size }
+    }
+
+    /// Sectors left to transfer.
+    pub(crate) fn sectors(&self) -> u64 {
+        u64::from(self.size() >> 9)
+    }
+
+    /// The device number of the bio's device.
+    pub(crate) fn dev(&self) -> super::block::DevT {
+        // SAFETY: A live bio's `bi_bdev` is a valid block device.
+        super::block::DevT::from_raw(unsafe { (*(*self.raw()).bi_bdev).bd_dev })
+    }
+
+    /// The data segments, each within one page.
+    pub(crate) fn segments(&self) -> Segments<'_> {
+        // SAFETY: As in `sector`.
+        let iter = unsafe { (*self.raw()).bi_iter };
+        Segments { bio: self, iter }
+    }
+}
+
+/// One segment of a bio's data: `len` bytes at `offset` in one page.
+pub(crate) struct Segment<'a> {
+    vec: bindings::bio_vec,
+    _bio: &'a Bio,
+}
+
+impl Segment<'_> {
+    /// Bytes in the segment.
+    pub(crate) fn len(&self) -> usize {
+        self.vec.bv_len as usize
+    }
+
+    /// Offset in its page.
+    pub(crate) fn offset(&self) -> usize {
+        self.vec.bv_offset as usize
+    }
+
+    /// Copies the segment's bytes into the start of `dst` (as many as fit);
+    /// returns how many.
+    pub(crate) fn copy_to(&self, dst: &mut [u8]) -> usize {
+        let n = self.len().min(dst.len());
+        // SAFETY: `bv_page` is a page of the live bio; mapping it locally is
+        // always allowed and the mapping is dropped before returning.
+        unsafe {
+            let base = bindings::kmap_local_page(self.vec.bv_page).cast::<u8>();
+            core::ptr::copy_nonoverlapping(base.add(self.offset()), dst.as_mut_ptr(), n);
+            bindings::kunmap_local(base.cast());
+        }
+        n
+    }
+}
+
+/// Iterator over a bio's segments.
+pub(crate) struct Segments<'a> {
+    bio: &'a Bio,
+    iter: bindings::bvec_iter,
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = Segment<'a>;
+
+    fn next(&mut self) -> Option<Segment<'a>> {
+        if self.iter.bi_size == 0 || !self.bio.has_data() {
+            return None;
+        }
+        // SAFETY: The bio is live and `iter` stays within its data.
+        let vec = unsafe { bindings::bio_iter_bvec(self.bio.raw(), self.iter) };
+        // SAFETY: As above; `bv_len` bytes remain in the iterator.
+        unsafe { bindings::bio_advance_iter_single(self.bio.raw(), &mut self.iter, vec.bv_len) };
+        Some(Segment { vec, _bio: self.bio })
+    }
+}
+
+impl Bio {
+    fn has_data(&self) -> bool {
+        matches!(self.op(), BioOp::Read | BioOp::Write)
+    }
+}
+
+/// A bio submitted to a filtered device, handed to the filter's callback.
+///
+/// The callback lets it go on by dropping it, or takes it over with
+/// [`IncomingBio::take`].
+pub(crate) struct IncomingBio<'a> {
+    bio: &'a Bio,
+    taken: &'a core::cell::Cell<bool>,
+}
+
+impl<'a> IncomingBio<'a> {
+    /// # Safety
+    ///
+    /// `ptr` must be a bio being submitted, live for `'a`; if `taken` is set
+    /// on return, the caller gives the bio up to the [`OwnedBio`].
+    pub(super) unsafe fn new(ptr: *mut bindings::bio, taken: &'a core::cell::Cell<bool>) -> Self {
+        // SAFETY: The caller promises the bio is live for `'a`.
+        Self { bio: unsafe { Bio::from_raw(ptr) }, taken }
+    }
+
+    /// Takes the bio over: the submit path stops here, and the returned
+    /// owner must resubmit or end it.
+    pub(crate) fn take(self) -> OwnedBio {
+        self.taken.set(true);
+        // INVARIANT: the submitter's path is told (through `taken`) to leave
+        // the bio to us.
+        OwnedBio { ptr: NonNull::from(&self.bio.0).cast() }
+    }
+}
+
+impl Deref for IncomingBio<'_> {
+    type Target = Bio;
+    fn deref(&self) -> &Bio {
+        self.bio
+    }
+}
+
+/// A bio taken over by a filter: it must be resubmitted or ended. Dropping
+/// it ends it with an I/O error, so a bio is never lost silently.
+///
+/// # Invariants
+///
+/// `ptr` is a live bio that this value alone may complete or resubmit.
+pub(crate) struct OwnedBio {
+    ptr: NonNull<bindings::bio>,
+}
+
+// SAFETY: A bio may be resubmitted or completed from any thread.
+unsafe impl Send for OwnedBio {}
+// SAFETY: `&OwnedBio` only reads the bio.
+unsafe impl Sync for OwnedBio {}
+
+impl OwnedBio {
+    /// Takes ownership of a bio handed over by the block layer.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is a live bio the caller owns and gives up.
+    pub(super) unsafe fn from_raw(ptr: *mut bindings::bio) -> Self {
+        // SAFETY: The caller promises a live, non-NULL bio it owns.
+        Self { ptr: unsafe { NonNull::new_unchecked(ptr) } }
+    }
+
+    /// Sends the bio on to its device, past the device's filter.
+    pub(crate) fn resubmit(self) {
+        let ptr = self.ptr.as_ptr();
+        core::mem::forget(self);
+        // SAFETY: We own the bio (type invariant) and give it back to the
+        // block layer; it has been marked filtered, so it goes straight on.
+        unsafe { bindings::blk_filter_submit_bio(ptr) };
+    }
+
+    /// Completes the bio with `status`.
+    pub(crate) fn end(self, status: BlkStatus) {
+        let ptr = self.ptr.as_ptr();
+        core::mem::forget(self);
+        // SAFETY: We own the bio (type invariant); completing it hands it
+        // back to its submitter.
+        unsafe {
+            (*ptr).bi_status = status.raw();
+            bindings::bio_endio(ptr);
+        }
+    }
+}
+
+impl Deref for OwnedBio {
+    type Target = Bio;
+    fn deref(&self) -> &Bio {
+        // SAFETY: The bio is live while we own it (type invariant).
+        unsafe { Bio::from_raw(self.ptr.as_ptr()) }
+    }
+}
+
+impl Drop for OwnedBio {
+    fn drop(&mut self) {
+        kernel::pr_err!("a held bio was dropped; failing it\n");
+        // SAFETY: We own the bio (type invariant).
+        unsafe {
+            (*self.ptr.as_ptr()).bi_status = bindings::BLK_STS_IOERR;
+            bindings::bio_endio(self.ptr.as_ptr());
+        }
+    }
+}
+
+/// `bi_flags` bit of bios that bypass the filter of their device.
+const BIO_FILTERED_BIT: u16 = 1 << bindings::BIO_FILTERED;
+
+/// Allocates a bio on `bdev` from the shared bio set.
+///
+/// # Safety
+///
+/// `bdev` must be an open block device; the caller owns the returned bio.
+unsafe fn alloc_bio(bdev: *mut bindings::block_device, vecs: u16, opf: u32) -> Result<*mut bindings::bio> {
+    // SAFETY: `fs_bio_set` is initialised at boot and lives forever; with a
+    // sleeping allocation mode the mempool-backed allocation does not fail,
+    // but the NULL check stays.
+    let bio = unsafe {
+        bindings::bio_alloc_bioset(bdev, vecs, opf, bindings::GFP_KERNEL, core::ptr::addr_of_mut!(bindings::fs_bio_set))
+    };
+    if bio.is_null() {
+        return Err(kernel::error::code::ENOMEM);
+    }
+    // SAFETY: A fresh bio of ours. Our own I/O bypasses filters: it must not
+    // be copied on write or tracked as a change.
+    unsafe { (*bio).bi_flags |= BIO_FILTERED_BIT };
+    Ok(bio)
+}
+
+/// Submits `bio` and waits for it; consumes the bio.
+///
+/// # Safety
+///
+/// The caller owns `bio`, fully set up.
+unsafe fn submit_and_wait(bio: *mut bindings::bio) -> Result {
+    // SAFETY: The caller owns the bio; `submit_bio_wait` keeps our reference
+    // and `bio_put` drops it.
+    let ret = unsafe { bindings::submit_bio_wait(bio) };
+    // SAFETY: As above.
+    unsafe { bindings::bio_put(bio) };
+    kernel::error::to_result(ret)
+}
+
+/// Reads `len` bytes at `sector` of `bdev` into `pages` (or writes them, with
+/// FUA, so the data is durable on return), waiting for completion. The I/O
+/// bypasses the device's filter.
+pub(crate) fn page_io(
+    bdev: &super::block::BdevFile,
+    sector: u64,
+    pages: &[kernel::page::Page],
+    len: usize,
+    write: bool,
+) -> Result {
+    use kernel::page::PAGE_SIZE;
+    let opf = if write {
+        bindings::req_op_REQ_OP_WRITE | bindings::REQ_SYNC | bindings::REQ_FUA
+    } else {
+        bindings::req_op_REQ_OP_READ
+    };
+    let max_vecs = bindings::BIO_MAX_VECS as usize;
+    let mut done = 0usize;
+    let mut page = 0usize;
+    while done < len {
+        let pages_left = pages.len().saturating_sub(page);
+        if pages_left == 0 {
+            return Err(kernel::error::code::EINVAL);
+        }
+        let vecs = pages_left.min(max_vecs);
+        // SAFETY: `bdev` is open; we own the bio until `submit_and_wait`.
+        let bio = unsafe { alloc_bio(bdev.as_raw(), vecs as u16, opf)? };
+        // SAFETY: We own the fresh bio.
+        unsafe { (*bio).bi_iter.bi_sector = sector + (done as u64 >> 9) };
+        let mut added = 0;
+        while added < vecs && done < len {
+            let n = (len - done).min(PAGE_SIZE);
+            let Some(p) = pages.get(page) else { break };
+            // SAFETY: We own the bio; the page outlives the I/O (we wait).
+            let ok = unsafe { bindings::bio_add_page(bio, p.as_ptr(), n as u32, 0) } as usize == n;
+            if !ok {
+                break;
+            }
+            added += 1;
+            page += 1;
+            done += n;
+        }
+        if added == 0 {
+            // SAFETY: Ours, never submitted.
+            unsafe { bindings::bio_put(bio) };
+            return Err(kernel::error::code::EIO);
+        }
+        // SAFETY: We own the bio, now set up.
+        unsafe { submit_and_wait(bio)? };
+    }
+    Ok(())
+}
+
+impl OwnedBio {
+    /// Performs bytes `[skip, skip + len)` of this bio's transfer on `target`
+    /// at `sector`, waiting for completion; the I/O bypasses filters.
+    /// `skip` and `len` are multiples of 512.
+    pub(crate) fn io_part(&self, skip: u32, len: u32, target: &super::block::BdevFile, sector: u64) -> Result {
+        // SAFETY: We own the source bio; the clone shares its pages, which
+        // stay valid until we complete the source, after this call.
+        let clone = unsafe {
+            bindings::bio_alloc_clone(
+                target.as_raw(),
+                self.ptr.as_ptr(),
+                bindings::GFP_KERNEL,
+                core::ptr::addr_of_mut!(bindings::fs_bio_set),
+            )
+        };
+        if clone.is_null() {
+            return Err(kernel::error::code::ENOMEM);
+        }
+        // SAFETY: The clone is ours; trimming stays within the source's
+        // transfer (callers pass a part of it).
+        unsafe {
+            bindings::bio_trim(clone, u64::from(skip >> 9), u64::from(len >> 9));
+            (*clone).bi_iter.bi_sector = sector;
+            (*clone).bi_flags |= BIO_FILTERED_BIT;
+            submit_and_wait(clone)
+        }
+    }
+}
+
+/// A FIFO of owned bios, linked through their `bi_next` field: pushing never
+/// allocates, so bios can be queued under a spinlock.
+///
+/// # Invariants
+///
+/// `head`..`tail` link bios owned by this list through `bi_next`, the last
+/// one's `bi_next` NULL; both are `None` when empty.
+pub(crate) struct BioList {
+    head: Option<NonNull<bindings::bio>>,
+    tail: Option<NonNull<bindings::bio>>,
+}
+
+// SAFETY: The bios may be moved between threads (see `OwnedBio`).
+unsafe impl Send for BioList {}
+
+impl BioList {
+    pub(crate) const fn new() -> Self {
+        Self { head: None, tail: None }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    pub(crate) fn push(&mut self, bio: OwnedBio) {
+        let p = bio.ptr;
+        core::mem::forget(bio);
+        // SAFETY: We own `p` now; linking through `bi_next` is how the block
+        // layer queues bios it owns, and no one else links it.
+        unsafe { (*p.as_ptr()).bi_next = core::ptr::null_mut() };
+        match self.tail {
+            // SAFETY: `t` is the last bio of our list (type invariant).
+            Some(t) => unsafe { (*t.as_ptr()).bi_next = p.as_ptr() },
+            None => self.head = Some(p),
+        }
+        self.tail = Some(p);
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<OwnedBio> {
+        let h = self.head?;
+        // SAFETY: `h` is the first bio of our list (type invariant).
+        let next = unsafe { (*h.as_ptr()).bi_next };
+        // SAFETY: As above; a bio leaving the list has no `bi_next`.
+        unsafe { (*h.as_ptr()).bi_next = core::ptr::null_mut() };
+        self.head = NonNull::new(next);
+        if self.head.is_none() {
+            self.tail = None;
+        }
+        // INVARIANT: the bio was ours through the list.
+        Some(OwnedBio { ptr: h })
+    }
+
+    /// Moves every bio of `self` out into a new list.
+    pub(crate) fn take(&mut self) -> Self {
+        core::mem::replace(self, Self::new())
+    }
+}
+
+impl Drop for BioList {
+    fn drop(&mut self) {
+        // Each dropped `OwnedBio` is ended with an error: never lost.
+        while self.pop().is_some() {}
+    }
+}

@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Bio filters (`patches/0001-block-add-per-device-bio-filters.patch`).
+//!
+//! C header: [`include/linux/blk-filter.h`](srctree/include/linux/blk-filter.h)
+
+use core::cell::Cell;
+use core::marker::PhantomPinned;
+use core::pin::Pin;
+
+use kernel::alloc::{flags::GFP_KERNEL, KBox};
+use kernel::bindings;
+use kernel::error::{to_result, Result};
+use kernel::sync::Arc;
+use kernel::types::Opaque;
+
+use super::bio::IncomingBio;
+use super::block::BdevFile;
+
+/// What a filter does with the bios of its device.
+pub(crate) trait FilterOps: Send + Sync + Sized {
+    /// Sees a bio submitted to the device, in the submitter's context. The
+    /// bio goes on to the device unless the callback takes it over
+    /// ([`IncomingBio::take`]). It must not wait for I/O it issues.
+    fn submit_bio(&self, bio: IncomingBio<'_>);
+
+    /// The device went away while the filter was attached. Called with block
+    /// layer locks held: must not sleep.
+    fn detached(&self) {}
+}
+
+#[repr(C)]
+struct Inner<T: FilterOps> {
+    filter: Opaque<bindings::blk_filter>,
+    data: Arc<T>,
+    _pin: PhantomPinned,
+}
+
+/// A filter attached to a block device; detached on drop.
+///
+/// # Invariants
+///
+/// While this value exists, `inner.filter` is attached to `bdev` or was
+/// detached by the block layer because the device went away; its `ops` is
+/// [`Attached::<T>::OPS`]. `inner` is pinned, so the pointer the block layer
+/// holds stays valid, and `bdev` keeps the device open.
+pub(crate) struct Attached<T: FilterOps> {
+    inner: Pin<KBox<Inner<T>>>,
+    bdev: Arc<BdevFile>,
+}
+
+// SAFETY: The block layer may call the filter from any thread, which `T:
+// Send + Sync` allows; the C structure is only read by the block layer, and
+// attach/detach may happen on any thread.
+unsafe impl<T: FilterOps> Send for Attached<T> {}
+// SAFETY: `&Attached` only gives out `&Arc<T>`, and `T: Sync`.
+unsafe impl<T: FilterOps> Sync for Attached<T> {}
+
+impl<T: FilterOps> Attached<T> {
+    const OPS: bindings::blk_filter_ops = bindings::blk_filter_ops {
+        submit_bio: Some(submit_bio_callback::<T>),
+        detach: Some(detach_callback::<T>),
+    };
+
+    /// Attaches a filter serving `data` to `bdev`. Fails with `EBUSY` if the
+    /// device has a filter already.
+    pub(crate) fn attach(bdev: Arc<BdevFile>, data: Arc<T>) -> Result<Self> {
+        let inner = KBox::pin(
+            Inner {
+                filter: Opaque::new(bindings::blk_filter { ops: &Self::OPS }),
+                data,
+                _pin: PhantomPinned,
+            },
+            GFP_KERNEL,
+        )?;
+        // SAFETY: `bdev` is held open; `inner.filter` is pinned and lives
+        // until `Drop` has detached it.
+        to_result(unsafe { bindings::blk_filter_attach(bdev.as_raw(), inner.filter.get()) })?;
+        // INVARIANT: attached above.
+        Ok(Self { inner, bdev })
+    }
+
+    /// The data the filter serves.
+    pub(crate) fn data(&self) -> &Arc<T> {
+        &self.inner.data
+    }
+}
+
+impl<T: FilterOps> Drop for Attached<T> {
+    fn drop(&mut self) {
+        // SAFETY: `bdev` is open (type invariant). On return no callback runs
+        // and the block layer holds no pointer to `inner`, so it may be freed.
+        unsafe { bindings::blk_filter_detach(self.bdev.as_raw(), self.inner.filter.get()) };
+    }
+}
+
+/// # Safety
+///
+/// Called by the block layer only, with `flt` attached by [`Attached`] with
+/// this `T` and `bio` being submitted.
+unsafe extern "C" fn submit_bio_callback<T: FilterOps>(
+    flt: *mut bindings::blk_filter,
+    bio: *mut bindings::bio,
+) -> bool {
+    // SAFETY: `flt` is the `filter` field of a live, pinned `Inner<T>`: the
+    // block layer calls us only while it is attached, and `Attached::drop`
+    // waits for running calls before freeing it.
+    let inner = unsafe { &*kernel::container_of!(flt, Inner<T>, filter) };
+    let taken = Cell::new(false);
+    // SAFETY: `bio` is being submitted and stays live during the call; if
+    // the callback takes it, we report that to the block layer below.
+    inner.data.submit_bio(unsafe { IncomingBio::new(bio, &taken) });
+    taken.get()
+}
+
+/// # Safety
+///
+/// As for [`submit_bio_callback`].
+unsafe extern "C" fn detach_callback<T: FilterOps>(flt: *mut bindings::blk_filter) {
+    // SAFETY: As in `submit_bio_callback`; `Attached::drop` waits for this
+    // call (the block layer's filter lock) before freeing `Inner`.
+    let inner = unsafe { &*kernel::container_of!(flt, Inner<T>, filter) };
+    inner.data.detached();
+}

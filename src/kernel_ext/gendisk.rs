@@ -1,0 +1,162 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Bio-based disks: block devices whose bios a Rust type handles directly
+//! (6.12's `kernel::block` only has blk-mq disks).
+//!
+//! C header: [`include/linux/blkdev.h`](srctree/include/linux/blkdev.h)
+
+use core::mem::MaybeUninit;
+use core::pin::Pin;
+use core::ptr::NonNull;
+
+use kernel::alloc::{flags::GFP_KERNEL, KBox};
+use kernel::bindings;
+use kernel::error::{from_err_ptr, to_result, Error, Result};
+use kernel::str::CStr;
+use kernel::sync::Arc;
+use kernel::types::Opaque;
+use kernel::ThisModule;
+
+use super::bio::OwnedBio;
+
+/// A block major number registered under a name; unregistered on drop.
+pub(crate) struct BlockMajor {
+    major: u32,
+    name: &'static CStr,
+}
+
+impl BlockMajor {
+    /// Registers a dynamic major called `name` (see `/proc/devices`).
+    pub(crate) fn register(name: &'static CStr) -> Result<Self> {
+        // SAFETY: Major 0 asks for a free one; `name` is static.
+        let ret = unsafe { bindings::__register_blkdev(0, name.as_char_ptr(), None) };
+        if ret < 0 {
+            return Err(Error::from_errno(ret));
+        }
+        Ok(Self { major: ret as u32, name })
+    }
+
+    pub(crate) fn major(&self) -> u32 {
+        self.major
+    }
+}
+
+impl Drop for BlockMajor {
+    fn drop(&mut self) {
+        // SAFETY: Registered in `register` with this name.
+        unsafe { bindings::unregister_blkdev(self.major, self.name.as_char_ptr()) };
+    }
+}
+
+/// What a bio-based disk does with its bios.
+pub(crate) trait DiskOps: Send + Sync + Sized {
+    /// Handles a bio submitted to the disk; the callee owns it and must end
+    /// it (possibly later, from another thread).
+    fn submit_bio(&self, bio: OwnedBio);
+}
+
+struct LockClass(Opaque<bindings::lock_class_key>);
+// SAFETY: lockdep owns the key's contents and serialises access to them.
+unsafe impl Sync for LockClass {}
+static DISK_LOCK_CLASS: LockClass = LockClass(Opaque::uninit());
+
+/// A bio-based disk with one minor and no partitions; removed on drop.
+///
+/// # Invariants
+///
+/// `disk` was added with `device_add_disk`; its `fops` points to `fops` and
+/// its `private_data` to the `T` inside `data`, both kept alive until after
+/// `del_gendisk` in `Drop`.
+pub(crate) struct BioDisk<T: DiskOps> {
+    disk: NonNull<bindings::gendisk>,
+    fops: Pin<KBox<Opaque<bindings::block_device_operations>>>,
+    data: Arc<T>,
+}
+
+// SAFETY: The disk may be removed from any thread; `T` is `Send + Sync`.
+unsafe impl<T: DiskOps> Send for BioDisk<T> {}
+// SAFETY: `&BioDisk` only reads immutable fields.
+unsafe impl<T: DiskOps> Sync for BioDisk<T> {}
+
+impl<T: DiskOps> BioDisk<T> {
+    /// Creates and adds disk `name` (at most 31 bytes) as `major:minor`,
+    /// `sectors` long with 512-byte logical blocks, served by `data`.
+    pub(crate) fn add(
+        name: &[u8],
+        major: u32,
+        minor: u32,
+        sectors: u64,
+        data: Arc<T>,
+        module: &'static ThisModule,
+    ) -> Result<Self> {
+        // SAFETY: All-zero is a valid `block_device_operations` (no callbacks).
+        let mut ops: bindings::block_device_operations = unsafe { MaybeUninit::zeroed().assume_init() };
+        ops.owner = module.as_ptr();
+        ops.submit_bio = Some(submit_bio_callback::<T>);
+        let fops = KBox::pin(Opaque::new(ops), GFP_KERNEL)?;
+
+        // SAFETY: All-zero limits mean "defaults" to the block layer.
+        let mut lim: bindings::queue_limits = unsafe { MaybeUninit::zeroed().assume_init() };
+        lim.logical_block_size = 512;
+        lim.max_hw_sectors = 2048;
+        // SAFETY: `lim` is valid for the call; the lock class key is static.
+        let disk = from_err_ptr(unsafe {
+            bindings::__blk_alloc_disk(&mut lim, bindings::NUMA_NO_NODE, DISK_LOCK_CLASS.0.get())
+        })?;
+        let disk = NonNull::new(disk).ok_or(kernel::error::code::ENOMEM)?;
+        // SAFETY: A fresh disk of ours, not yet visible to anyone.
+        unsafe {
+            let d = disk.as_ptr();
+            (*d).major = major as i32;
+            (*d).first_minor = minor as i32;
+            (*d).minors = 1;
+            (*d).flags |= bindings::GENHD_FL_NO_PART as i32;
+            (*d).fops = fops.get();
+            (*d).private_data = (&*data as *const T).cast_mut().cast();
+            let n = name.len().min((*d).disk_name.len() - 1);
+            for (i, b) in name.iter().take(n).enumerate() {
+                (*d).disk_name[i] = *b as _;
+            }
+            (*d).disk_name[n] = 0;
+            bindings::set_capacity(d, sectors);
+        }
+        // SAFETY: The disk is fully set up; on failure we still own it.
+        let ret = unsafe { bindings::device_add_disk(core::ptr::null_mut(), disk.as_ptr(), core::ptr::null_mut()) };
+        if let Err(e) = to_result(ret) {
+            // SAFETY: Never added; drop our reference.
+            unsafe { bindings::put_disk(disk.as_ptr()) };
+            return Err(e);
+        }
+        // INVARIANT: added, with `fops` and `data` kept in `self`.
+        Ok(Self { disk, fops, data })
+    }
+
+    pub(crate) fn data(&self) -> &Arc<T> {
+        &self.data
+    }
+}
+
+impl<T: DiskOps> Drop for BioDisk<T> {
+    fn drop(&mut self) {
+        // SAFETY: The disk was added (type invariant). `del_gendisk` returns
+        // once no `submit_bio` call runs or can start; then `fops` and `data`
+        // may go, and `put_disk` drops our reference.
+        unsafe {
+            bindings::del_gendisk(self.disk.as_ptr());
+            bindings::put_disk(self.disk.as_ptr());
+        }
+        let _ = &self.fops;
+    }
+}
+
+/// # Safety
+///
+/// Called by the block layer for a bio on a disk made by [`BioDisk::add`]
+/// with this `T`, before `del_gendisk` returned.
+unsafe extern "C" fn submit_bio_callback<T: DiskOps>(bio: *mut bindings::bio) {
+    // SAFETY: The bio's disk is ours; its `private_data` is the `T` that the
+    // `BioDisk` keeps alive past any running callback (type invariant).
+    let data = unsafe { &*((*(*(*bio).bi_bdev).bd_disk).private_data as *const T) };
+    // SAFETY: The block layer hands the bio over to the driver.
+    data.submit_bio(unsafe { OwnedBio::from_raw(bio) });
+}

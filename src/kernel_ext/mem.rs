@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Zeroed heap allocations of plain data.
+
+use kernel::alloc::{flags::__GFP_ZERO, AllocError, Flags, KBox};
+use kernel::types::FromBytes;
+
+/// A heap-allocated `T` with every byte zero, built in place (never on the
+/// stack, which matters for page-sized values).
+pub(crate) fn zeroed_box<T: FromBytes>(flags: Flags) -> Result<KBox<T>, AllocError> {
+    let b = KBox::<T>::new_uninit(flags | __GFP_ZERO)?;
+    // SAFETY: `__GFP_ZERO` zeroed the allocation, and all-zero bytes are a
+    // valid `T` because `T: FromBytes` (any bit pattern is).
+    Ok(unsafe { b.assume_init() })
+}
+
+/// While alive, allocations of the current task do no I/O to reclaim memory
+/// (`memalloc_noio_save()`): the block I/O paths must not recurse into the
+/// devices they serve. 6.12's `kernel::alloc::flags` has no `GFP_NOIO`.
+pub(crate) struct NoIo {
+    flags: u32,
+    /// The scope belongs to the task that entered it.
+    _not_send: core::marker::PhantomData<*mut ()>,
+}
+
+impl NoIo {
+    pub(crate) fn enter() -> Self {
+        // SAFETY: Always allowed in task context; undone in `Drop` on the
+        // same task (the type is not `Send`).
+        let flags = unsafe { kernel::bindings::memalloc_noio_save() };
+        Self { flags, _not_send: core::marker::PhantomData }
+    }
+}
+
+impl Drop for NoIo {
+    fn drop(&mut self) {
+        // SAFETY: Restores what `enter` saved, on the same task.
+        unsafe { kernel::bindings::memalloc_noio_restore(self.flags) };
+    }
+}

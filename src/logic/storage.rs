@@ -1,0 +1,237 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Diff storage bookkeeping: the sector ranges user space hands over, their
+//! validation, and carving chunk-sized regions out of them.
+//!
+//! Ranges are appended over a snapshot's life. Regions are allocated in
+//! order, each inside one range and aligned to a page, so a region never
+//! straddles two ranges; the tail of a range too short for the next region
+//! is skipped.
+
+/// A run of sectors on one storage device (`dev` is the caller's handle).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageRange {
+    pub dev: u32,
+    pub start: u64,
+    pub len: u64,
+}
+
+/// Why ranges are refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeError {
+    /// Zero length.
+    Empty,
+    /// Start or length not a multiple of the device's logical block.
+    Unaligned,
+    /// Past the end of the device.
+    PastEnd,
+    /// Overlaps another range given now or before.
+    Overlap,
+}
+
+/// Checks ranges `new` (`(start, len)` in sectors, sorted in place) for a
+/// device of `dev_sectors` sectors with `align` sectors per logical block,
+/// against the ranges already given on that device.
+pub fn validate_ranges(
+    new: &mut [(u64, u64)],
+    existing: impl Iterator<Item = (u64, u64)> + Clone,
+    dev_sectors: u64,
+    align: u64,
+) -> Result<(), RangeError> {
+    let align = align.max(1);
+    for &(start, len) in new.iter() {
+        if len == 0 {
+            return Err(RangeError::Empty);
+        }
+        if start % align != 0 || len % align != 0 {
+            return Err(RangeError::Unaligned);
+        }
+        match start.checked_add(len) {
+            Some(end) if end <= dev_sectors => {}
+            _ => return Err(RangeError::PastEnd),
+        }
+    }
+    new.sort_unstable();
+    for w in new.windows(2) {
+        // Sorted and in bounds, so the sums cannot overflow.
+        if w[0].0 + w[0].1 > w[1].0 {
+            return Err(RangeError::Overlap);
+        }
+    }
+    for (s, l) in existing {
+        let e = s.saturating_add(l);
+        // First new range ending after `s`; it overlaps if it starts before `e`.
+        let i = new.partition_point(|&(ns, nl)| ns + nl <= s);
+        if let Some(&(ns, _)) = new.get(i) {
+            if ns < e {
+                return Err(RangeError::Overlap);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A region handed out for one chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub dev: u32,
+    pub sector: u64,
+    pub len: u64,
+}
+
+/// Sectors in a page: regions start on page boundaries.
+pub const PAGE_SECTORS: u64 = 8;
+
+/// Allocation state over a growing list of ranges that the caller keeps.
+///
+/// The caller passes the same list, only ever appended to, on every call.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Allocator {
+    /// Index of the range allocation continues in.
+    range: usize,
+    /// Sectors used at the start of that range (alignment gaps included).
+    offset: u64,
+    /// Sectors appended in all.
+    total: u64,
+    /// Sectors allocated or skipped.
+    consumed: u64,
+    /// Whether a low free space event may fire.
+    armed: bool,
+}
+
+impl Allocator {
+    pub const fn new() -> Self {
+        Self { range: 0, offset: 0, total: 0, consumed: 0, armed: true }
+    }
+
+    /// Records that a range of `len` sectors was appended to the list. Arms
+    /// the low free space event again.
+    pub fn appended(&mut self, len: u64) {
+        self.total = self.total.saturating_add(len);
+        self.armed = true;
+    }
+
+    /// Sectors appended in all.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Sectors still free (alignment gaps and skipped tails excluded once
+    /// passed).
+    pub fn free(&self) -> u64 {
+        self.total.saturating_sub(self.consumed)
+    }
+
+    /// Takes `len` sectors, page aligned, from `ranges`; `None` when no
+    /// range left has room.
+    pub fn alloc(&mut self, ranges: &[StorageRange], len: u64) -> Option<Region> {
+        while let Some(r) = ranges.get(self.range) {
+            let at = r.start + self.offset;
+            let pad = (PAGE_SECTORS - at % PAGE_SECTORS) % PAGE_SECTORS;
+            if self.offset + pad + len <= r.len {
+                self.offset += pad + len;
+                self.consumed = self.consumed.saturating_add(pad + len);
+                return Some(Region { dev: r.dev, sector: at + pad, len });
+            }
+            // The rest of this range is too short: skip it.
+            self.consumed = self.consumed.saturating_add(r.len - self.offset);
+            self.range += 1;
+            self.offset = 0;
+        }
+        None
+    }
+
+    /// Whether a low free space event is due now: free space fell below
+    /// `threshold` and no event fired since the last append. Disarms.
+    pub fn low_space_due(&mut self, threshold: u64) -> bool {
+        if self.armed && self.free() < threshold {
+            self.armed = false;
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(new: &mut [(u64, u64)], existing: &[(u64, u64)]) -> Result<(), RangeError> {
+        validate_ranges(new, existing.iter().copied(), 1000, 8)
+    }
+
+    #[test]
+    fn accepts_good_ranges_and_sorts() {
+        let mut r = [(800, 200), (0, 8), (8, 16)];
+        assert_eq!(v(&mut r, &[(100, 100)]), Ok(()));
+        assert_eq!(r, [(0, 8), (8, 16), (800, 200)]);
+    }
+
+    #[test]
+    fn rejects_bad_ranges() {
+        assert_eq!(v(&mut [(0, 0)], &[]), Err(RangeError::Empty));
+        assert_eq!(v(&mut [(4, 8)], &[]), Err(RangeError::Unaligned));
+        assert_eq!(v(&mut [(8, 12)], &[]), Err(RangeError::Unaligned));
+        assert_eq!(v(&mut [(992, 16)], &[]), Err(RangeError::PastEnd));
+        assert_eq!(v(&mut [(u64::MAX - 6, 8)], &[]), Err(RangeError::Unaligned));
+        assert_eq!(v(&mut [(u64::MAX - 15, 8)], &[]), Err(RangeError::PastEnd));
+        assert_eq!(v(&mut [(0, 16), (8, 8)], &[]), Err(RangeError::Overlap));
+        assert_eq!(v(&mut [(96, 16)], &[(100 - 4, 8)]), Err(RangeError::Overlap));
+        assert_eq!(v(&mut [(0, 1000)], &[(500, 8)]), Err(RangeError::Overlap));
+        assert_eq!(v(&mut [(504, 8)], &[(500, 8)]), Err(RangeError::Overlap));
+        // Touching is not overlapping.
+        assert_eq!(v(&mut [(16, 8), (0, 8)], &[(8, 8), (24, 8)]), Ok(()));
+    }
+
+    #[test]
+    fn allocates_page_aligned_within_ranges() {
+        let ranges = [
+            StorageRange { dev: 1, start: 3, len: 21 }, // room for one 8-sector region at 8
+            StorageRange { dev: 2, start: 100, len: 40 },
+        ];
+        let mut a = Allocator::new();
+        for r in &ranges {
+            a.appended(r.len);
+        }
+        assert_eq!(a.free(), 61);
+        assert_eq!(a.alloc(&ranges, 8), Some(Region { dev: 1, sector: 8, len: 8 }));
+        assert_eq!(a.alloc(&ranges, 8), Some(Region { dev: 1, sector: 16, len: 8 }));
+        // 0 sectors left in range 0 ... next range, aligned to 104.
+        assert_eq!(a.alloc(&ranges, 16), Some(Region { dev: 2, sector: 104, len: 16 }));
+        assert_eq!(a.alloc(&ranges, 16), Some(Region { dev: 2, sector: 120, len: 16 }));
+        assert_eq!(a.alloc(&ranges, 16), None);
+        assert_eq!(a.free(), 0);
+    }
+
+    #[test]
+    fn grows_with_appends() {
+        let mut list = vec![StorageRange { dev: 1, start: 0, len: 16 }];
+        let mut a = Allocator::new();
+        a.appended(16);
+        assert!(a.alloc(&list, 16).is_some());
+        assert_eq!(a.alloc(&list, 16), None);
+        list.push(StorageRange { dev: 1, start: 64, len: 32 });
+        a.appended(32);
+        assert_eq!(a.alloc(&list, 16), Some(Region { dev: 1, sector: 64, len: 16 }));
+    }
+
+    #[test]
+    fn low_space_fires_once_per_append() {
+        let list = [StorageRange { dev: 1, start: 0, len: 64 }];
+        let mut a = Allocator::new();
+        a.appended(64);
+        assert!(!a.low_space_due(32));
+        a.alloc(&list, 40);
+        assert!(a.low_space_due(32));
+        assert!(!a.low_space_due(32));
+        a.appended(0); // an append re-arms, even a small one
+        assert!(a.low_space_due(32));
+    }
+
+    #[test]
+    fn empty_storage_is_low() {
+        let mut a = Allocator::new();
+        assert_eq!(a.alloc(&[], 8), None);
+        assert!(a.low_space_due(1));
+    }
+}

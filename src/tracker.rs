@@ -1,0 +1,191 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Trackers: change tracking on one block device.
+//!
+//! A tracker holds its device open, has a bio filter attached to it, and
+//! keeps the device's CBT maps. The filter marks every write in the active
+//! map under the tracker's own lock: there is no global lock on the write
+//! path.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use kernel::alloc::flags::GFP_KERNEL;
+use kernel::page::PAGE_SIZE;
+use kernel::prelude::*;
+use kernel::sync::{Arc, SpinLock};
+use kernel::{new_spinlock, pin_init};
+
+use crate::kernel_ext::bio::IncomingBio;
+use crate::kernel_ext::block::{BdevFile, DevT};
+use crate::kernel_ext::filter::FilterOps;
+use crate::kernel_ext::mem::zeroed_box;
+use crate::kernel_ext::params::Param;
+use crate::kernel_ext::random::random_uuid;
+use crate::logic::cbt::{pages_for, Cbt, PagedBytes};
+use crate::logic::geometry::Geometry;
+use crate::uapi;
+
+/// CBT map bytes, one page-sized allocation per page.
+pub(crate) struct PageMap {
+    pages: KVec<KBox<[u8; PAGE_SIZE]>>,
+}
+
+impl PageMap {
+    /// A zeroed map of at least `bytes` bytes.
+    fn new(bytes: usize) -> Result<Self> {
+        let n = pages_for::<Self>(bytes);
+        let mut pages = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            pages.push(zeroed_box::<[u8; PAGE_SIZE]>(GFP_KERNEL)?, GFP_KERNEL)?;
+        }
+        Ok(Self { pages })
+    }
+}
+
+impl PagedBytes for PageMap {
+    const PAGE: usize = PAGE_SIZE;
+
+    fn pages(&self) -> usize {
+        self.pages.len()
+    }
+
+    fn page(&self, i: usize) -> &[u8] {
+        match self.pages.get(i) {
+            Some(p) => &p[..],
+            None => &[],
+        }
+    }
+
+    fn page_mut(&mut self, i: usize) -> &mut [u8] {
+        match self.pages.get_mut(i) {
+            Some(p) => &mut p[..],
+            None => &mut [],
+        }
+    }
+}
+
+/// The tracking geometry for a device of `capacity` sectors, from the
+/// module parameters as they are now.
+fn tracking_geometry(capacity: u64) -> Result<Geometry> {
+    let min = Param::TrackingBlockMinimumShift.get();
+    let max = Param::TrackingBlockMaximumShift.get();
+    let count = Param::TrackingBlockMaximumCount.get();
+    let (Ok(min), Ok(max)) = (u32::try_from(min), u32::try_from(max)) else {
+        return Err(EINVAL);
+    };
+    Geometry::new(capacity, min, max, count).map_err(|_| EINVAL)
+}
+
+/// A new CBT for a device of `capacity` sectors.
+fn new_cbt(capacity: u64) -> Result<Cbt<PageMap>> {
+    let g = tracking_geometry(capacity)?;
+    let bytes = g.count() as usize;
+    Cbt::new(g, PageMap::new(bytes)?, PageMap::new(bytes)?, random_uuid()).map_err(|_| ENOMEM)
+}
+
+/// Change tracking state of one device; the filter's data.
+#[pin_data]
+pub(crate) struct Tracker {
+    bdev: Arc<BdevFile>,
+    #[pin]
+    cbt: SpinLock<Cbt<PageMap>>,
+    /// The device went away; the filter is gone.
+    gone: AtomicBool,
+}
+
+impl Tracker {
+    /// A tracker for the open device `bdev`, with fresh maps.
+    pub(crate) fn new(bdev: Arc<BdevFile>) -> Result<Arc<Self>> {
+        let cbt = new_cbt(bdev.nr_sectors())?;
+        Arc::pin_init(
+            pin_init!(Self {
+                bdev,
+                cbt <- new_spinlock!(cbt, "blksnap_tracker_cbt"),
+                gone: AtomicBool::new(false),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    pub(crate) fn bdev(&self) -> &Arc<BdevFile> {
+        &self.bdev
+    }
+
+    pub(crate) fn dev(&self) -> DevT {
+        self.bdev.dev()
+    }
+
+    /// Whether the device went away under the tracker.
+    #[allow(dead_code)] // TAKE refuses gone devices (next commit).
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
+    }
+
+    /// Starts a new map and generation if the device changed size.
+    pub(crate) fn check_resize(&self) -> Result {
+        let capacity = self.bdev.nr_sectors();
+        if self.cbt.lock().geometry().capacity() == capacity {
+            return Ok(());
+        }
+        let fresh = new_cbt(capacity)?;
+        let old = core::mem::replace(&mut *self.cbt.lock(), fresh);
+        drop(old);
+        pr_info!("{}:{} changed size: change tracking restarts\n", self.dev().major(), self.dev().minor());
+        Ok(())
+    }
+
+    /// Switches the maps: the snapshot map becomes what the active map is.
+    #[allow(dead_code)] // TAKE switches (next commit).
+    pub(crate) fn switch(&self) {
+        self.cbt.lock().switch(random_uuid_fn);
+    }
+
+    /// Marks sectors changed outside the write path (user request, image
+    /// writes).
+    pub(crate) fn mark_dirty(&self, sector: u64, len: u64) {
+        self.cbt.lock().mark_dirty(sector, len);
+    }
+
+    /// Copies snapshot map bytes from `offset` into `out`; returns how many.
+    pub(crate) fn read_map(&self, offset: usize, out: &mut [u8]) -> usize {
+        self.cbt.lock().read_snapshot(offset, out)
+    }
+
+    /// Bytes in the map.
+    pub(crate) fn map_len(&self) -> usize {
+        self.cbt.lock().geometry().count() as usize
+    }
+
+    /// The ABI description of the tracker.
+    pub(crate) fn info(&self) -> uapi::BlkSnapCbtInfo {
+        let dev = self.dev();
+        let cbt = self.cbt.lock();
+        let g = cbt.geometry();
+        uapi::BlkSnapCbtInfo {
+            dev_id: uapi::BlkSnapDev { mj: dev.major(), mn: dev.minor() },
+            blk_size: g.unit_bytes(),
+            device_capacity: g.capacity().saturating_mul(512),
+            blk_count: g.count(),
+            generation_id: uapi::BlkSnapUuid { b: *cbt.generation() },
+            snap_number: cbt.previous_number(),
+            ..Default::default()
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn random_uuid_fn() -> [u8; 16] {
+    random_uuid()
+}
+
+impl FilterOps for Tracker {
+    fn submit_bio(&self, bio: IncomingBio<'_>) {
+        if bio.changes_data() {
+            self.cbt.lock().mark_write(bio.sector(), bio.sectors());
+        }
+    }
+
+    fn detached(&self) {
+        self.gone.store(true, Ordering::Relaxed);
+    }
+}
