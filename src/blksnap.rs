@@ -9,10 +9,12 @@ use kernel::c_str;
 use kernel::prelude::*;
 
 mod ctl;
+mod diff_area;
 mod event_queue;
 mod kernel_ext;
 mod logic;
 mod slots;
+mod storage;
 mod tracker;
 mod uapi;
 
@@ -32,7 +34,7 @@ struct Blksnap {
 
 impl kernel::Module for Blksnap {
     fn init(module: &'static ThisModule) -> Result<Self> {
-        let ctl = Registration::register(c_str!("blksnap"), 0o600, ctl::Control::new()?, module)?;
+        let ctl = Registration::register(c_str!("blksnap"), 0o600, ctl::Control::new(module)?, module)?;
         let v = uapi::VERSION;
         pr_info!("version {}.{}.{}.{} loaded\n", v.major, v.minor, v.revision, v.build);
         Ok(Blksnap { _ctl: ctl })

@@ -14,9 +14,14 @@ use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 use kernel::types::{AsBytes, FromBytes};
 use kernel::uaccess::{UserSlice, UserSliceReader};
-use kernel::{new_mutex, page::PAGE_SIZE};
+use kernel::{c_str, new_mutex, page::PAGE_SIZE, ThisModule};
 
+use crate::diff_area::DiffArea;
 use crate::event_queue::{EventQueue, WaitError};
+use crate::kernel_ext::errno::ealready;
+use crate::kernel_ext::gendisk::{BioDisk, BlockMajor};
+use crate::kernel_ext::workqueue::WorkQueue;
+use crate::storage::Storage;
 use crate::kernel_ext::block::{BdevFile, DevT};
 use crate::kernel_ext::cred;
 use crate::kernel_ext::errno::enodata;
@@ -67,6 +72,30 @@ fn read_ranges(ptr: u64, count: u32) -> Result<KVVec<uapi::BlkSnapBlockRange>> {
     Ok(ranges)
 }
 
+/// Writes `blksnap-image<n>` into `buf`; returns its length.
+fn fmt_image_name(buf: &mut [u8; 32], n: u32) -> usize {
+    let prefix = uapi::BLK_SNAP_IMAGE_NAME.as_bytes();
+    let mut len = prefix.len().min(buf.len());
+    buf[..len].copy_from_slice(&prefix[..len]);
+    let mut digits = [0u8; 10];
+    let mut k = 0;
+    let mut v = n;
+    loop {
+        digits[k] = b'0' + (v % 10) as u8;
+        k += 1;
+        v /= 10;
+        if v == 0 || k == digits.len() {
+            break;
+        }
+    }
+    while k > 0 && len < buf.len() {
+        k -= 1;
+        buf[len] = digits[k];
+        len += 1;
+    }
+    len
+}
+
 fn dev_of(d: &uapi::BlkSnapDev) -> Result<DevT> {
     DevT::new(d.mj, d.mn).ok_or(ENODEV)
 }
@@ -80,14 +109,37 @@ struct TrackerEntry {
     snapshot: Option<[u8; 16]>,
 }
 
+/// A device of a taken snapshot: its copy-on-write state and its image.
+struct Image {
+    area: Arc<DiffArea>,
+    disk: Option<BioDisk<DiffArea>>,
+    minor: u32,
+}
+
 /// A snapshot: a set of tracked devices.
 struct Snapshot {
     id: [u8; 16],
-    /// The devices, for TAKE (to come).
-    #[allow(dead_code)]
     devices: KVec<DevT>,
     taken: bool,
     events: Arc<EventQueue>,
+    storage: Arc<Storage>,
+    /// After TAKE, one per device.
+    images: KVec<Image>,
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        // Writes stop being copied, the images go (no image bio runs once a
+        // disk is deleted), then every held write is let go.
+        for img in self.images.iter() {
+            drop(img.area.tracker().end_snapshot());
+        }
+        for img in self.images.iter_mut() {
+            drop(img.disk.take());
+            img.area.close();
+        }
+        self.events.close();
+    }
 }
 
 /// Everything the ioctls work on; guarded by one mutex that the I/O path
@@ -104,6 +156,32 @@ impl State {
 
     fn snapshot(&self, id: &[u8; 16]) -> Result<&Snapshot> {
         self.snapshots.find(|s| &s.id == id).ok_or(ESRCH)
+    }
+
+    fn snapshot_mut(&mut self, id: &[u8; 16]) -> Result<&mut Snapshot> {
+        self.snapshots.iter_mut().find(|s| &s.id == id).ok_or(ESRCH)
+    }
+
+    /// The lowest image number no image uses.
+    fn free_minor(&self) -> u32 {
+        let mut n = 0;
+        while self.snapshots.iter().any(|s| s.images.iter().any(|i| i.minor == n)) {
+            n += 1;
+        }
+        n
+    }
+
+    /// The tracker of an original device, or of the original of an image.
+    fn tracker_of(&self, dev: DevT, image_major: u32) -> Option<Arc<Tracker>> {
+        if dev.major() == image_major {
+            return self
+                .snapshots
+                .iter()
+                .flat_map(|s| s.images.iter())
+                .find(|i| i.minor == dev.minor())
+                .map(|i| i.area.tracker().clone());
+        }
+        self.tracker(dev).map(|t| t.tracker.clone())
     }
 
     /// `EBUSY` if tracking `bdev` would overlap a tracked disk or partition
@@ -129,15 +207,34 @@ impl State {
 /// State behind `/dev/blksnap`.
 pub(crate) struct Control {
     state: Pin<KBox<Mutex<State>>>,
+    wq: Arc<WorkQueue>,
+    major: BlockMajor,
+    module: &'static ThisModule,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        // Unload: end every snapshot and tracker, then wait for the workers
+        // before the queue and the image major go.
+        let (snapshots, trackers) = {
+            let mut st = self.state.lock();
+            (core::mem::replace(&mut st.snapshots, Slots::new()), core::mem::replace(&mut st.trackers, Slots::new()))
+        };
+        drop(snapshots);
+        drop(trackers);
+        self.wq.drain();
+    }
 }
 
 impl Control {
-    pub(crate) fn new() -> Result<Self> {
+    pub(crate) fn new(module: &'static ThisModule) -> Result<Self> {
         let state = KBox::pin_init(
             new_mutex!(State { trackers: Slots::new(), snapshots: Slots::new() }, "blksnap_state"),
             GFP_KERNEL,
         )?;
-        Ok(Control { state })
+        let wq = Arc::new(WorkQueue::new(c_str!("blksnap"))?, GFP_KERNEL)?;
+        let major = BlockMajor::register(c_str!("blksnap-image"))?;
+        Ok(Control { state, wq, major, module })
     }
 
     fn version(&self, arg: usize) -> Result<isize> {
@@ -188,6 +285,7 @@ impl Control {
             }
         }
         let events = EventQueue::new()?;
+        let storage = Storage::new(events.clone())?;
         st.snapshots.reserve(1)?;
         st.trackers.reserve(fresh.len())?;
         // Start tracking on the new devices, with their file systems frozen
@@ -209,7 +307,7 @@ impl Control {
             }
         }
         events.push(Event::low_free_space(EventQueue::now(), Param::DiffStorageMinimum.get()));
-        st.snapshots.insert(Snapshot { id, devices: devs, taken: false, events })?;
+        st.snapshots.insert(Snapshot { id, devices: devs, taken: false, events, storage, images: KVec::new() })?;
 
         req.id = uapi::BlkSnapUuid { b: id };
         if let Err(e) = write_arg(arg, &req) {
@@ -227,7 +325,7 @@ impl Control {
                 t.snapshot = None;
             }
         }
-        snap.events.close();
+        drop(snap);
         Ok(())
     }
 
@@ -333,11 +431,122 @@ impl Control {
             return Err(EINVAL);
         }
         let dev = dev_of(&req.dev_id)?;
-        let tracker = self.state.lock().tracker(dev).map(|t| t.tracker.clone()).ok_or(ENODEV)?;
+        let tracker = self.state.lock().tracker_of(dev, self.major.major()).ok_or(ENODEV)?;
         // All or nothing: every range is read and checked before any is marked.
         for r in read_ranges(req.dirty_blocks_array, req.count)?.iter() {
             tracker.mark_dirty(r.sector_offset, r.sector_count);
         }
+        Ok(0)
+    }
+
+    fn snapshot_append_storage(&self, arg: usize) -> Result<isize> {
+        let req: uapi::BlkSnapSnapshotAppendStorage = read_arg(arg)?;
+        let storage = self.state.lock().snapshot(&req.id.b)?.storage.clone();
+        if req.count == 0 || req.count > MAX_RANGES {
+            return Err(EINVAL);
+        }
+        let dev = dev_of(&req.dev_id)?;
+        let ranges = read_ranges(req.ranges, req.count)?;
+        let mut pairs = KVVec::with_capacity(ranges.len(), GFP_KERNEL)?;
+        for r in ranges.iter() {
+            pairs.push((r.sector_offset, r.sector_count), GFP_KERNEL)?;
+        }
+        let bdev = Arc::new(BdevFile::open(dev, true).map_err(|_| ENODEV)?, GFP_KERNEL)?;
+        storage.append(bdev, &mut pairs)?;
+        Ok(0)
+    }
+
+    fn snapshot_take(&self, arg: usize) -> Result<isize> {
+        let req: uapi::BlkSnapSnapshotTake = read_arg(arg)?;
+        let mut st = self.state.lock();
+        let snap = st.snapshot(&req.id.b)?;
+        if snap.taken {
+            return Err(ealready());
+        }
+        if snap.storage.total() == 0 {
+            return Err(ENOSPC);
+        }
+        let mut trackers = KVec::with_capacity(snap.devices.len(), GFP_KERNEL)?;
+        for &dev in snap.devices.iter() {
+            let t = st.tracker(dev).ok_or(ENODEV)?;
+            if t.tracker.is_gone() {
+                return Err(ENODEV);
+            }
+            trackers.push(t.tracker.clone(), GFP_KERNEL)?;
+        }
+        for t in trackers.iter() {
+            t.check_resize()?;
+        }
+        let mut areas = KVec::with_capacity(trackers.len(), GFP_KERNEL)?;
+        for t in trackers.iter() {
+            areas.push(DiffArea::new(t.clone(), snap.storage.clone(), snap.events.clone(), self.wq.clone())?, GFP_KERNEL)?;
+        }
+        let mut images = KVec::with_capacity(areas.len(), GFP_KERNEL)?;
+
+        // One instant for all devices: freeze every file system, switch
+        // every map and start copy on write, thaw.
+        {
+            let mut frozen = KVec::with_capacity(trackers.len(), GFP_KERNEL)?;
+            for t in trackers.iter() {
+                frozen.push(t.bdev().freeze()?, GFP_KERNEL)?;
+            }
+            for (t, a) in trackers.iter().zip(areas.iter()) {
+                t.start_snapshot(a.clone());
+            }
+        }
+
+        let mut minor = st.free_minor();
+        for a in areas.iter() {
+            while images.iter().any(|i: &Image| i.minor == minor)
+                || st.snapshots.iter().any(|s| s.images.iter().any(|i| i.minor == minor))
+            {
+                minor += 1;
+            }
+            let mut name = [0u8; 32];
+            let len = fmt_image_name(&mut name, minor);
+            let disk = match BioDisk::add(&name[..len], self.major.major(), minor, a.capacity(), a.clone(), self.module) {
+                Ok(d) => d,
+                Err(e) => {
+                    // Undo: no copy on write without images.
+                    for t in trackers.iter() {
+                        drop(t.end_snapshot());
+                    }
+                    for a in areas.iter() {
+                        a.close();
+                    }
+                    return Err(e);
+                }
+            };
+            images.push(Image { area: a.clone(), disk: Some(disk), minor }, GFP_KERNEL)?;
+        }
+        let snap = st.snapshot_mut(&req.id.b)?;
+        snap.images = images;
+        snap.taken = true;
+        Ok(0)
+    }
+
+    fn snapshot_collect_images(&self, arg: usize) -> Result<isize> {
+        let mut req: uapi::BlkSnapSnapshotCollectImages = read_arg(arg)?;
+        let st = self.state.lock();
+        let snap = st.snapshot(&req.id.b)?;
+        let need = snap.images.len() as u32;
+        if req.image_info_array == 0 || req.count < need {
+            let short = req.image_info_array != 0;
+            req.count = need;
+            write_arg(arg, &req)?;
+            return if short { Err(enodata()) } else { Ok(0) };
+        }
+        let ptr = usize::try_from(req.image_info_array).map_err(|_| EFAULT)?;
+        let mut w = UserSlice::new(ptr, need as usize * size_of::<uapi::BlkSnapImageInfo>()).writer();
+        for img in snap.images.iter() {
+            let o = img.area.dev();
+            w.write(&uapi::BlkSnapImageInfo {
+                orig_dev_id: uapi::BlkSnapDev { mj: o.major(), mn: o.minor() },
+                image_dev_id: uapi::BlkSnapDev { mj: self.major.major(), mn: img.minor },
+            })?;
+        }
+        req.count = need;
+        write_arg(arg, &req)?;
         Ok(0)
     }
 
@@ -402,7 +611,9 @@ impl FileOperations for Control {
             uapi::IOCTL_BLK_SNAP_SNAPSHOT_DESTROY => self.snapshot_destroy(arg),
             uapi::IOCTL_BLK_SNAP_SNAPSHOT_COLLECT => self.snapshot_collect(arg),
             uapi::IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT => self.snapshot_wait_event(arg),
-            // Not implemented yet: no call pretends to succeed.
+            uapi::IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE => self.snapshot_append_storage(arg),
+            uapi::IOCTL_BLK_SNAP_SNAPSHOT_TAKE => self.snapshot_take(arg),
+            uapi::IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES => self.snapshot_collect_images(arg),
             _ => Err(ENOTTY),
         }
     }

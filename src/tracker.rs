@@ -15,6 +15,7 @@ use kernel::prelude::*;
 use kernel::sync::{Arc, SpinLock};
 use kernel::{new_spinlock, pin_init};
 
+use crate::diff_area::DiffArea;
 use crate::kernel_ext::bio::IncomingBio;
 use crate::kernel_ext::block::{BdevFile, DevT};
 use crate::kernel_ext::filter::FilterOps;
@@ -83,12 +84,19 @@ fn new_cbt(capacity: u64) -> Result<Cbt<PageMap>> {
     Cbt::new(g, PageMap::new(bytes)?, PageMap::new(bytes)?, random_uuid()).map_err(|_| ENOMEM)
 }
 
+/// What the write path needs, under one lock: the CBT and, while the device
+/// is in a taken snapshot, its copy-on-write state.
+pub(crate) struct TrackState {
+    cbt: Cbt<PageMap>,
+    diff: Option<Arc<DiffArea>>,
+}
+
 /// Change tracking state of one device; the filter's data.
 #[pin_data]
 pub(crate) struct Tracker {
     bdev: Arc<BdevFile>,
     #[pin]
-    cbt: SpinLock<Cbt<PageMap>>,
+    cbt: SpinLock<TrackState>,
     /// The device went away; the filter is gone.
     gone: AtomicBool,
 }
@@ -100,7 +108,7 @@ impl Tracker {
         Arc::pin_init(
             pin_init!(Self {
                 bdev,
-                cbt <- new_spinlock!(cbt, "blksnap_tracker_cbt"),
+                cbt <- new_spinlock!(TrackState { cbt, diff: None }, "blksnap_tracker"),
                 gone: AtomicBool::new(false),
             }),
             GFP_KERNEL,
@@ -116,7 +124,6 @@ impl Tracker {
     }
 
     /// Whether the device went away under the tracker.
-    #[allow(dead_code)] // TAKE refuses gone devices (next commit).
     pub(crate) fn is_gone(&self) -> bool {
         self.gone.load(Ordering::Relaxed)
     }
@@ -124,42 +131,51 @@ impl Tracker {
     /// Starts a new map and generation if the device changed size.
     pub(crate) fn check_resize(&self) -> Result {
         let capacity = self.bdev.nr_sectors();
-        if self.cbt.lock().geometry().capacity() == capacity {
+        if self.cbt.lock().cbt.geometry().capacity() == capacity {
             return Ok(());
         }
         let fresh = new_cbt(capacity)?;
-        let old = core::mem::replace(&mut *self.cbt.lock(), fresh);
+        let old = core::mem::replace(&mut self.cbt.lock().cbt, fresh);
         drop(old);
         pr_info!("{}:{} changed size: change tracking restarts\n", self.dev().major(), self.dev().minor());
         Ok(())
     }
 
-    /// Switches the maps: the snapshot map becomes what the active map is.
-    #[allow(dead_code)] // TAKE switches (next commit).
-    pub(crate) fn switch(&self) {
-        self.cbt.lock().switch(random_uuid_fn);
+    /// TAKE: at one instant for this device's writes, switches the maps
+    /// (the snapshot map becomes what the active map is) and starts copy on
+    /// write into `diff`.
+    pub(crate) fn start_snapshot(&self, diff: Arc<DiffArea>) {
+        let mut st = self.cbt.lock();
+        st.cbt.switch(random_uuid_fn);
+        st.diff = Some(diff);
+    }
+
+    /// Stops copy on write (DESTROY); returns the area that was in use.
+    pub(crate) fn end_snapshot(&self) -> Option<Arc<DiffArea>> {
+        self.cbt.lock().diff.take()
     }
 
     /// Marks sectors changed outside the write path (user request, image
     /// writes).
     pub(crate) fn mark_dirty(&self, sector: u64, len: u64) {
-        self.cbt.lock().mark_dirty(sector, len);
+        self.cbt.lock().cbt.mark_dirty(sector, len);
     }
 
     /// Copies snapshot map bytes from `offset` into `out`; returns how many.
     pub(crate) fn read_map(&self, offset: usize, out: &mut [u8]) -> usize {
-        self.cbt.lock().read_snapshot(offset, out)
+        self.cbt.lock().cbt.read_snapshot(offset, out)
     }
 
     /// Bytes in the map.
     pub(crate) fn map_len(&self) -> usize {
-        self.cbt.lock().geometry().count() as usize
+        self.cbt.lock().cbt.geometry().count() as usize
     }
 
     /// The ABI description of the tracker.
     pub(crate) fn info(&self) -> uapi::BlkSnapCbtInfo {
         let dev = self.dev();
-        let cbt = self.cbt.lock();
+        let st = self.cbt.lock();
+        let cbt = &st.cbt;
         let g = cbt.geometry();
         uapi::BlkSnapCbtInfo {
             dev_id: uapi::BlkSnapDev { mj: dev.major(), mn: dev.minor() },
@@ -173,15 +189,22 @@ impl Tracker {
     }
 }
 
-#[allow(dead_code)]
 fn random_uuid_fn() -> [u8; 16] {
     random_uuid()
 }
 
 impl FilterOps for Tracker {
     fn submit_bio(&self, bio: IncomingBio<'_>) {
-        if bio.changes_data() {
-            self.cbt.lock().mark_write(bio.sector(), bio.sectors());
+        if !bio.changes_data() {
+            return;
+        }
+        let diff = {
+            let mut st = self.cbt.lock();
+            st.cbt.mark_write(bio.sector(), bio.sectors());
+            st.diff.clone()
+        };
+        if let Some(diff) = diff {
+            diff.on_write(bio);
         }
     }
 

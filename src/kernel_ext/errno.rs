@@ -14,3 +14,8 @@ pub(crate) fn enodata() -> Error {
 pub(crate) fn ealready() -> Error {
     Error::from_errno(-(bindings::EALREADY as i32))
 }
+
+/// `EOPNOTSUPP`: the operation is not supported.
+pub(crate) fn eopnotsupp() -> Error {
+    Error::from_errno(-(bindings::EOPNOTSUPP as i32))
+}

@@ -52,7 +52,7 @@ impl Drop for BlockMajor {
 pub(crate) trait DiskOps: Send + Sync + Sized {
     /// Handles a bio submitted to the disk; the callee owns it and must end
     /// it (possibly later, from another thread).
-    fn submit_bio(&self, bio: OwnedBio);
+    fn submit_bio(this: &Arc<Self>, bio: OwnedBio);
 }
 
 struct LockClass(Opaque<bindings::lock_class_key>);
@@ -70,7 +70,7 @@ static DISK_LOCK_CLASS: LockClass = LockClass(Opaque::uninit());
 pub(crate) struct BioDisk<T: DiskOps> {
     disk: NonNull<bindings::gendisk>,
     fops: Pin<KBox<Opaque<bindings::block_device_operations>>>,
-    data: Arc<T>,
+    data: Pin<KBox<Arc<T>>>,
 }
 
 // SAFETY: The disk may be removed from any thread; `T` is `Send + Sync`.
@@ -94,6 +94,7 @@ impl<T: DiskOps> BioDisk<T> {
         ops.owner = module.as_ptr();
         ops.submit_bio = Some(submit_bio_callback::<T>);
         let fops = KBox::pin(Opaque::new(ops), GFP_KERNEL)?;
+        let data = KBox::pin(data, GFP_KERNEL)?;
 
         // SAFETY: All-zero limits mean "defaults" to the block layer.
         let mut lim: bindings::queue_limits = unsafe { MaybeUninit::zeroed().assume_init() };
@@ -112,7 +113,7 @@ impl<T: DiskOps> BioDisk<T> {
             (*d).minors = 1;
             (*d).flags |= bindings::GENHD_FL_NO_PART as i32;
             (*d).fops = fops.get();
-            (*d).private_data = (&*data as *const T).cast_mut().cast();
+            (*d).private_data = (&*data as *const Arc<T>).cast_mut().cast();
             let n = name.len().min((*d).disk_name.len() - 1);
             for (i, b) in name.iter().take(n).enumerate() {
                 (*d).disk_name[i] = *b as _;
@@ -134,6 +135,13 @@ impl<T: DiskOps> BioDisk<T> {
     pub(crate) fn data(&self) -> &Arc<T> {
         &self.data
     }
+
+    /// The disk's device number.
+    pub(crate) fn dev(&self) -> super::block::DevT {
+        // SAFETY: The disk is alive while `self` is (type invariant).
+        let (major, minor) = unsafe { ((*self.disk.as_ptr()).major, (*self.disk.as_ptr()).first_minor) };
+        super::block::DevT::new(major as u32, minor as u32).unwrap_or(super::block::DevT::from_raw(0))
+    }
 }
 
 impl<T: DiskOps> Drop for BioDisk<T> {
@@ -154,9 +162,10 @@ impl<T: DiskOps> Drop for BioDisk<T> {
 /// Called by the block layer for a bio on a disk made by [`BioDisk::add`]
 /// with this `T`, before `del_gendisk` returned.
 unsafe extern "C" fn submit_bio_callback<T: DiskOps>(bio: *mut bindings::bio) {
-    // SAFETY: The bio's disk is ours; its `private_data` is the `T` that the
-    // `BioDisk` keeps alive past any running callback (type invariant).
-    let data = unsafe { &*((*(*(*bio).bi_bdev).bd_disk).private_data as *const T) };
+    // SAFETY: The bio's disk is ours; its `private_data` is the pinned
+    // `Arc<T>` that the `BioDisk` keeps alive past any running callback
+    // (type invariant).
+    let data = unsafe { &*((*(*(*bio).bi_bdev).bd_disk).private_data as *const Arc<T>) };
     // SAFETY: The block layer hands the bio over to the driver.
-    data.submit_bio(unsafe { OwnedBio::from_raw(bio) });
+    T::submit_bio(data, unsafe { OwnedBio::from_raw(bio) });
 }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <linux/blksnap.h>
+#include <linux/fs.h>
 
 /* The test VM's disks: vda is plain, vdb has two partitions. */
 #define DISK_A "/dev/vda"

@@ -55,7 +55,7 @@ cmdline="$cmdline rcupdate.rcu_cpu_stall_timeout=300 hung_task_timeout_secs=240"
 cmdline="$cmdline kmemleak=on"
 [ -n "$only" ] && cmdline="$cmdline bsvm_only=$only"
 
-qemu=(qemu-system-x86_64 -machine pc -accel tcg -cpu max -smp 2 -m "$VM_MEM"
+qemu=(qemu-system-x86_64 -machine pc -accel tcg -cpu max,la57=off -smp 2 -m "$VM_MEM"
 	-kernel "$KERNEL" -initrd "$OUT/initramfs.cpio.gz" -append "$cmdline"
 	-display none -monitor none -no-reboot
 	-drive "file=$OUT/disk0.img,if=virtio,format=raw,cache=unsafe"

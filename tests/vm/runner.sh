@@ -11,7 +11,7 @@
 cd /tests || exit 1
 list=$(grep -v '^#' list)
 if [ -n "$1" ]; then
-	list="$1 kmemleak.sh"
+	list="module_load.sh $1 kmemleak.sh"
 fi
 for t in $list; do
 	limit=$(sed -n "s/^# timeout $t //p" list)

@@ -1,0 +1,604 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Snapshots proven on data: every image is compared, block by block, with
+ * checksums of what the original held at TAKE, while the original is being
+ * overwritten.  Also: APPEND_STORAGE and TAKE input checks, image writes,
+ * CBT after TAKE, and storage that runs short (appended in time, or not).
+ *
+ * Disks: /dev/vda is the original; storage lies on /dev/vdb2.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "blksnap_util.h"
+#include "kselftest_harness.h"
+
+#define BLK (64 << 10)			/* checksum block */
+#define MIB (1 << 20)
+
+static uint64_t fnv(const unsigned char *p, size_t n)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * 1099511628211ULL;
+	return h;
+}
+
+static void pattern(unsigned char *buf, size_t len, uint64_t off, unsigned int seed)
+{
+	for (size_t i = 0; i < len; i += 8) {
+		uint64_t v = ((off + i) / 8) * 0x9e3779b97f4a7c15ULL ^ seed;
+
+		memcpy(buf + i, &v, 8);
+	}
+}
+
+static uint64_t dev_size(int fd)
+{
+	uint64_t size = 0;
+
+	ioctl(fd, BLKGETSIZE64, &size);
+	return size;
+}
+
+/* Fills [off, off + len) of fd with pattern `seed`, O_DIRECT, in 1 MiB writes. */
+static int fill(const char *path, uint64_t off, uint64_t len, unsigned int seed)
+{
+	unsigned char *buf;
+	int fd = open(path, O_RDWR | O_DIRECT);
+	int ret = 0;
+
+	if (fd < 0 || posix_memalign((void **)&buf, 4096, MIB))
+		return -1;
+	for (uint64_t done = 0; done < len && !ret; done += MIB) {
+		size_t n = len - done < MIB ? len - done : MIB;
+
+		pattern(buf, n, off + done, seed);
+		if (pwrite(fd, buf, n, off + done) != (ssize_t)n)
+			ret = -1;
+	}
+	if (fsync(fd))
+		ret = -1;
+	close(fd);
+	free(buf);
+	return ret;
+}
+
+/* Checksums every BLK of a device into a new array; *n gets the count. */
+static uint64_t *checksums(const char *path, size_t *n)
+{
+	unsigned char *buf;
+	int fd = open(path, O_RDONLY | O_DIRECT);
+	uint64_t size, *sums;
+
+	if (fd < 0)
+		return NULL;
+	size = dev_size(fd);
+	*n = size / BLK;
+	sums = calloc(*n, sizeof(*sums));
+	if (!sums || posix_memalign((void **)&buf, 4096, MIB)) {
+		close(fd);
+		return NULL;
+	}
+	for (uint64_t off = 0; off < *n * (uint64_t)BLK; off += MIB) {
+		size_t len = *n * (uint64_t)BLK - off < MIB ? *n * (uint64_t)BLK - off : MIB;
+
+		if (pread(fd, buf, len, off) != (ssize_t)len) {
+			free(sums);
+			sums = NULL;
+			break;
+		}
+		for (size_t i = 0; i < len; i += BLK)
+			sums[(off + i) / BLK] = fnv(buf + i, BLK);
+	}
+	close(fd);
+	free(buf);
+	return sums;
+}
+
+/* Number of blocks where two checksum arrays differ (or -1 if sizes do). */
+static long differing(const uint64_t *a, size_t na, const uint64_t *b, size_t nb)
+{
+	long d = 0;
+
+	if (na != nb)
+		return -1;
+	for (size_t i = 0; i < na; i++)
+		d += a[i] != b[i];
+	return d;
+}
+
+struct writer {
+	const char *path;
+	unsigned int seed;
+	uint64_t span;		/* bytes of the device to hit */
+	int count;
+	int failed;
+};
+
+/* Random writes of 4..64 KiB, O_DIRECT, page aligned. */
+static void *random_writer(void *arg)
+{
+	struct writer *w = arg;
+	unsigned int r = w->seed;
+	unsigned char *buf;
+	int fd = open(w->path, O_RDWR | O_DIRECT);
+
+	if (fd < 0 || posix_memalign((void **)&buf, 4096, 64 << 10)) {
+		w->failed = 1;
+		return NULL;
+	}
+	for (int i = 0; i < w->count; i++) {
+		size_t len = 4096 * (1 + rand_r(&r) % 16);
+		uint64_t off = (uint64_t)(rand_r(&r) % (w->span / 4096 - 16)) * 4096;
+
+		pattern(buf, len, off, w->seed);
+		if (pwrite(fd, buf, len, off) != (ssize_t)len)
+			w->failed = 1;
+	}
+	close(fd);
+	free(buf);
+	return NULL;
+}
+
+static int append_storage(int fd, const struct blk_snap_uuid *id, const char *dev,
+			  uint64_t sector, uint64_t count)
+{
+	struct blk_snap_block_range r = { sector, count };
+	struct blk_snap_snapshot_append_storage a = { .id = *id, .count = 1, .ranges = &r };
+
+	if (dev_id(dev, &a.dev_id))
+		return -ENODEV;
+	return xioctl(fd, IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE, &a);
+}
+
+static int take(int fd, const struct blk_snap_uuid *id)
+{
+	struct blk_snap_snapshot_take t = { .id = *id };
+
+	return xioctl(fd, IOCTL_BLK_SNAP_SNAPSHOT_TAKE, &t);
+}
+
+/* Path of the image of `orig` in snapshot `id`, into buf. */
+static int image_path(int fd, const struct blk_snap_uuid *id,
+		      const struct blk_snap_dev *orig, char *buf, size_t len)
+{
+	struct blk_snap_image_info info[8];
+	struct blk_snap_snapshot_collect_images c = { .id = *id, .count = 8,
+						      .image_info_array = info };
+	char sys[128];
+	FILE *f;
+
+	if (len < 160 || xioctl(fd, IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES, &c))
+		return -1;
+	for (unsigned int i = 0; i < c.count; i++) {
+		if (info[i].orig_dev_id.mj != orig->mj || info[i].orig_dev_id.mn != orig->mn)
+			continue;
+		snprintf(sys, sizeof(sys), "/sys/dev/block/%u:%u/uevent",
+			 info[i].image_dev_id.mj, info[i].image_dev_id.mn);
+		f = fopen(sys, "r");
+		if (!f)
+			return -1;
+		while (fgets(sys, sizeof(sys), f))
+			if (!strncmp(sys, "DEVNAME=", 8)) {
+				sys[strcspn(sys, "\n")] = 0;
+				snprintf(buf, 160, "/dev/%.120s", sys + 8);
+				fclose(f);
+				return 0;
+			}
+		fclose(f);
+	}
+	return -1;
+}
+
+static void set_param(const char *name, unsigned long v)
+{
+	char path[128];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/module/blksnap/parameters/%s", name);
+	f = fopen(path, "w");
+	if (f) {
+		fprintf(f, "%lu\n", v);
+		fclose(f);
+	}
+}
+
+static int next_event(int fd, const struct blk_snap_uuid *id, unsigned int ms,
+		      struct blk_snap_snapshot_event *ev)
+{
+	ev->id = *id;
+	ev->timeout_ms = ms;
+	return xioctl(fd, IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT, ev);
+}
+
+FIXTURE(snap) {
+	int fd;
+	struct blk_snap_dev a, b1, b2;
+	struct blk_snap_snapshot_event *ev;
+};
+
+FIXTURE_SETUP(snap)
+{
+	self->fd = open(BLK_SNAP_CTL, O_RDWR);
+	if (self->fd < 0)
+		SKIP(return, BLK_SNAP_CTL " missing: module not loaded");
+	if (dev_id(DISK_A, &self->a) || dev_id(PART_B1, &self->b1) || dev_id(PART_B2, &self->b2))
+		SKIP(return, "test disks missing");
+	self->ev = calloc(1, sizeof(*self->ev));
+	ASSERT_NE(NULL, self->ev);
+	blksnap_reset(self->fd);
+	set_param("diff_storage_wait_ms", 5000);
+	set_param("diff_storage_minimum", 2097152);
+}
+
+FIXTURE_TEARDOWN(snap)
+{
+	if (self->fd >= 0) {
+		blksnap_reset(self->fd);
+		close(self->fd);
+	}
+	set_param("diff_storage_wait_ms", 5000);
+	set_param("diff_storage_minimum", 2097152);
+	free(self->ev);
+}
+
+TEST_F(snap, append_and_take_check_input)
+{
+	struct blk_snap_uuid id, none;
+	struct blk_snap_block_range r[2] = { { 0, 8 }, { 4, 8 } };
+	struct blk_snap_snapshot_append_storage a = { .count = 1, .ranges = r };
+	uint64_t b2_sectors;
+	int dfd = open(PART_B2, O_RDONLY);
+
+	ASSERT_LE(0, dfd);
+	b2_sectors = dev_size(dfd) / 512;
+	close(dfd);
+	memset(&none, 0x77, sizeof(none));
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
+	EXPECT_EQ(-ENOSPC, take(self->fd, &id));
+	EXPECT_EQ(-ESRCH, take(self->fd, &none));
+
+	a.id = none;
+	a.dev_id = self->b2;
+	EXPECT_EQ(-ESRCH, xioctl(self->fd, IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE, &a));
+	a.id = id;
+	a.count = 0;
+	EXPECT_EQ(-EINVAL, xioctl(self->fd, IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE, &a));
+	a.count = 65537;
+	EXPECT_EQ(-EINVAL, xioctl(self->fd, IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE, &a));
+	a.count = 2;	/* the two ranges overlap */
+	EXPECT_EQ(-EINVAL, xioctl(self->fd, IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE, &a));
+	a.count = 1;
+	a.dev_id.mj = 250;
+	EXPECT_EQ(-ENODEV, xioctl(self->fd, IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE, &a));
+	a.dev_id = self->b2;
+	a.ranges = NULL;
+	EXPECT_EQ(-EFAULT, xioctl(self->fd, IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE, &a));
+	EXPECT_EQ(-EINVAL, append_storage(self->fd, &id, PART_B2, 0, 0));
+	EXPECT_EQ(-EINVAL, append_storage(self->fd, &id, PART_B2, b2_sectors - 8, 16));
+	EXPECT_EQ(-EINVAL, append_storage(self->fd, &id, PART_B2, ~0ULL - 7, 16));
+	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 64 << 11));
+	EXPECT_EQ(-EINVAL, append_storage(self->fd, &id, PART_B2, 1000, 8));
+	EXPECT_EQ(0, append_storage(self->fd, &id, PART_B2, 64 << 11, 8));
+	ASSERT_EQ(0, take(self->fd, &id));
+	EXPECT_EQ(-EALREADY, take(self->fd, &id));
+	/* Appending after TAKE is fine. */
+	EXPECT_EQ(0, append_storage(self->fd, &id, PART_B2, 80 << 11, 1 << 11));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+}
+
+/* One full cycle on vda with writers; returns blocks that differ. */
+static long cycle(struct __test_metadata *_metadata, FIXTURE_DATA(snap) *self,
+		  unsigned int seed)
+{
+	struct blk_snap_uuid id;
+	uint64_t *before, *after;
+	size_t nb, na;
+	char img[160];
+	pthread_t th[3];
+	struct writer w[3];
+	long diff;
+
+	before = checksums(DISK_A, &nb);
+	if (!before)
+		return -100;
+	if (snapshot_create(self->fd, &self->a, 1, &id))
+		return -101;
+	if (append_storage(self->fd, &id, PART_B2, 0, 140 << 11))
+		return -102;
+	if (take(self->fd, &id))
+		return -103;
+	for (int i = 0; i < 3; i++) {
+		w[i] = (struct writer){ DISK_A, seed * 10 + i, 64ULL << 20, 300, 0 };
+		pthread_create(&th[i], NULL, random_writer, &w[i]);
+	}
+	/* And a sequential overwrite of 16 MiB. */
+	if (fill(DISK_A, 100ULL << 20, 16 << 20, seed + 100))
+		return -104;
+	for (int i = 0; i < 3; i++) {
+		pthread_join(th[i], NULL);
+		if (w[i].failed)
+			return -105;
+	}
+	if (image_path(self->fd, &id, &self->a, img, sizeof(img)))
+		return -106;
+	after = checksums(img, &na);
+	if (!after)
+		return -107;
+	diff = differing(before, nb, after, na);
+	/* No corrupted event: the storage (140 MiB) covers what changed. */
+	while (next_event(self->fd, &id, 0, self->ev) == 0)
+		if (self->ev->code == blk_snap_event_code_corrupted)
+			diff = -110;
+	/* The original did change. */
+	free(after);
+	after = checksums(DISK_A, &na);
+	if (!after || differing(before, nb, after, na) <= 0)
+		diff = -108;
+	free(before);
+	free(after);
+	if (snapshot_destroy(self->fd, &id))
+		return -109;
+	return diff;
+}
+
+TEST_F(snap, image_holds_data_at_take_under_writers)
+{
+	ASSERT_EQ(0, fill(DISK_A, 0, 256ULL << 20, 1));
+	EXPECT_EQ(0, cycle(_metadata, self, 2));
+	/* A second cycle, over what the first left behind. */
+	EXPECT_EQ(0, cycle(_metadata, self, 3));
+}
+
+TEST_F(snap, two_devices_one_instant)
+{
+	struct blk_snap_uuid id;
+	struct blk_snap_dev both[2] = { self->a, self->b1 };
+	uint64_t *ba, *bb, *ia, *ib;
+	size_t na, nb, nia, nib;
+	char img_a[160], img_b[160];
+
+	ASSERT_EQ(0, fill(DISK_A, 0, 32 << 20, 5));
+	ASSERT_EQ(0, fill(PART_B1, 0, 32 << 20, 6));
+	ba = checksums(DISK_A, &na);
+	bb = checksums(PART_B1, &nb);
+	ASSERT_NE(NULL, ba);
+	ASSERT_NE(NULL, bb);
+	ASSERT_EQ(0, snapshot_create(self->fd, both, 2, &id));
+	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 100 << 11));
+	ASSERT_EQ(0, take(self->fd, &id));
+	ASSERT_EQ(0, fill(DISK_A, 0, 16 << 20, 7));
+	ASSERT_EQ(0, fill(PART_B1, 8 << 20, 16 << 20, 8));
+	ASSERT_EQ(0, image_path(self->fd, &id, &self->a, img_a, sizeof(img_a)));
+	ASSERT_EQ(0, image_path(self->fd, &id, &self->b1, img_b, sizeof(img_b)));
+	EXPECT_NE(0, strcmp(img_a, img_b));
+	ia = checksums(img_a, &nia);
+	ib = checksums(img_b, &nib);
+	ASSERT_NE(NULL, ia);
+	ASSERT_NE(NULL, ib);
+	EXPECT_EQ(0, differing(ba, na, ia, nia));
+	EXPECT_EQ(0, differing(bb, nb, ib, nib));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	free(ba), free(bb), free(ia), free(ib);
+}
+
+TEST_F(snap, image_writes_stay_in_the_snapshot)
+{
+	struct blk_snap_uuid id;
+	uint64_t *before, *after;
+	size_t nb, na;
+	char img[160];
+	unsigned char *w, *r;
+	int ifd;
+
+	ASSERT_EQ(0, fill(DISK_A, 0, 16 << 20, 9));
+	before = checksums(DISK_A, &nb);
+	ASSERT_NE(NULL, before);
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
+	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 100 << 11));
+	ASSERT_EQ(0, take(self->fd, &id));
+	ASSERT_EQ(0, image_path(self->fd, &id, &self->a, img, sizeof(img)));
+	ASSERT_EQ(0, posix_memalign((void **)&w, 4096, 1 << 20));
+	ASSERT_EQ(0, posix_memalign((void **)&r, 4096, 1 << 20));
+	pattern(w, 1 << 20, 0, 42);
+	ifd = open(img, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, ifd);
+	ASSERT_EQ(1 << 20, pwrite(ifd, w, 1 << 20, (5 << 20) + 4096 * 3));
+	ASSERT_EQ(0, fsync(ifd));
+	ASSERT_EQ(1 << 20, pread(ifd, r, 1 << 20, (5 << 20) + 4096 * 3));
+	EXPECT_EQ(0, memcmp(w, r, 1 << 20));
+	close(ifd);
+	after = checksums(DISK_A, &na);
+	ASSERT_NE(NULL, after);
+	EXPECT_EQ(0, differing(before, nb, after, na));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	free(before), free(after), free(w), free(r);
+}
+
+TEST_F(snap, cbt_shows_changes_since_last_snapshot)
+{
+	struct blk_snap_uuid id;
+	struct blk_snap_cbt_info info[4];
+	struct blk_snap_tracker_collect tc = { .count = 4, .cbt_info_array = info };
+	unsigned char map[4096];
+	struct blk_snap_tracker_read_cbt_bitmap rd = {
+		.dev_id = self->a, .offset = 0, .length = sizeof(map), .buff = map,
+	};
+	struct blk_snap_block_range dirty = { (200ULL << 20) / 512, 1 };
+	struct blk_snap_tracker_mark_dirty_blocks md = { .count = 1, .dirty_blocks_array = &dirty };
+	char img[160];
+	struct stat st;
+	int n;
+
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
+	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 100 << 11));
+	ASSERT_EQ(0, take(self->fd, &id));
+	ASSERT_EQ(0, snapshot_destroy(self->fd, &id));
+	/* Blocks of 64 KiB: write into blocks 10, 11 (straddling) and 300. */
+	ASSERT_EQ(0, fill(DISK_A, 10 * 65536 + 61440, 8192, 11));
+	ASSERT_EQ(0, fill(DISK_A, 300 * 65536, 4096, 12));
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
+	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 100 << 11));
+	ASSERT_EQ(0, take(self->fd, &id));
+	ASSERT_EQ(0, xioctl(self->fd, IOCTL_BLK_SNAP_TRACKER_COLLECT, &tc));
+	ASSERT_EQ(1, tc.count);
+	ASSERT_EQ(2, info[0].snap_number);
+	n = xioctl(self->fd, IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP, &rd);
+	ASSERT_EQ(4096, n);
+	for (int i = 0; i < 4096; i++) {
+		int want = i == 10 || i == 11 || i == 300;
+
+		EXPECT_EQ(want, map[i] > 1) {
+			TH_LOG("block %d holds %d", i, map[i]);
+		}
+	}
+	/* Offsets: the tail, past the end. */
+	rd.offset = 4000;
+	EXPECT_EQ(96, xioctl(self->fd, IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP, &rd));
+	rd.offset = 4096;
+	EXPECT_EQ(0, xioctl(self->fd, IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP, &rd));
+	rd.offset = 0xffffffff;
+	EXPECT_EQ(0, xioctl(self->fd, IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP, &rd));
+	/* MARK_DIRTY on the original shows in the map read now. */
+	rd.offset = 0;
+	md.dev_id = self->a;
+	ASSERT_EQ(0, xioctl(self->fd, IOCTL_BLK_SNAP_TRACKER_MARK_DIRTY_BLOCKS, &md));
+	ASSERT_EQ(4096, xioctl(self->fd, IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP, &rd));
+	EXPECT_EQ(2, map[3200]);
+	/* ... and on the image, it marks the original's tracker. */
+	ASSERT_EQ(0, image_path(self->fd, &id, &self->a, img, sizeof(img)));
+	ASSERT_EQ(0, stat(img, &st));
+	md.dev_id.mj = major(st.st_rdev);
+	md.dev_id.mn = minor(st.st_rdev);
+	dirty.sector_offset = (100ULL << 20) / 512;
+	ASSERT_EQ(0, xioctl(self->fd, IOCTL_BLK_SNAP_TRACKER_MARK_DIRTY_BLOCKS, &md));
+	ASSERT_EQ(4096, xioctl(self->fd, IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP, &rd));
+	EXPECT_EQ(2, map[1600]);
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+}
+
+struct bg_fill {
+	const char *path;
+	uint64_t off, len;
+	unsigned int seed;
+	int ret;
+};
+
+static void *bg_fill_fn(void *arg)
+{
+	struct bg_fill *f = arg;
+
+	f->ret = fill(f->path, f->off, f->len, f->seed);
+	return NULL;
+}
+
+TEST_F(snap, storage_appended_in_time_keeps_image_whole)
+{
+	struct blk_snap_uuid id;
+	uint64_t *before, *after;
+	size_t nb, na;
+	char img[160];
+	pthread_t th;
+	struct bg_fill f = { DISK_A, 20 << 20, 8 << 20, 21, -1 };
+	int got_low = 0;
+
+	set_param("diff_storage_minimum", 4096);	/* 2 MiB */
+	set_param("diff_storage_wait_ms", 20000);
+	ASSERT_EQ(0, fill(DISK_A, 0, 32 << 20, 20));
+	before = checksums(DISK_A, &nb);
+	ASSERT_NE(NULL, before);
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
+	ASSERT_EQ(0, next_event(self->fd, &id, 1000, self->ev));	/* the first request */
+	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 1 << 11));	/* 1 MiB */
+	ASSERT_EQ(0, take(self->fd, &id));
+	pthread_create(&th, NULL, bg_fill_fn, &f);	/* needs 8 MiB */
+	for (uint64_t next = 1 << 11; next < (16 << 11);) {
+		int ret = next_event(self->fd, &id, 15000, self->ev);
+
+		if (ret == -ENOENT)
+			break;
+		ASSERT_EQ(0, ret);
+		ASSERT_EQ(blk_snap_event_code_low_free_space, self->ev->code);
+		got_low++;
+		ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, next, 4 << 11));
+		next += 4 << 11;
+	}
+	pthread_join(th, NULL);
+	ASSERT_EQ(0, f.ret);
+	EXPECT_LT(0, got_low);
+	ASSERT_EQ(0, image_path(self->fd, &id, &self->a, img, sizeof(img)));
+	after = checksums(img, &na);
+	ASSERT_NE(NULL, after);
+	EXPECT_EQ(0, differing(before, nb, after, na));
+	/* No corrupted event came. */
+	while (next_event(self->fd, &id, 0, self->ev) == 0)
+		EXPECT_EQ(blk_snap_event_code_low_free_space, self->ev->code);
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	free(before), free(after);
+}
+
+TEST_F(snap, storage_exhausted_corrupts_image_not_original)
+{
+	struct blk_snap_uuid id;
+	char img[160];
+	unsigned char *buf, *want;
+	int ifd, dfd, corrupted = 0;
+
+	set_param("diff_storage_wait_ms", 500);
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
+	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 1 << 11));	/* 1 MiB */
+	ASSERT_EQ(0, take(self->fd, &id));
+	/* 8 MiB of writes need 8 MiB of storage: they still all succeed. */
+	ASSERT_EQ(0, fill(DISK_A, 40 << 20, 8 << 20, 31));
+	while (next_event(self->fd, &id, 2000, self->ev) == 0) {
+		if (self->ev->code == blk_snap_event_code_corrupted) {
+			struct blk_snap_event_corrupted *c = (void *)self->ev->data;
+
+			EXPECT_EQ(self->a.mj, c->orig_dev_id.mj);
+			EXPECT_EQ(self->a.mn, c->orig_dev_id.mn);
+			EXPECT_EQ(ENOSPC, c->err_code);
+			corrupted++;
+		}
+	}
+	EXPECT_EQ(1, corrupted);
+	/* The original has the new data. */
+	ASSERT_EQ(0, posix_memalign((void **)&buf, 4096, 1 << 20));
+	ASSERT_EQ(0, posix_memalign((void **)&want, 4096, 1 << 20));
+	dfd = open(DISK_A, O_RDONLY | O_DIRECT);
+	ASSERT_LE(0, dfd);
+	for (int i = 0; i < 8; i++) {
+		ASSERT_EQ(1 << 20, pread(dfd, buf, 1 << 20, (40ULL + i) << 20));
+		pattern(want, 1 << 20, (40ULL + i) << 20, 31);
+		EXPECT_EQ(0, memcmp(buf, want, 1 << 20));
+	}
+	close(dfd);
+	/* The image fails reads. */
+	ASSERT_EQ(0, image_path(self->fd, &id, &self->a, img, sizeof(img)));
+	ifd = open(img, O_RDONLY | O_DIRECT);
+	ASSERT_LE(0, ifd);
+	errno = 0;
+	EXPECT_EQ(-1, pread(ifd, buf, 4096, 0));
+	EXPECT_EQ(EIO, errno);
+	close(ifd);
+	/* The original stays writable. */
+	ASSERT_EQ(0, fill(DISK_A, 60 << 20, 1 << 20, 32));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	free(buf), free(want);
+}
+
+/* Leaves a taken snapshot with held state for the unload check. */
+TEST_F(snap, zz_leave_taken_snapshot_for_unload)
+{
+	struct blk_snap_uuid id;
+
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
+	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 100 << 11));
+	ASSERT_EQ(0, take(self->fd, &id));
+	ASSERT_EQ(0, fill(DISK_A, 0, 4 << 20, 41));
+	close(self->fd);
+	self->fd = -1;
+}
+
+TEST_HARNESS_MAIN
