@@ -11,207 +11,8 @@
 #include <stdlib.h>
 
 #include "blksnap_util.h"
+#include "blksnap_data.h"
 #include "kselftest_harness.h"
-
-#define BLK (64 << 10)			/* checksum block */
-#define MIB (1 << 20)
-
-static uint64_t fnv(const unsigned char *p, size_t n)
-{
-	uint64_t h = 1469598103934665603ULL;
-
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ p[i]) * 1099511628211ULL;
-	return h;
-}
-
-static void pattern(unsigned char *buf, size_t len, uint64_t off, unsigned int seed)
-{
-	for (size_t i = 0; i < len; i += 8) {
-		uint64_t v = ((off + i) / 8) * 0x9e3779b97f4a7c15ULL ^ seed;
-
-		memcpy(buf + i, &v, 8);
-	}
-}
-
-static uint64_t dev_size(int fd)
-{
-	uint64_t size = 0;
-
-	ioctl(fd, BLKGETSIZE64, &size);
-	return size;
-}
-
-/* Fills [off, off + len) of fd with pattern `seed`, O_DIRECT, in 1 MiB writes. */
-static int fill(const char *path, uint64_t off, uint64_t len, unsigned int seed)
-{
-	unsigned char *buf;
-	int fd = open(path, O_RDWR | O_DIRECT);
-	int ret = 0;
-
-	if (fd < 0 || posix_memalign((void **)&buf, 4096, MIB))
-		return -1;
-	for (uint64_t done = 0; done < len && !ret; done += MIB) {
-		size_t n = len - done < MIB ? len - done : MIB;
-
-		pattern(buf, n, off + done, seed);
-		if (pwrite(fd, buf, n, off + done) != (ssize_t)n)
-			ret = -1;
-	}
-	if (fsync(fd))
-		ret = -1;
-	close(fd);
-	free(buf);
-	return ret;
-}
-
-/* Checksums every BLK of a device into a new array; *n gets the count. */
-static uint64_t *checksums(const char *path, size_t *n)
-{
-	unsigned char *buf;
-	int fd = open(path, O_RDONLY | O_DIRECT);
-	uint64_t size, *sums;
-
-	if (fd < 0)
-		return NULL;
-	size = dev_size(fd);
-	*n = size / BLK;
-	sums = calloc(*n, sizeof(*sums));
-	if (!sums || posix_memalign((void **)&buf, 4096, MIB)) {
-		close(fd);
-		return NULL;
-	}
-	for (uint64_t off = 0; off < *n * (uint64_t)BLK; off += MIB) {
-		size_t len = *n * (uint64_t)BLK - off < MIB ? *n * (uint64_t)BLK - off : MIB;
-
-		if (pread(fd, buf, len, off) != (ssize_t)len) {
-			free(sums);
-			sums = NULL;
-			break;
-		}
-		for (size_t i = 0; i < len; i += BLK)
-			sums[(off + i) / BLK] = fnv(buf + i, BLK);
-	}
-	close(fd);
-	free(buf);
-	return sums;
-}
-
-/* Number of blocks where two checksum arrays differ (or -1 if sizes do). */
-static long differing(const uint64_t *a, size_t na, const uint64_t *b, size_t nb)
-{
-	long d = 0;
-
-	if (na != nb)
-		return -1;
-	for (size_t i = 0; i < na; i++)
-		d += a[i] != b[i];
-	return d;
-}
-
-struct writer {
-	const char *path;
-	unsigned int seed;
-	uint64_t span;		/* bytes of the device to hit */
-	int count;
-	int failed;
-};
-
-/* Random writes of 4..64 KiB, O_DIRECT, page aligned. */
-static void *random_writer(void *arg)
-{
-	struct writer *w = arg;
-	unsigned int r = w->seed;
-	unsigned char *buf;
-	int fd = open(w->path, O_RDWR | O_DIRECT);
-
-	if (fd < 0 || posix_memalign((void **)&buf, 4096, 64 << 10)) {
-		w->failed = 1;
-		return NULL;
-	}
-	for (int i = 0; i < w->count; i++) {
-		size_t len = 4096 * (1 + rand_r(&r) % 16);
-		uint64_t off = (uint64_t)(rand_r(&r) % (w->span / 4096 - 16)) * 4096;
-
-		pattern(buf, len, off, w->seed);
-		if (pwrite(fd, buf, len, off) != (ssize_t)len)
-			w->failed = 1;
-	}
-	close(fd);
-	free(buf);
-	return NULL;
-}
-
-static int append_storage(int fd, const struct blk_snap_uuid *id, const char *dev,
-			  uint64_t sector, uint64_t count)
-{
-	struct blk_snap_block_range r = { sector, count };
-	struct blk_snap_snapshot_append_storage a = { .id = *id, .count = 1, .ranges = &r };
-
-	if (dev_id(dev, &a.dev_id))
-		return -ENODEV;
-	return xioctl(fd, IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE, &a);
-}
-
-static int take(int fd, const struct blk_snap_uuid *id)
-{
-	struct blk_snap_snapshot_take t = { .id = *id };
-
-	return xioctl(fd, IOCTL_BLK_SNAP_SNAPSHOT_TAKE, &t);
-}
-
-/* Path of the image of `orig` in snapshot `id`, into buf. */
-static int image_path(int fd, const struct blk_snap_uuid *id,
-		      const struct blk_snap_dev *orig, char *buf, size_t len)
-{
-	struct blk_snap_image_info info[8];
-	struct blk_snap_snapshot_collect_images c = { .id = *id, .count = 8,
-						      .image_info_array = info };
-	char sys[128];
-	FILE *f;
-
-	if (len < 160 || xioctl(fd, IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES, &c))
-		return -1;
-	for (unsigned int i = 0; i < c.count; i++) {
-		if (info[i].orig_dev_id.mj != orig->mj || info[i].orig_dev_id.mn != orig->mn)
-			continue;
-		snprintf(sys, sizeof(sys), "/sys/dev/block/%u:%u/uevent",
-			 info[i].image_dev_id.mj, info[i].image_dev_id.mn);
-		f = fopen(sys, "r");
-		if (!f)
-			return -1;
-		while (fgets(sys, sizeof(sys), f))
-			if (!strncmp(sys, "DEVNAME=", 8)) {
-				sys[strcspn(sys, "\n")] = 0;
-				snprintf(buf, 160, "/dev/%.120s", sys + 8);
-				fclose(f);
-				return 0;
-			}
-		fclose(f);
-	}
-	return -1;
-}
-
-static void set_param(const char *name, unsigned long v)
-{
-	char path[128];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/sys/module/blksnap/parameters/%s", name);
-	f = fopen(path, "w");
-	if (f) {
-		fprintf(f, "%lu\n", v);
-		fclose(f);
-	}
-}
-
-static int next_event(int fd, const struct blk_snap_uuid *id, unsigned int ms,
-		      struct blk_snap_snapshot_event *ev)
-{
-	ev->id = *id;
-	ev->timeout_ms = ms;
-	return xioctl(fd, IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT, ev);
-}
 
 FIXTURE(snap) {
 	int fd;
@@ -295,7 +96,7 @@ static long cycle(struct __test_metadata *_metadata, FIXTURE_DATA(snap) *self,
 {
 	struct blk_snap_uuid id;
 	uint64_t *before, *after;
-	size_t nb, na;
+	size_t nb = 0, na = 0;
 	char img[160];
 	pthread_t th[3];
 	struct writer w[3];
@@ -357,7 +158,7 @@ TEST_F(snap, two_devices_one_instant)
 	struct blk_snap_uuid id;
 	struct blk_snap_dev both[2] = { self->a, self->b1 };
 	uint64_t *ba, *bb, *ia, *ib;
-	size_t na, nb, nia, nib;
+	size_t na = 0, nb = 0, nia = 0, nib = 0;
 	char img_a[160], img_b[160];
 
 	ASSERT_EQ(0, fill(DISK_A, 0, 32 << 20, 5));
@@ -388,7 +189,7 @@ TEST_F(snap, image_writes_stay_in_the_snapshot)
 {
 	struct blk_snap_uuid id;
 	uint64_t *before, *after;
-	size_t nb, na;
+	size_t nb = 0, na = 0;
 	char img[160];
 	unsigned char *w, *r;
 	int ifd;
@@ -498,7 +299,7 @@ TEST_F(snap, storage_appended_in_time_keeps_image_whole)
 {
 	struct blk_snap_uuid id;
 	uint64_t *before, *after;
-	size_t nb, na;
+	size_t nb = 0, na = 0;
 	char img[160];
 	pthread_t th;
 	struct bg_fill f = { DISK_A, 20 << 20, 8 << 20, 21, -1 };

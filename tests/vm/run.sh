@@ -49,6 +49,11 @@ for d in disk0 disk1; do
 	truncate -s 256M "$OUT/$d.img"
 done
 printf 'label: dos\nsize=96MiB, type=83\ntype=83\n' | sfdisk --quiet "$OUT/disk1.img"
+# /dev/vdc and /dev/vdd: empty ext4 file systems (busybox makes only ext2).
+for d in disk2 disk3; do
+	truncate -s 128M "$OUT/$d.img"
+	mkfs.ext4 -q -F "$OUT/$d.img"
+done
 
 cmdline="console=ttyS0 rdinit=/init panic=-1 bsvm_mode=$mode"
 cmdline="$cmdline rcupdate.rcu_cpu_stall_timeout=300 hung_task_timeout_secs=240"
@@ -59,7 +64,9 @@ qemu=(qemu-system-x86_64 -machine pc -accel tcg -cpu max,la57=off -smp 2 -m "$VM
 	-kernel "$KERNEL" -initrd "$OUT/initramfs.cpio.gz" -append "$cmdline"
 	-display none -monitor none -no-reboot
 	-drive "file=$OUT/disk0.img,if=virtio,format=raw,cache=unsafe"
-	-drive "file=$OUT/disk1.img,if=virtio,format=raw,cache=unsafe")
+	-drive "file=$OUT/disk1.img,if=virtio,format=raw,cache=unsafe"
+	-drive "file=$OUT/disk2.img,if=virtio,format=raw,cache=unsafe"
+	-drive "file=$OUT/disk3.img,if=virtio,format=raw,cache=unsafe")
 
 if [ "$mode" = shell ]; then
 	exec "${qemu[@]}" -serial mon:stdio -serial "file:$OUT/results.log"

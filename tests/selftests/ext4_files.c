@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * A mounted ext4 file system with files (/dev/vdc), snapshotted while a
+ * writer runs, with the diff storage in a file on another mounted ext4 file
+ * system (/dev/vdd), handed over as the file's FIEMAP extents.  The image
+ * must mount, read-only and read-write, with every file as it was at TAKE;
+ * writing to the mounted image must leave the original alone.
+ */
+#include <linux/fiemap.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/mount.h>
+
+#include "blksnap_util.h"
+#include "blksnap_data.h"
+#include "kselftest_harness.h"
+
+#define ORIG "/dev/vdc"
+#define STORE "/dev/vdd"
+#define NFILES 16
+#define FSIZE (256 << 10)
+
+static volatile int stop_writer;
+
+static int write_file(const char *path, unsigned int seed)
+{
+	unsigned char *buf = malloc(FSIZE);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	int ret = -1;
+
+	if (buf && fd >= 0) {
+		pattern(buf, FSIZE, 0, seed);
+		if (write(fd, buf, FSIZE) == FSIZE && !fsync(fd))
+			ret = 0;
+	}
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return ret;
+}
+
+static uint64_t file_sum(const char *path)
+{
+	unsigned char *buf = malloc(FSIZE);
+	int fd = open(path, O_RDONLY);
+	uint64_t h = 0;
+
+	if (buf && fd >= 0 && read(fd, buf, FSIZE) == FSIZE)
+		h = fnv(buf, FSIZE);
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return h;
+}
+
+/* Keeps rewriting its own files: the file system is busy during TAKE. */
+static void *busy_writer(void *arg)
+{
+	char path[64];
+	unsigned int seed = 1000;
+
+	(void)arg;
+	while (!stop_writer) {
+		snprintf(path, sizeof(path), "/mnt/c/busy%u", seed % 8);
+		write_file(path, seed++);
+	}
+	return NULL;
+}
+
+/* Appends the extents of `path` (on device `dev`) as storage. */
+static int append_file_extents(int ctl, const struct blk_snap_uuid *id, const char *path,
+			       const char *dev)
+{
+	size_t n = 256;
+	struct fiemap *fm = calloc(1, sizeof(*fm) + n * sizeof(struct fiemap_extent));
+	struct blk_snap_block_range *r = calloc(n, sizeof(*r));
+	struct blk_snap_snapshot_append_storage a = { .id = *id, .ranges = r };
+	int fd = open(path, O_RDONLY), ret = -1;
+
+	if (!fm || !r || fd < 0 || dev_id(dev, &a.dev_id))
+		goto out;
+	fm->fm_length = ~0ULL;
+	fm->fm_flags = FIEMAP_FLAG_SYNC;
+	fm->fm_extent_count = n;
+	if (ioctl(fd, FS_IOC_FIEMAP, fm))
+		goto out;
+	for (unsigned int i = 0; i < fm->fm_mapped_extents; i++) {
+		struct fiemap_extent *e = &fm->fm_extents[i];
+
+		if (e->fe_flags & (FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC |
+				   FIEMAP_EXTENT_ENCODED | FIEMAP_EXTENT_NOT_ALIGNED |
+				   FIEMAP_EXTENT_DATA_INLINE | FIEMAP_EXTENT_SHARED))
+			goto out;
+		r[a.count].sector_offset = e->fe_physical / 512;
+		r[a.count].sector_count = e->fe_length / 512;
+		a.count++;
+	}
+	ret = xioctl(ctl, IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE, &a);
+out:
+	if (fd >= 0)
+		close(fd);
+	free(fm);
+	free(r);
+	return ret;
+}
+
+FIXTURE(fs) {
+	int fd;
+	struct blk_snap_dev orig;
+};
+
+FIXTURE_SETUP(fs)
+{
+	self->fd = open(BLK_SNAP_CTL, O_RDWR);
+	if (self->fd < 0)
+		SKIP(return, BLK_SNAP_CTL " missing: module not loaded");
+	if (dev_id(ORIG, &self->orig) || access(STORE, F_OK))
+		SKIP(return, "ext4 test disks missing");
+	blksnap_reset(self->fd);
+	mkdir("/mnt/c", 0755);
+	mkdir("/mnt/d", 0755);
+	mkdir("/mnt/img", 0755);
+	ASSERT_EQ(0, mount(ORIG, "/mnt/c", "ext4", 0, NULL));
+	ASSERT_EQ(0, mount(STORE, "/mnt/d", "ext4", 0, NULL));
+}
+
+FIXTURE_TEARDOWN(fs)
+{
+	umount("/mnt/img");
+	umount("/mnt/c");
+	umount("/mnt/d");
+	if (self->fd >= 0) {
+		blksnap_reset(self->fd);
+		close(self->fd);
+	}
+}
+
+TEST_F(fs, image_mounts_with_files_as_at_take)
+{
+	struct blk_snap_uuid id;
+	uint64_t want[NFILES];
+	char path[64], img[160];
+	pthread_t th;
+	int sfd;
+
+	for (int i = 0; i < NFILES; i++) {
+		snprintf(path, sizeof(path), "/mnt/c/f%d", i);
+		ASSERT_EQ(0, write_file(path, i + 1));
+		want[i] = file_sum(path);
+	}
+	sync();
+	/* Storage: a 64 MiB file on the other file system. */
+	sfd = open("/mnt/d/diff-storage", O_RDWR | O_CREAT, 0600);
+	ASSERT_LE(0, sfd);
+	ASSERT_EQ(0, fallocate(sfd, 0, 0, 64 << 20));
+	close(sfd);
+
+	stop_writer = 0;
+	ASSERT_EQ(0, pthread_create(&th, NULL, busy_writer, NULL));
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->orig, 1, &id));
+	ASSERT_EQ(0, append_file_extents(self->fd, &id, "/mnt/d/diff-storage", STORE));
+	ASSERT_EQ(0, take(self->fd, &id));
+	/* After TAKE every checked file changes on the original. */
+	for (int i = 0; i < NFILES; i++) {
+		snprintf(path, sizeof(path), "/mnt/c/f%d", i);
+		ASSERT_EQ(0, write_file(path, 100 + i));
+	}
+	stop_writer = 1;
+	pthread_join(th, NULL);
+	sync();
+
+	ASSERT_EQ(0, image_path(self->fd, &id, &self->orig, img, sizeof(img)));
+	ASSERT_EQ(0, mount(img, "/mnt/img", "ext4", MS_RDONLY, NULL));
+	for (int i = 0; i < NFILES; i++) {
+		snprintf(path, sizeof(path), "/mnt/img/f%d", i);
+		EXPECT_EQ(want[i], file_sum(path)) {
+			TH_LOG("%s differs from its state at TAKE", path);
+		}
+	}
+	ASSERT_EQ(0, umount("/mnt/img"));
+
+	/* Read-write: the image takes writes of its own. */
+	ASSERT_EQ(0, mount(img, "/mnt/img", "ext4", 0, NULL));
+	ASSERT_EQ(0, write_file("/mnt/img/only-in-image", 7));
+	EXPECT_EQ(want[3], file_sum("/mnt/img/f3"));
+	ASSERT_EQ(0, umount("/mnt/img"));
+	EXPECT_NE(0, access("/mnt/c/only-in-image", F_OK));
+	snprintf(path, sizeof(path), "/mnt/c/f%d", 3);
+	EXPECT_NE(want[3], file_sum(path));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+}
+
+TEST_HARNESS_MAIN
