@@ -94,6 +94,26 @@ TEST_F(ctl, null_pointer_is_efault)
 	EXPECT_EQ(EFAULT, errno);
 }
 
+TEST_F(ctl, every_call_with_null_is_efault)
+{
+	unsigned long all[] = {
+		IOCTL_BLK_SNAP_VERSION, IOCTL_BLK_SNAP_TRACKER_REMOVE,
+		IOCTL_BLK_SNAP_TRACKER_COLLECT, IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP,
+		IOCTL_BLK_SNAP_TRACKER_MARK_DIRTY_BLOCKS, IOCTL_BLK_SNAP_SNAPSHOT_CREATE,
+		IOCTL_BLK_SNAP_SNAPSHOT_DESTROY, IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE,
+		IOCTL_BLK_SNAP_SNAPSHOT_TAKE, IOCTL_BLK_SNAP_SNAPSHOT_COLLECT,
+		IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES, IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT,
+	};
+
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		errno = 0;
+		EXPECT_EQ(-1, ioctl(self->fd, all[i], NULL));
+		EXPECT_EQ(EFAULT, errno) {
+			TH_LOG("ioctl 0x%lx", all[i]);
+		}
+	}
+}
+
 TEST_F(ctl, wild_pointers_are_efault)
 {
 	void *unmapped;

@@ -50,8 +50,9 @@ for d in disk0 disk1; do
 done
 printf 'label: dos\nsize=96MiB, type=83\ntype=83\n' | sfdisk --quiet "$OUT/disk1.img"
 # /dev/vdc and /dev/vdd: empty ext4 file systems (busybox makes only ext2).
+truncate -s 128M "$OUT/disk2.img"
+truncate -s 768M "$OUT/disk3.img"
 for d in disk2 disk3; do
-	truncate -s 128M "$OUT/$d.img"
 	mkfs.ext4 -q -F "$OUT/$d.img"
 done
 

@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use crate::uapi;
+use crate::uapi::{self, *};
 
 /// An open control device.
 pub struct Control {
@@ -27,6 +27,16 @@ pub enum CtlError {
     Open(io::Error),
 }
 
+impl CtlError {
+    /// The errno of a failed ioctl.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            CtlError::Ioctl { err, .. } => err.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Display for CtlError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -38,7 +48,13 @@ impl std::fmt::Display for CtlError {
             CtlError::Permission => {
                 write!(f, "{}: permission denied: blksnap needs root (CAP_SYS_ADMIN)", uapi::BLK_SNAP_CTL)
             }
-            CtlError::Ioctl { call, err } => write!(f, "{call} failed: {}", errno_text(err)),
+            CtlError::Ioctl { call, err } => {
+                write!(f, "{call} failed: {}", errno_text(err))?;
+                if let Some(hint) = err.raw_os_error().and_then(|e| hint(call, e)) {
+                    write!(f, " ({hint})")?;
+                }
+                Ok(())
+            }
             CtlError::Open(e) => write!(f, "cannot open {}: {}", uapi::BLK_SNAP_CTL, errno_text(e)),
         }
     }
@@ -46,7 +62,22 @@ impl std::fmt::Display for CtlError {
 
 impl std::error::Error for CtlError {}
 
-/// `ENOTTY (Inappropriate ioctl for device)`: the errno's name first, for logs and searches.
+/// What an errno most likely means for a call.
+fn hint(call: &str, errno: i32) -> Option<&'static str> {
+    Some(match (call, errno) {
+        (_, libc::EPERM) if call == "READ_CBT_MAP" => "the device must be in a taken snapshot",
+        (_, libc::EPERM) => "run as root",
+        (_, libc::ESRCH) => "no snapshot with that id: see `blksnap snapshot list`",
+        (_, libc::EBUSY) if call == "TRACKER_REMOVE" => "the device is in a snapshot: destroy it first",
+        (_, libc::EBUSY) => "a device is already in a snapshot, or a disk and its partition were named",
+        (_, libc::ENOSPC) => "append storage first",
+        (_, libc::EALREADY) => "the snapshot is already taken",
+        (_, libc::ENODEV) => "no such block device, or it is not tracked",
+        _ => return None,
+    })
+}
+
+/// `ENOTTY (Inappropriate ioctl for device)`: the errno's name first.
 pub fn errno_text(err: &io::Error) -> String {
     match err.raw_os_error() {
         Some(n) => format!("{} ({})", errno_name(n), io::Error::from_raw_os_error(n)),
@@ -74,8 +105,17 @@ pub fn errno_name(n: i32) -> &'static str {
         libc::ENODATA => "ENODATA",
         libc::EALREADY => "EALREADY",
         libc::EAGAIN => "EAGAIN",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
         _ => "E?",
     }
+}
+
+/// A snapshot event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapEvent {
+    LowFreeSpace { time_ns: i64, requested_sectors: u64 },
+    Corrupted { time_ns: i64, dev: BlkSnapDev, errno: i32 },
+    Unknown { time_ns: i64, code: u32 },
 }
 
 impl Control {
@@ -97,11 +137,9 @@ impl Control {
     /// Issues `request` with a pointer to `arg`; returns the ioctl's value.
     fn ioctl<T>(&self, call: &'static str, request: u32, arg: &mut T) -> Result<i32, CtlError> {
         // SAFETY: `arg` is a live, exclusive reference to a `#[repr(C)]` ABI
-        // structure of the size encoded in `request`; the kernel reads and
-        // writes at most that many bytes through it.
-        let ret = unsafe {
-            libc::ioctl(self.file.as_raw_fd(), request as _, arg as *mut T)
-        };
+        // structure of the size encoded in `request`; any arrays it points
+        // to are set up by the callers below to the sizes they announce.
+        let ret = unsafe { libc::ioctl(self.file.as_raw_fd(), request as _, arg as *mut T) };
         if ret < 0 {
             Err(CtlError::Ioctl { call, err: io::Error::last_os_error() })
         } else {
@@ -110,10 +148,169 @@ impl Control {
     }
 
     /// IOCTL_BLK_SNAP_VERSION.
-    pub fn version(&self) -> Result<uapi::BlkSnapVersion, CtlError> {
-        let mut v = uapi::BlkSnapVersion::default();
-        self.ioctl("VERSION", uapi::IOCTL_BLK_SNAP_VERSION, &mut v)?;
+    pub fn version(&self) -> Result<BlkSnapVersion, CtlError> {
+        let mut v = BlkSnapVersion::default();
+        self.ioctl("VERSION", IOCTL_BLK_SNAP_VERSION, &mut v)?;
         Ok(v)
+    }
+
+    /// IOCTL_BLK_SNAP_SNAPSHOT_CREATE.
+    pub fn snapshot_create(&self, devs: &[BlkSnapDev]) -> Result<BlkSnapUuid, CtlError> {
+        let mut arg = BlkSnapSnapshotCreate {
+            count: devs.len() as u32,
+            dev_id_array: devs.as_ptr() as u64,
+            ..Default::default()
+        };
+        self.ioctl("SNAPSHOT_CREATE", IOCTL_BLK_SNAP_SNAPSHOT_CREATE, &mut arg)?;
+        Ok(arg.id)
+    }
+
+    /// IOCTL_BLK_SNAP_SNAPSHOT_DESTROY.
+    pub fn snapshot_destroy(&self, id: &BlkSnapUuid) -> Result<(), CtlError> {
+        let mut arg = BlkSnapSnapshotDestroy { id: *id };
+        self.ioctl("SNAPSHOT_DESTROY", IOCTL_BLK_SNAP_SNAPSHOT_DESTROY, &mut arg).map(|_| ())
+    }
+
+    /// IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE.
+    pub fn append_storage(&self, id: &BlkSnapUuid, dev: BlkSnapDev, ranges: &[BlkSnapBlockRange]) -> Result<(), CtlError> {
+        let mut arg = BlkSnapSnapshotAppendStorage {
+            id: *id,
+            dev_id: dev,
+            count: ranges.len() as u32,
+            ranges: ranges.as_ptr() as u64,
+            ..Default::default()
+        };
+        self.ioctl("SNAPSHOT_APPEND_STORAGE", IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE, &mut arg).map(|_| ())
+    }
+
+    /// IOCTL_BLK_SNAP_SNAPSHOT_TAKE.
+    pub fn snapshot_take(&self, id: &BlkSnapUuid) -> Result<(), CtlError> {
+        let mut arg = BlkSnapSnapshotTake { id: *id };
+        self.ioctl("SNAPSHOT_TAKE", IOCTL_BLK_SNAP_SNAPSHOT_TAKE, &mut arg).map(|_| ())
+    }
+
+    /// IOCTL_BLK_SNAP_SNAPSHOT_COLLECT: every snapshot id.
+    pub fn snapshot_list(&self) -> Result<Vec<BlkSnapUuid>, CtlError> {
+        loop {
+            let mut arg = BlkSnapSnapshotCollect::default();
+            self.ioctl("SNAPSHOT_COLLECT", IOCTL_BLK_SNAP_SNAPSHOT_COLLECT, &mut arg)?;
+            let mut ids = vec![BlkSnapUuid::default(); arg.count as usize];
+            arg.ids = ids.as_mut_ptr() as u64;
+            match self.ioctl("SNAPSHOT_COLLECT", IOCTL_BLK_SNAP_SNAPSHOT_COLLECT, &mut arg) {
+                Ok(_) => {
+                    ids.truncate(arg.count as usize);
+                    return Ok(ids);
+                }
+                // More appeared in between: ask again.
+                Err(e) if e.errno() == Some(libc::ENODATA) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES.
+    pub fn snapshot_images(&self, id: &BlkSnapUuid) -> Result<Vec<BlkSnapImageInfo>, CtlError> {
+        loop {
+            let mut arg = BlkSnapSnapshotCollectImages { id: *id, ..Default::default() };
+            self.ioctl("SNAPSHOT_COLLECT_IMAGES", IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES, &mut arg)?;
+            let mut v = vec![BlkSnapImageInfo::default(); arg.count as usize];
+            arg.image_info_array = v.as_mut_ptr() as u64;
+            match self.ioctl("SNAPSHOT_COLLECT_IMAGES", IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES, &mut arg) {
+                Ok(_) => {
+                    v.truncate(arg.count as usize);
+                    return Ok(v);
+                }
+                Err(e) if e.errno() == Some(libc::ENODATA) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT: `Ok(None)` on timeout.
+    pub fn wait_event(&self, id: &BlkSnapUuid, timeout_ms: u32) -> Result<Option<SnapEvent>, CtlError> {
+        let mut ev = Box::new(BlkSnapSnapshotEvent {
+            id: *id,
+            timeout_ms,
+            code: 0,
+            time_label: 0,
+            data: [0; EVENT_DATA_SIZE],
+        });
+        match self.ioctl("SNAPSHOT_WAIT_EVENT", IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT, &mut *ev) {
+            Ok(_) => {}
+            Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let d = &ev.data;
+        let word = |at: usize| u32::from_ne_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]]);
+        Ok(Some(match ev.code {
+            BLK_SNAP_EVENT_CODE_LOW_FREE_SPACE => SnapEvent::LowFreeSpace {
+                time_ns: ev.time_label,
+                requested_sectors: u64::from(word(0)) | (u64::from(word(4)) << 32),
+            },
+            BLK_SNAP_EVENT_CODE_CORRUPTED => SnapEvent::Corrupted {
+                time_ns: ev.time_label,
+                dev: BlkSnapDev { mj: word(0), mn: word(4) },
+                errno: word(8) as i32,
+            },
+            code => SnapEvent::Unknown { time_ns: ev.time_label, code },
+        }))
+    }
+
+    /// IOCTL_BLK_SNAP_TRACKER_COLLECT.
+    pub fn tracker_list(&self) -> Result<Vec<BlkSnapCbtInfo>, CtlError> {
+        loop {
+            let mut arg = BlkSnapTrackerCollect::default();
+            self.ioctl("TRACKER_COLLECT", IOCTL_BLK_SNAP_TRACKER_COLLECT, &mut arg)?;
+            let mut v = vec![BlkSnapCbtInfo::default(); arg.count as usize];
+            arg.cbt_info_array = v.as_mut_ptr() as u64;
+            match self.ioctl("TRACKER_COLLECT", IOCTL_BLK_SNAP_TRACKER_COLLECT, &mut arg) {
+                Ok(_) => {
+                    v.truncate(arg.count as usize);
+                    return Ok(v);
+                }
+                Err(e) if e.errno() == Some(libc::ENODATA) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// IOCTL_BLK_SNAP_TRACKER_REMOVE.
+    pub fn tracker_remove(&self, dev: BlkSnapDev) -> Result<(), CtlError> {
+        let mut arg = BlkSnapTrackerRemove { dev_id: dev };
+        self.ioctl("TRACKER_REMOVE", IOCTL_BLK_SNAP_TRACKER_REMOVE, &mut arg).map(|_| ())
+    }
+
+    /// IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP, the whole map.
+    pub fn read_cbt_map(&self, dev: BlkSnapDev, len: u32) -> Result<Vec<u8>, CtlError> {
+        let mut map = vec![0u8; len as usize];
+        let mut off = 0u32;
+        while off < len {
+            let chunk = (len - off).min(1 << 20);
+            let mut arg = BlkSnapTrackerReadCbtBitmap {
+                dev_id: dev,
+                offset: off,
+                length: chunk,
+                buff: map[off as usize..].as_mut_ptr() as u64,
+            };
+            let n = self.ioctl("READ_CBT_MAP", IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP, &mut arg)?;
+            if n <= 0 {
+                break;
+            }
+            off += n as u32;
+        }
+        map.truncate(off as usize);
+        Ok(map)
+    }
+
+    /// IOCTL_BLK_SNAP_TRACKER_MARK_DIRTY_BLOCKS.
+    pub fn mark_dirty(&self, dev: BlkSnapDev, ranges: &[BlkSnapBlockRange]) -> Result<(), CtlError> {
+        let mut arg = BlkSnapTrackerMarkDirtyBlocks {
+            dev_id: dev,
+            count: ranges.len() as u32,
+            dirty_blocks_array: ranges.as_ptr() as u64,
+            ..Default::default()
+        };
+        self.ioctl("MARK_DIRTY_BLOCKS", IOCTL_BLK_SNAP_TRACKER_MARK_DIRTY_BLOCKS, &mut arg).map(|_| ())
     }
 }
 
@@ -140,13 +337,19 @@ mod tests {
     }
 
     #[test]
+    fn failed_calls_explain() {
+        let e = CtlError::Ioctl { call: "SNAPSHOT_TAKE", err: io::Error::from_raw_os_error(libc::ENOSPC) };
+        let s = e.to_string();
+        assert!(s.contains("ENOSPC") && s.contains("append storage"), "{s}");
+    }
+
+    #[test]
     fn version_displays_dotted() {
         assert_eq!(uapi::VERSION.to_string(), "1.0.0.0");
     }
 
     #[test]
     fn ioctl_numbers_match_contract() {
-        // Also asserted at compile time in uapi.rs; this keeps a readable failure.
         assert_eq!(uapi::IOCTL_BLK_SNAP_VERSION, 0x4008_5600);
         assert_eq!(uapi::IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT, 0x5000_560b);
         assert_eq!(std::mem::size_of::<uapi::BlkSnapSnapshotEvent>(), 4096);

@@ -1,56 +1,499 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! `blksnap`: command-line control of the blksnap kernel module.
+//!
+//! Exit codes: 0 success, 1 the operation failed, 2 bad usage (clap),
+//! 3 the module is not loaded or not accessible, 4 a snapshot image was
+//! corrupted during a backup, 130 interrupted.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use blksnap::ctl::Control;
+use clap::{Args, Parser, Subcommand};
 
-const USAGE: &str = "\
-usage: blksnap <command> [options]
+use blksnap::backup;
+use blksnap::ctl::{Control, CtlError, SnapEvent};
+use blksnap::fiemap;
+use blksnap::logic::cbt::changed_runs;
+use blksnap::storage::{watch, StorageDir, WatchEnd, WatchStats};
+use blksnap::uapi::{BlkSnapBlockRange, BlkSnapDev};
+use blksnap::util::{dev_label, dev_path, dev_to_string, human_bytes, json_str, parse_dev, parse_size, parse_uuid, uuid_to_string};
 
-Commands:
-  version     print the version of the loaded blksnap module
-  help        print this text
+/// Snapshots of live block devices and changed block tracking, for backup.
+#[derive(Parser, Debug)]
+#[command(name = "blksnap", version, propagate_version = true)]
+struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
 
-Options:
-  --json      machine-readable output
-";
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Print the version of the loaded module.
+    Version,
+    /// Create, take, list and destroy snapshots.
+    #[command(subcommand)]
+    Snapshot(SnapCmd),
+    /// List and manage change trackers and their maps.
+    #[command(subcommand)]
+    Tracker(TrackerCmd),
+    /// Back up devices: snapshot, copy each image (or only its changes), destroy.
+    Backup(BackupArgs),
+}
 
-/// Exit codes: 0 success, 1 the operation failed, 2 bad usage.
+#[derive(Subcommand, Debug)]
+enum SnapCmd {
+    /// Create a snapshot of devices (paths like /dev/vdb or MAJOR:MINOR); prints its id.
+    Create {
+        #[arg(required = true)]
+        devices: Vec<String>,
+    },
+    /// Take a created snapshot (needs storage appended).
+    Take { id: String },
+    /// Destroy a snapshot: images go, trackers stay.
+    Destroy { id: String },
+    /// List snapshots.
+    List,
+    /// List a snapshot's images.
+    Images { id: String },
+    /// Wait for one event of a snapshot.
+    WaitEvent {
+        id: String,
+        /// How long to wait, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u32,
+    },
+    /// Hand storage to a snapshot: a new file (--file, --size) or ranges of a device.
+    AppendStorage(AppendArgs),
+    /// Answer a snapshot's storage requests with files in a directory until it goes.
+    Watch {
+        id: String,
+        /// Directory for storage files (on a disk-backed file system).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Total size of storage files at most, e.g. 4G.
+        #[arg(long, value_parser = parse_size, default_value = "1G")]
+        limit: u64,
+        /// Size of each file, e.g. 256M.
+        #[arg(long, value_parser = parse_size, default_value = "256M")]
+        step: u64,
+    },
+}
+
+#[derive(Args, Debug)]
+struct AppendArgs {
+    id: String,
+    /// Create this file and use its extents.
+    #[arg(long, conflicts_with_all = ["device", "range"], requires = "size")]
+    file: Option<PathBuf>,
+    /// Size of the file, e.g. 512M.
+    #[arg(long, value_parser = parse_size)]
+    size: Option<u64>,
+    /// Use ranges of this device.
+    #[arg(long, requires = "range")]
+    device: Option<String>,
+    /// A range START:COUNT in sectors (repeatable).
+    #[arg(long, value_parser = parse_range)]
+    range: Vec<BlkSnapBlockRange>,
+}
+
+#[derive(Subcommand, Debug)]
+enum TrackerCmd {
+    /// List tracked devices.
+    List,
+    /// Stop tracking a device.
+    Remove { device: String },
+    /// Show blocks changed after a snapshot number (the device must be in a taken snapshot).
+    Cbt {
+        device: String,
+        /// Show blocks changed after this snapshot number.
+        #[arg(long, default_value_t = 0)]
+        since: u8,
+        /// Refuse unless the map's generation is this UUID.
+        #[arg(long)]
+        generation: Option<String>,
+        /// Write the raw map (one byte per block) to this file.
+        #[arg(long)]
+        raw: Option<PathBuf>,
+    },
+    /// Mark sector ranges START:COUNT as changed.
+    MarkDirty {
+        device: String,
+        #[arg(long = "range", value_parser = parse_range, required = true)]
+        ranges: Vec<BlkSnapBlockRange>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct BackupArgs {
+    /// Devices to back up, in one snapshot.
+    #[arg(required = true)]
+    devices: Vec<String>,
+    /// Target file or device for each device, in order.
+    #[arg(long = "target", required = true)]
+    targets: Vec<PathBuf>,
+    /// Directory for storage files (not on a device being backed up).
+    #[arg(long)]
+    storage_dir: PathBuf,
+    /// Size of each storage file.
+    #[arg(long, value_parser = parse_size, default_value = "64M")]
+    storage_step: u64,
+    /// Total storage at most.
+    #[arg(long, value_parser = parse_size, default_value = "1G")]
+    storage_limit: u64,
+    /// Incremental: copy blocks changed after this snapshot number into the earlier copy.
+    #[arg(long, requires = "generation")]
+    since: Option<u8>,
+    /// Incremental: the generation the earlier backup printed.
+    #[arg(long, requires = "since")]
+    generation: Option<String>,
+}
+
+fn parse_range(s: &str) -> Result<BlkSnapBlockRange, String> {
+    let (a, b) = s.split_once(':').ok_or_else(|| format!("bad range '{s}': use START:COUNT in sectors"))?;
+    let sector_offset = a.parse().map_err(|_| format!("bad range start '{a}'"))?;
+    let sector_count = b.parse().map_err(|_| format!("bad range count '{b}'"))?;
+    Ok(BlkSnapBlockRange { sector_offset, sector_count })
+}
+
+/// A failure and its exit code.
+struct Fail(u8, String);
+
+impl From<CtlError> for Fail {
+    fn from(e: CtlError) -> Self {
+        let code = match e {
+            CtlError::NotLoaded | CtlError::Permission | CtlError::Open(_) => 3,
+            CtlError::Ioctl { .. } => 1,
+        };
+        Fail(code, e.to_string())
+    }
+}
+
+impl From<String> for Fail {
+    fn from(e: String) -> Self {
+        Fail(1, e)
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+fn catch_signals() {
+    // SAFETY: The handler only stores to an atomic, which is async-signal
+    // safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+fn log(msg: &str) {
+    eprintln!("blksnap: {msg}");
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let json = args.iter().any(|a| a == "--json");
-    let words: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "--json").collect();
-    match words.as_slice() {
-        ["version"] => match Control::open().and_then(|c| c.version()) {
-            Ok(v) if json => {
-                println!(
-                    "{{\"major\":{},\"minor\":{},\"revision\":{},\"build\":{}}}",
-                    v.major, v.minor, v.revision, v.build
-                );
-                ExitCode::SUCCESS
-            }
-            Ok(v) => {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail(code, msg)) => {
+            eprintln!("blksnap: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), Fail> {
+    let json = cli.json;
+    match &cli.cmd {
+        Cmd::Version => {
+            let v = Control::open()?.version()?;
+            if json {
+                println!("{{\"major\":{},\"minor\":{},\"revision\":{},\"build\":{}}}", v.major, v.minor, v.revision, v.build);
+            } else {
                 println!("blksnap {v}");
-                ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("blksnap: {e}");
-                ExitCode::from(1)
+        }
+        Cmd::Snapshot(c) => snapshot(c, json)?,
+        Cmd::Tracker(c) => tracker(c, json)?,
+        Cmd::Backup(a) => do_backup(a, json)?,
+    }
+    Ok(())
+}
+
+fn devs(list: &[String]) -> Result<Vec<BlkSnapDev>, Fail> {
+    list.iter().map(|d| parse_dev(d).map_err(|e| Fail(2, e))).collect()
+}
+
+fn snapshot(c: &SnapCmd, json: bool) -> Result<(), Fail> {
+    let ctl = Control::open()?;
+    let id_of = |s: &str| parse_uuid(s).map_err(|e| Fail(2, e));
+    match c {
+        SnapCmd::Create { devices } => {
+            let id = ctl.snapshot_create(&devs(devices)?)?;
+            if json {
+                println!("{{\"id\":{}}}", json_str(&uuid_to_string(&id)));
+            } else {
+                println!("{}", uuid_to_string(&id));
             }
+        }
+        SnapCmd::Take { id } => ctl.snapshot_take(&id_of(id)?)?,
+        SnapCmd::Destroy { id } => ctl.snapshot_destroy(&id_of(id)?)?,
+        SnapCmd::List => {
+            let ids = ctl.snapshot_list()?;
+            if json {
+                let items: Vec<String> = ids.iter().map(|i| json_str(&uuid_to_string(i))).collect();
+                println!("[{}]", items.join(","));
+            } else {
+                for i in ids {
+                    println!("{}", uuid_to_string(&i));
+                }
+            }
+        }
+        SnapCmd::Images { id } => {
+            let imgs = ctl.snapshot_images(&id_of(id)?)?;
+            if json {
+                let items: Vec<String> = imgs
+                    .iter()
+                    .map(|i| {
+                        let path = dev_path(&i.image_dev_id).map(|p| p.display().to_string()).unwrap_or_default();
+                        format!(
+                            "{{\"original\":{},\"image\":{},\"path\":{}}}",
+                            json_str(&dev_to_string(&i.orig_dev_id)), json_str(&dev_to_string(&i.image_dev_id)), json_str(&path)
+                        )
+                    })
+                    .collect();
+                println!("[{}]", items.join(","));
+            } else {
+                for i in imgs {
+                    println!("{} -> {}", dev_label(&i.orig_dev_id), dev_label(&i.image_dev_id));
+                }
+            }
+        }
+        SnapCmd::WaitEvent { id, timeout_ms } => match ctl.wait_event(&id_of(id)?, *timeout_ms)? {
+            None => return Err(Fail(1, format!("no event within {timeout_ms} ms"))),
+            Some(SnapEvent::LowFreeSpace { time_ns, requested_sectors }) => {
+                if json {
+                    println!("{{\"event\":\"low_free_space\",\"time_ns\":{time_ns},\"requested_sectors\":{requested_sectors}}}");
+                } else {
+                    println!("low_free_space: {} requested", human_bytes(requested_sectors * 512));
+                }
+            }
+            Some(SnapEvent::Corrupted { time_ns, dev, errno }) => {
+                if json {
+                    println!("{{\"event\":\"corrupted\",\"time_ns\":{time_ns},\"device\":{},\"errno\":{errno}}}", json_str(&dev_to_string(&dev)));
+                } else {
+                    println!("corrupted: image of {} ({})", dev_label(&dev), blksnap::ctl::errno_name(errno));
+                }
+            }
+            Some(SnapEvent::Unknown { code, .. }) => println!("event code {code}"),
         },
-        ["help"] | ["--help"] | ["-h"] => {
-            print!("{USAGE}");
-            ExitCode::SUCCESS
+        SnapCmd::AppendStorage(a) => {
+            let id = id_of(&a.id)?;
+            if let Some(file) = &a.file {
+                let size = a.size.unwrap_or(0);
+                let sf = fiemap::allocate(file, size)?;
+                ctl.append_storage(&id, sf.dev, &sf.ranges)?;
+                log(&format!("appended {} ({} extents on {})", human_bytes(sf.bytes), sf.ranges.len(), dev_label(&sf.dev)));
+            } else if let Some(dev) = &a.device {
+                let d = parse_dev(dev).map_err(|e| Fail(2, e))?;
+                ctl.append_storage(&id, d, &a.range)?;
+            } else {
+                return Err(Fail(2, "give --file and --size, or --device and --range".into()));
+            }
         }
-        [] => {
-            eprint!("{USAGE}");
-            ExitCode::from(2)
+        SnapCmd::Watch { id, dir, limit, step } => {
+            catch_signals();
+            let id = id_of(id)?;
+            let mut sd = StorageDir::new(dir.clone(), *step, *limit);
+            let mut stats = WatchStats::default();
+            log(&format!("watching snapshot {} (storage in {}, at most {})", uuid_to_string(&id), dir.display(), human_bytes(*limit)));
+            let end = watch(&ctl, &id, &mut sd, &INTERRUPTED, &log, &mut stats)?;
+            match end {
+                WatchEnd::SnapshotGone => log("the snapshot is gone; storage files removed"),
+                WatchEnd::Stopped => log("stopped; storage files removed"),
+            }
+            sd.remove_files();
+            if !stats.corrupted.is_empty() {
+                return Err(Fail(4, stats.corrupted.join("; ")));
+            }
         }
-        [cmd, ..] => {
-            eprintln!("blksnap: unknown command '{cmd}' (see `blksnap help`)");
-            ExitCode::from(2)
+    }
+    Ok(())
+}
+
+fn tracker(c: &TrackerCmd, json: bool) -> Result<(), Fail> {
+    let ctl = Control::open()?;
+    match c {
+        TrackerCmd::List => {
+            let list = ctl.tracker_list()?;
+            if json {
+                let items: Vec<String> = list
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{{\"device\":{},\"block_size\":{},\"capacity\":{},\"blocks\":{},\"generation\":{},\"snap_number\":{}}}",
+                            json_str(&dev_to_string(&t.dev_id)), t.blk_size, t.device_capacity, t.blk_count,
+                            json_str(&uuid_to_string(&t.generation_id)), t.snap_number
+                        )
+                    })
+                    .collect();
+                println!("[{}]", items.join(","));
+            } else {
+                println!("{:<24} {:>10} {:>10} {:>8} {:>5}  generation", "device", "capacity", "block", "blocks", "snap");
+                for t in list {
+                    println!(
+                        "{:<24} {:>10} {:>10} {:>8} {:>5}  {}",
+                        dev_label(&t.dev_id), human_bytes(t.device_capacity), human_bytes(u64::from(t.blk_size)),
+                        t.blk_count, t.snap_number, uuid_to_string(&t.generation_id)
+                    );
+                }
+            }
         }
+        TrackerCmd::Remove { device } => ctl.tracker_remove(parse_dev(device).map_err(|e| Fail(2, e))?)?,
+        TrackerCmd::Cbt { device, since, generation, raw } => {
+            let dev = parse_dev(device).map_err(|e| Fail(2, e))?;
+            let info = ctl
+                .tracker_list()?
+                .into_iter()
+                .find(|t| t.dev_id == dev)
+                .ok_or_else(|| Fail(1, format!("{} is not tracked", dev_label(&dev))))?;
+            if let Some(g) = generation {
+                if parse_uuid(g).map_err(|e| Fail(2, e))? != info.generation_id {
+                    return Err(Fail(1, format!("generation is {}, not {g}: changes cannot be compared", uuid_to_string(&info.generation_id))));
+                }
+            }
+            let map = ctl.read_cbt_map(dev, info.blk_count)?;
+            if let Some(path) = raw {
+                std::fs::write(path, &map).map_err(|e| Fail(1, format!("{}: {e}", path.display())))?;
+            }
+            let bs = u64::from(info.blk_size);
+            let runs: Vec<(u64, u64)> = changed_runs(&map, *since).map(|(f, n)| (f as u64 * bs, n as u64 * bs)).collect();
+            let total: u64 = runs.iter().map(|r| r.1).sum();
+            if json {
+                let items: Vec<String> = runs.iter().map(|(o, l)| format!("{{\"offset\":{o},\"length\":{l}}}")).collect();
+                println!(
+                    "{{\"device\":{},\"generation\":{},\"snap_number\":{},\"since\":{since},\"block_size\":{bs},\"changed_bytes\":{total},\"ranges\":[{}]}}",
+                    json_str(&dev_to_string(&dev)), json_str(&uuid_to_string(&info.generation_id)), info.snap_number, items.join(",")
+                );
+            } else {
+                println!("{}: generation {}, snapshot {}, blocks of {}", dev_label(&dev), uuid_to_string(&info.generation_id), info.snap_number, human_bytes(bs));
+                println!("{:>16} {:>16}", "offset", "length");
+                for (o, l) in &runs {
+                    println!("{o:>16} {l:>16}");
+                }
+                println!("{} changed since snapshot {since} in {} range(s)", human_bytes(total), runs.len());
+            }
+        }
+        TrackerCmd::MarkDirty { device, ranges } => ctl.mark_dirty(parse_dev(device).map_err(|e| Fail(2, e))?, ranges)?,
+    }
+    Ok(())
+}
+
+fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
+    catch_signals();
+    let ctl = Control::open()?;
+    let since = match (a.since, &a.generation) {
+        (Some(n), Some(g)) => Some((n, parse_uuid(g).map_err(|e| Fail(2, e))?)),
+        _ => None,
+    };
+    let opts = backup::Options {
+        devices: devs(&a.devices)?,
+        targets: a.targets.clone(),
+        storage_dir: a.storage_dir.clone(),
+        storage_step: a.storage_step,
+        storage_limit: a.storage_limit,
+        since,
+    };
+    let report = match backup::run(&ctl, &opts, &INTERRUPTED, &log) {
+        Ok(r) => r,
+        Err(e) if INTERRUPTED.load(Ordering::Relaxed) => return Err(Fail(130, format!("interrupted: {e}"))),
+        Err(e) if e.contains("CORRUPTED") => return Err(Fail(4, e)),
+        Err(e) => return Err(Fail(1, e)),
+    };
+    if json {
+        let items: Vec<String> = report
+            .devices
+            .iter()
+            .map(|d| {
+                format!(
+                    "{{\"device\":{},\"target\":{},\"capacity\":{},\"copied\":{},\"next_since\":{},\"generation\":{}}}",
+                    json_str(&dev_to_string(&d.dev)), json_str(&d.target.display().to_string()), d.capacity, d.copied,
+                    d.snap_number, json_str(&uuid_to_string(&d.generation))
+                )
+            })
+            .collect();
+        println!(
+            "{{\"snapshot\":{},\"seconds\":{:.3},\"storage_used\":{},\"low_space_events\":{},\"devices\":[{}]}}",
+            json_str(&uuid_to_string(&report.snapshot)), report.seconds, report.storage_used, report.low_space_events, items.join(",")
+        );
+    } else {
+        for d in &report.devices {
+            println!(
+                "{}: copied {} of {} to {}",
+                dev_label(&d.dev), human_bytes(d.copied), human_bytes(d.capacity), d.target.display()
+            );
+            println!(
+                "  next incremental: blksnap backup {} --target {} --since {} --generation {} --storage-dir {}",
+                dev_path(&d.dev).map(|p| p.display().to_string()).unwrap_or_else(|| dev_to_string(&d.dev)),
+                d.target.display(), d.snap_number, uuid_to_string(&d.generation), a.storage_dir.display()
+            );
+        }
+        println!("done in {:.1}s, {} of storage used", report.seconds, human_bytes(report.storage_used));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_backup_incremental() {
+        let c = Cli::try_parse_from([
+            "blksnap", "backup", "/dev/vdc", "--target", "/b/full.img", "--storage-dir", "/s",
+            "--since", "3", "--generation", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+        ])
+        .unwrap();
+        match c.cmd {
+            Cmd::Backup(a) => {
+                assert_eq!(a.since, Some(3));
+                assert_eq!(a.targets, vec![PathBuf::from("/b/full.img")]);
+            }
+            _ => panic!("not a backup"),
+        }
+        assert!(Cli::try_parse_from(["blksnap", "backup", "/dev/vdc", "--target", "x", "--storage-dir", "/s", "--since", "3"]).is_err());
+    }
+
+    #[test]
+    fn parses_ranges_and_sizes() {
+        assert_eq!(parse_range("8:16"), Ok(BlkSnapBlockRange { sector_offset: 8, sector_count: 16 }));
+        assert!(parse_range("8").is_err());
+        let c = Cli::try_parse_from(["blksnap", "snapshot", "watch", "0f1e2d3c4b5a69788796a5b4c3d2e1f0", "--dir", "/s", "--limit", "2G"]).unwrap();
+        match c.cmd {
+            Cmd::Snapshot(SnapCmd::Watch { limit, step, .. }) => {
+                assert_eq!(limit, 2 << 30);
+                assert_eq!(step, 256 << 20);
+            }
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn append_needs_a_source() {
+        assert!(Cli::try_parse_from(["blksnap", "snapshot", "append-storage", "x", "--file", "/f"]).is_err());
+        assert!(Cli::try_parse_from(["blksnap", "snapshot", "append-storage", "x", "--device", "8:1"]).is_err());
     }
 }

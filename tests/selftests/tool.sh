@@ -1,0 +1,78 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+#
+# The blksnap tool against the module: snapshot subcommands, tracker
+# subcommands, `watch` answering low free space events with files, and
+# `backup` full and `--since` incremental copies that end byte-identical to
+# the device.
+. "$(dirname "$0")/lib.sh"
+
+[ -c /dev/blksnap ] || { echo "1..0 # SKIP /dev/blksnap missing"; exit $KSFT_SKIP; }
+P=/sys/module/blksnap/parameters
+D=/mnt/tool
+tap_plan 22
+
+mkdir -p $D
+mount /dev/vdd $D || { tap_diag "cannot mount /dev/vdd"; }
+sum() { dd if="$1" bs=1M count="${2:-256}" 2>/dev/null | md5sum | cut -d' ' -f1; }
+
+# --- snapshot and tracker subcommands -------------------------------------
+out=$(blksnap version)
+check "version: $out" test "$out" = "blksnap 1.0.0.0"
+id=$(blksnap snapshot create /dev/vda)
+check "snapshot create prints an id ($id)" sh -c "echo '$id' | grep -Eq '^[0-9a-f]{8}-[0-9a-f]{4}-'"
+check "snapshot list shows it" sh -c "blksnap snapshot list | grep -q '$id'"
+check "wait-event reports the storage request" sh -c "blksnap snapshot wait-event $id | grep -q '^low_free_space'"
+check "append-storage with device ranges" blksnap snapshot append-storage "$id" --device /dev/vdb2 --range 0:131072
+check "snapshot take" blksnap snapshot take "$id"
+check "snapshot images names the image" sh -c "blksnap snapshot images $id | grep -q '/dev/blksnap-image'"
+check "tracker list --json" sh -c "blksnap --json tracker list | grep -q '\"snap_number\":1'"
+check "tracker cbt lists ranges" sh -c "blksnap tracker cbt /dev/vda | grep -q 'changed since snapshot 0'"
+check "tracker mark-dirty" blksnap tracker mark-dirty /dev/vda --range 0:8
+check "snapshot destroy" blksnap snapshot destroy "$id"
+msg=$(blksnap snapshot destroy "$id" 2>&1)
+rc=$?
+check "destroying again fails, naming ESRCH (exit $rc)" sh -c "[ $rc = 1 ] && echo '$msg' | grep -q ESRCH"
+blksnap tracker remove /dev/vda
+check "tracker remove" sh -c "! blksnap tracker list | grep -q '(254:0)'"
+
+# --- watch answers low free space with files -------------------------------
+echo 8192 >$P/diff_storage_minimum	# 4 MiB: events come early
+echo 20000 >$P/diff_storage_wait_ms
+id=$(blksnap snapshot create /dev/vda)
+blksnap snapshot watch "$id" --dir $D --limit 64M --step 4M >/tmp/watch.log 2>&1 &
+wpid=$!
+n=0
+until blksnap snapshot take "$id" 2>/dev/null || [ $n -ge 50 ]; do n=$((n + 1)); sleep 0.2; done
+before=$(sum /dev/vda 32)
+dd if=/dev/urandom of=/dev/vda bs=1M count=16 seek=4 oflag=direct 2>/dev/null
+img=$(blksnap --json snapshot images "$id" | sed 's/.*"path":"\([^"]*\)".*/\1/')
+after=$(sum "$img" 32)
+check "watch kept the image whole ($img)" test "$before" = "$after"
+check "watch added storage files more than once" sh -c "[ \$(grep -c 'storage: added' /tmp/watch.log) -ge 2 ]"
+check "no corrupted event" sh -c "! grep -q CORRUPTED /tmp/watch.log"
+blksnap snapshot destroy "$id"
+wait $wpid
+check "watch exits when the snapshot goes, removing its files" sh -c "grep -q 'snapshot is gone' /tmp/watch.log && ! ls $D | grep -q storage"
+sed 's/^/# /' /tmp/watch.log
+echo 2097152 >$P/diff_storage_minimum
+echo 5000 >$P/diff_storage_wait_ms
+
+# --- backup: full, then incremental ----------------------------------------
+blksnap --json backup /dev/vda --target $D/full.img --storage-dir $D --storage-step 16M >/tmp/full.json 2>/tmp/full.log
+check "full backup" test $? = 0
+check "full copy equals the device" test "$(sum $D/full.img)" = "$(sum /dev/vda)"
+since=$(sed 's/.*"next_since":\([0-9]*\).*/\1/' /tmp/full.json)
+gen=$(sed 's/.*"generation":"\([^"]*\)".*/\1/' /tmp/full.json)
+dd if=/dev/urandom of=/dev/vda bs=64K count=3 seek=100 oflag=direct 2>/dev/null
+dd if=/dev/urandom of=/dev/vda bs=4K count=1 seek=50000 oflag=direct 2>/dev/null
+blksnap --json backup /dev/vda --target $D/full.img --storage-dir $D --since "$since" --generation "$gen" >/tmp/inc.json 2>/tmp/inc.log
+rc=$?
+copied=$(sed 's/.*"copied":\([0-9]*\).*/\1/' /tmp/inc.json)
+check "incremental backup --since $since copied $copied bytes (exit $rc)" sh -c "[ $rc = 0 ] && [ '$copied' -gt 0 ] && [ '$copied' -le 1048576 ]"
+check "incremental copy equals the device" test "$(sum $D/full.img)" = "$(sum /dev/vda)"
+sed 's/^/# /' /tmp/full.log /tmp/inc.log
+blksnap tracker remove /dev/vda 2>/dev/null
+rm -f $D/full.img
+umount $D
+tap_exit

@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Keeping a snapshot supplied with storage: files allocated in a directory
+//! on demand, up to a limit, and the event loop that answers the module's
+//! requests.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::ctl::{Control, SnapEvent};
+use crate::fiemap;
+use crate::uapi::BlkSnapUuid;
+use crate::util::{dev_label, human_bytes, uuid_to_string};
+
+/// Storage files of one snapshot in one directory.
+pub struct StorageDir {
+    dir: PathBuf,
+    limit: u64,
+    step: u64,
+    used: u64,
+    files: Vec<PathBuf>,
+}
+
+impl StorageDir {
+    /// Files of `step` bytes (or what is asked for, if more) in `dir`, at
+    /// most `limit` bytes in all.
+    pub fn new(dir: PathBuf, step: u64, limit: u64) -> Self {
+        Self { dir, limit, step: step.max(1 << 20), used: 0, files: Vec::new() }
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+
+    /// Allocates one more file for `id` (at least `want` bytes, within the
+    /// limit) and appends it; returns the bytes added.
+    pub fn add(&mut self, ctl: &Control, id: &BlkSnapUuid, want: u64, log: &dyn Fn(&str)) -> Result<u64, String> {
+        let left = self.limit.saturating_sub(self.used);
+        let size = want.max(self.step).min(left) & !4095;
+        if size == 0 {
+            return Err(format!("storage limit of {} reached in {}", human_bytes(self.limit), self.dir.display()));
+        }
+        let name = format!("blksnap-{}-{}.storage", &uuid_to_string(id)[..8], self.files.len());
+        let path = self.dir.join(name);
+        let sf = fiemap::allocate(&path, size)?;
+        self.files.push(path.clone());
+        ctl.append_storage(id, sf.dev, &sf.ranges).map_err(|e| e.to_string())?;
+        self.used += size;
+        log(&format!(
+            "storage: added {} ({} extents on {}), {} of {} used",
+            human_bytes(size), sf.ranges.len(), dev_label(&sf.dev), human_bytes(self.used), human_bytes(self.limit)
+        ));
+        Ok(size)
+    }
+
+    /// Removes the files (after the snapshot is gone).
+    pub fn remove_files(&mut self) {
+        for f in self.files.drain(..) {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+/// How a watch ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WatchEnd {
+    /// The snapshot was destroyed.
+    SnapshotGone,
+    /// Asked to stop.
+    Stopped,
+}
+
+/// What the watch saw.
+#[derive(Debug, Default)]
+pub struct WatchStats {
+    pub low_space_events: u32,
+    pub corrupted: Vec<String>,
+}
+
+/// Waits for the snapshot's events and answers them until the snapshot goes
+/// or `stop` is set: more storage for low_free_space, a loud report for
+/// corrupted.
+pub fn watch(
+    ctl: &Control,
+    id: &BlkSnapUuid,
+    sd: &mut StorageDir,
+    stop: &AtomicBool,
+    log: &dyn Fn(&str),
+    stats: &mut WatchStats,
+) -> Result<WatchEnd, String> {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(WatchEnd::Stopped);
+        }
+        match ctl.wait_event(id, 250) {
+            Ok(None) => continue,
+            Ok(Some(SnapEvent::LowFreeSpace { requested_sectors, .. })) => {
+                stats.low_space_events += 1;
+                log(&format!("event: low free space, {} requested", human_bytes(requested_sectors * 512)));
+                if let Err(e) = sd.add(ctl, id, requested_sectors * 512, log) {
+                    log(&format!("WARNING: cannot add storage: {e}"));
+                }
+            }
+            Ok(Some(SnapEvent::Corrupted { dev, errno, .. })) => {
+                let msg = format!(
+                    "ERROR: the snapshot image of {} is CORRUPTED ({}): its backup is not usable",
+                    dev_label(&dev),
+                    crate::ctl::errno_name(errno)
+                );
+                log(&msg);
+                stats.corrupted.push(msg);
+            }
+            Ok(Some(SnapEvent::Unknown { code, .. })) => log(&format!("event: unknown code {code}")),
+            Err(e) if e.errno() == Some(libc::ESRCH) => return Ok(WatchEnd::SnapshotGone),
+            Err(e) if e.errno() == Some(libc::EINTR) => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
