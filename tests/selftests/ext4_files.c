@@ -188,6 +188,7 @@ TEST_F(fs, image_mounts_with_files_as_at_take)
 	snprintf(path, sizeof(path), "/mnt/c/f%d", 3);
 	EXPECT_NE(want[3], file_sum(path));
 	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	unlink("/mnt/d/diff-storage");
 }
 
 TEST_HARNESS_MAIN
