@@ -80,17 +80,17 @@ timeout --kill-after=10 "$VM_TIMEOUT" "${qemu[@]}" \
 qpid=$!
 # Show the results as they arrive.
 if [ "$mode" = demo ]; then
-	tail -n +1 -f --pid="$qpid" "$OUT/results.log" | grep -av -e '^BLKSNAP-VM-DONE' -e '^demo-exit:' &
+	tail -n +1 -s 0.2 -f --pid="$qpid" "$OUT/results.log" | grep -av -e '^BLKSNAP-VM-DONE' -e '^demo-exit:' &
 else
-	tail -n +1 -f --pid="$qpid" "$OUT/results.log" | sed -u 's/^/  | /' &
+	tail -n +1 -s 0.2 -f --pid="$qpid" "$OUT/results.log" | sed -u 's/^/  | /' &
 fi
 tpid=$!
 set +e
 wait "$qpid"
 qrc=$?
 set -e
-sleep 0.5
-kill "$tpid" 2>/dev/null || true
+# tail ends by itself once QEMU is gone and it has shown the last lines.
+( sleep 5; kill "$tpid" 2>/dev/null ) &
 wait "$tpid" 2>/dev/null || true
 
 if [ "$mode" = demo ]; then

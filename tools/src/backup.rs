@@ -153,7 +153,7 @@ pub fn run(ctl: &Control, opts: &Options, stop: &AtomicBool, log: &(dyn Fn(&str)
     };
     // The module asks for storage at once; the first file answers it.
     let _ = ctl.wait_event(&id, 1000);
-    guard.sd.add(ctl, &id, opts.storage_step, log)?;
+    guard.sd.add(ctl, &id, log)?;
     ctl.snapshot_take(&id).map_err(|e| e.to_string())?;
     log(&format!("snapshot {} taken", uuid_to_string(&id)));
 

@@ -15,28 +15,31 @@ use crate::util::{dev_label, human_bytes, uuid_to_string};
 /// Storage files of one snapshot in one directory.
 pub struct StorageDir {
     dir: PathBuf,
-    limit: u64,
+    pub(crate) limit: u64,
     step: u64,
     used: u64,
     files: Vec<PathBuf>,
+    limit_reported: bool,
 }
 
 impl StorageDir {
     /// Files of `step` bytes (or what is asked for, if more) in `dir`, at
     /// most `limit` bytes in all.
     pub fn new(dir: PathBuf, step: u64, limit: u64) -> Self {
-        Self { dir, limit, step: step.max(1 << 20), used: 0, files: Vec::new() }
+        Self { dir, limit, step: step.max(1 << 20), used: 0, files: Vec::new(), limit_reported: false }
     }
 
     pub fn used(&self) -> u64 {
         self.used
     }
 
-    /// Allocates one more file for `id` (at least `want` bytes, within the
-    /// limit) and appends it; returns the bytes added.
-    pub fn add(&mut self, ctl: &Control, id: &BlkSnapUuid, want: u64, log: &dyn Fn(&str)) -> Result<u64, String> {
+    /// Allocates one more file of the step size (less if the limit is
+    /// near) for `id` and appends it; returns the bytes added. Requests are
+    /// answered a step at a time: the module asks again while it is short,
+    /// and the limit bounds the whole.
+    pub fn add(&mut self, ctl: &Control, id: &BlkSnapUuid, log: &dyn Fn(&str)) -> Result<u64, String> {
         let left = self.limit.saturating_sub(self.used);
-        let size = want.max(self.step).min(left) & !4095;
+        let size = self.step.min(left) & !4095;
         if size == 0 {
             return Err(format!("storage limit of {} reached in {}", human_bytes(self.limit), self.dir.display()));
         }
@@ -97,8 +100,13 @@ pub fn watch(
             Ok(Some(SnapEvent::LowFreeSpace { requested_sectors, .. })) => {
                 stats.low_space_events += 1;
                 log(&format!("event: low free space, {} requested", human_bytes(requested_sectors * 512)));
-                if let Err(e) = sd.add(ctl, id, requested_sectors * 512, log) {
-                    log(&format!("WARNING: cannot add storage: {e}"));
+                if sd.used() < sd.limit {
+                    if let Err(e) = sd.add(ctl, id, log) {
+                        log(&format!("WARNING: cannot add storage: {e}"));
+                    }
+                } else if !sd.limit_reported {
+                    sd.limit_reported = true;
+                    log(&format!("WARNING: storage limit of {} reached: no more storage will be added", human_bytes(sd.limit)));
                 }
             }
             Ok(Some(SnapEvent::Corrupted { dev, errno, .. })) => {
