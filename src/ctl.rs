@@ -57,6 +57,35 @@ fn user_array<T>(ptr: u64, count: u32) -> Result<UserSliceReader> {
     Ok(UserSlice::new(ptr, len).reader())
 }
 
+/// The collect protocol shared by SNAPSHOT_COLLECT, COLLECT_IMAGES and
+/// TRACKER_COLLECT: with a NULL array only the count is reported; with an
+/// array of `room` entries too small for `need`, the count is reported and
+/// the call fails with `ENODATA`; otherwise the array is filled. The caller
+/// writes the count back in every case, through `report`.
+fn collect_out<T: AsBytes>(
+    ptr: u64,
+    room: u32,
+    need: u32,
+    items: impl Iterator<Item = T>,
+    report: impl FnOnce(u32) -> Result,
+) -> Result<isize> {
+    if ptr == 0 {
+        report(need)?;
+        return Ok(0);
+    }
+    if room < need {
+        report(need)?;
+        return Err(enodata());
+    }
+    let ptr = usize::try_from(ptr).map_err(|_| EFAULT)?;
+    let mut w = UserSlice::new(ptr, need as usize * size_of::<T>()).writer();
+    for item in items.take(need as usize) {
+        w.write(&item)?;
+    }
+    report(need)?;
+    Ok(0)
+}
+
 /// Reads `count` (already capped) ranges from user space; `EINVAL` if one
 /// is empty.
 fn read_ranges(ptr: u64, count: u32) -> Result<KVVec<uapi::BlkSnapBlockRange>> {
@@ -338,21 +367,11 @@ impl Control {
     fn snapshot_collect(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::BlkSnapSnapshotCollect = read_arg(arg)?;
         let st = self.state.lock();
-        let need = st.snapshots.len() as u32;
-        if req.ids == 0 || req.count < need {
-            let short = req.ids != 0;
-            req.count = need;
-            write_arg(arg, &req)?;
-            return if short { Err(enodata()) } else { Ok(0) };
-        }
-        let ptr = usize::try_from(req.ids).map_err(|_| EFAULT)?;
-        let mut w = UserSlice::new(ptr, need as usize * size_of::<uapi::BlkSnapUuid>()).writer();
-        for s in st.snapshots.iter() {
-            w.write(&uapi::BlkSnapUuid { b: s.id })?;
-        }
-        req.count = need;
-        write_arg(arg, &req)?;
-        Ok(0)
+        let ids = st.snapshots.iter().map(|s| uapi::BlkSnapUuid { b: s.id });
+        collect_out(req.ids, req.count, st.snapshots.len() as u32, ids, |n| {
+            req.count = n;
+            write_arg(arg, &req)
+        })
     }
 
     fn tracker_remove(&self, arg: usize) -> Result<isize> {
@@ -370,21 +389,11 @@ impl Control {
     fn tracker_collect(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::BlkSnapTrackerCollect = read_arg(arg)?;
         let st = self.state.lock();
-        let need = st.trackers.len() as u32;
-        if req.cbt_info_array == 0 || req.count < need {
-            let short = req.cbt_info_array != 0;
-            req.count = need;
-            write_arg(arg, &req)?;
-            return if short { Err(enodata()) } else { Ok(0) };
-        }
-        let ptr = usize::try_from(req.cbt_info_array).map_err(|_| EFAULT)?;
-        let mut w = UserSlice::new(ptr, need as usize * size_of::<uapi::BlkSnapCbtInfo>()).writer();
-        for t in st.trackers.iter() {
-            w.write(&t.tracker.info())?;
-        }
-        req.count = need;
-        write_arg(arg, &req)?;
-        Ok(0)
+        let infos = st.trackers.iter().map(|t| t.tracker.info());
+        collect_out(req.cbt_info_array, req.count, st.trackers.len() as u32, infos, |n| {
+            req.count = n;
+            write_arg(arg, &req)
+        })
     }
 
     fn tracker_read_cbt_map(&self, arg: usize) -> Result<isize> {
@@ -529,25 +538,18 @@ impl Control {
         let mut req: uapi::BlkSnapSnapshotCollectImages = read_arg(arg)?;
         let st = self.state.lock();
         let snap = st.snapshot(&req.id.b)?;
-        let need = snap.images.len() as u32;
-        if req.image_info_array == 0 || req.count < need {
-            let short = req.image_info_array != 0;
-            req.count = need;
-            write_arg(arg, &req)?;
-            return if short { Err(enodata()) } else { Ok(0) };
-        }
-        let ptr = usize::try_from(req.image_info_array).map_err(|_| EFAULT)?;
-        let mut w = UserSlice::new(ptr, need as usize * size_of::<uapi::BlkSnapImageInfo>()).writer();
-        for img in snap.images.iter() {
+        let major = self.major.major();
+        let infos = snap.images.iter().map(|img| {
             let o = img.area.dev();
-            w.write(&uapi::BlkSnapImageInfo {
+            uapi::BlkSnapImageInfo {
                 orig_dev_id: uapi::BlkSnapDev { mj: o.major(), mn: o.minor() },
-                image_dev_id: uapi::BlkSnapDev { mj: self.major.major(), mn: img.minor },
-            })?;
-        }
-        req.count = need;
-        write_arg(arg, &req)?;
-        Ok(0)
+                image_dev_id: uapi::BlkSnapDev { mj: major, mn: img.minor },
+            }
+        });
+        collect_out(req.image_info_array, req.count, snap.images.len() as u32, infos, |n| {
+            req.count = n;
+            write_arg(arg, &req)
+        })
     }
 
     fn snapshot_wait_event(&self, arg: usize) -> Result<isize> {

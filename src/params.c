@@ -12,47 +12,24 @@
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 
-static uint tracking_block_minimum_shift = 16;
-module_param(tracking_block_minimum_shift, uint, 0644);
-MODULE_PARM_DESC(tracking_block_minimum_shift, "log2 of the smallest tracking block, bytes (16)");
+/* A root-writable parameter with its default and description. */
+#define BLKSNAP_PARAM(type, name, def, desc)		\
+	static type name = def;				\
+	module_param(name, type, 0644);			\
+	MODULE_PARM_DESC(name, desc " (" #def ")")
 
-static uint tracking_block_maximum_shift = 26;
-module_param(tracking_block_maximum_shift, uint, 0644);
-MODULE_PARM_DESC(tracking_block_maximum_shift, "log2 of the largest tracking block, bytes (26)");
+BLKSNAP_PARAM(uint, tracking_block_minimum_shift, 16, "log2 of the smallest tracking block, bytes");
+BLKSNAP_PARAM(uint, tracking_block_maximum_shift, 26, "log2 of the largest tracking block, bytes");
+BLKSNAP_PARAM(uint, tracking_block_maximum_count, 2097152, "tracking blocks per device before blocks grow");
+BLKSNAP_PARAM(uint, chunk_minimum_shift, 18, "log2 of the smallest copy-on-write chunk, bytes");
+BLKSNAP_PARAM(uint, chunk_maximum_shift, 26, "log2 of the largest copy-on-write chunk, bytes");
+BLKSNAP_PARAM(uint, chunk_maximum_count, 2097152, "chunks per device before chunks grow");
+BLKSNAP_PARAM(uint, chunk_maximum_in_cache, 32, "chunk buffers kept in memory after use");
+BLKSNAP_PARAM(uint, free_diff_buffer_pool_size, 128, "spare chunk buffers kept for reuse");
+BLKSNAP_PARAM(ulong, diff_storage_minimum, 2097152, "sectors of storage a snapshot asks for at once");
+BLKSNAP_PARAM(uint, diff_storage_wait_ms, 5000, "ms a write waits for storage before the image is corrupted");
 
-static uint tracking_block_maximum_count = 2097152;
-module_param(tracking_block_maximum_count, uint, 0644);
-MODULE_PARM_DESC(tracking_block_maximum_count, "tracking blocks per device before blocks grow (2097152)");
-
-static uint chunk_minimum_shift = 18;
-module_param(chunk_minimum_shift, uint, 0644);
-MODULE_PARM_DESC(chunk_minimum_shift, "log2 of the smallest copy-on-write chunk, bytes (18)");
-
-static uint chunk_maximum_shift = 26;
-module_param(chunk_maximum_shift, uint, 0644);
-MODULE_PARM_DESC(chunk_maximum_shift, "log2 of the largest copy-on-write chunk, bytes (26)");
-
-static uint chunk_maximum_count = 2097152;
-module_param(chunk_maximum_count, uint, 0644);
-MODULE_PARM_DESC(chunk_maximum_count, "chunks per device before chunks grow (2097152)");
-
-static uint chunk_maximum_in_cache = 32;
-module_param(chunk_maximum_in_cache, uint, 0644);
-MODULE_PARM_DESC(chunk_maximum_in_cache, "chunk buffers kept in memory after use (32)");
-
-static uint free_diff_buffer_pool_size = 128;
-module_param(free_diff_buffer_pool_size, uint, 0644);
-MODULE_PARM_DESC(free_diff_buffer_pool_size, "spare chunk buffers kept for reuse (128)");
-
-static ulong diff_storage_minimum = 2097152;
-module_param(diff_storage_minimum, ulong, 0644);
-MODULE_PARM_DESC(diff_storage_minimum, "sectors of storage a snapshot asks for at once (2097152)");
-
-static uint diff_storage_wait_ms = 5000;
-module_param(diff_storage_wait_ms, uint, 0644);
-MODULE_PARM_DESC(diff_storage_wait_ms, "ms a write waits for storage before the image is corrupted (5000)");
-
-/* Keep in step with `Param` in src/kernel_ext/params.rs. */
+/* Indexed as `Param` in src/kernel_ext/params.rs. */
 u64 blksnap_param(unsigned int id);
 u64 blksnap_param(unsigned int id)
 {

@@ -131,7 +131,7 @@ impl Tracker {
     /// Starts a new map and generation if the device changed size.
     pub(crate) fn check_resize(&self) -> Result {
         let capacity = self.bdev.nr_sectors();
-        if self.cbt.lock().cbt.geometry().capacity() == capacity {
+        if !self.cbt.lock().cbt.resized(capacity) {
             return Ok(());
         }
         let fresh = new_cbt(capacity)?;

@@ -10,7 +10,7 @@
 [ -c /dev/blksnap ] || { echo "1..0 # SKIP /dev/blksnap missing"; exit $KSFT_SKIP; }
 P=/sys/module/blksnap/parameters
 D=/mnt/tool
-tap_plan 22
+tap_plan 24
 
 mkdir -p $D
 mount /dev/vdd $D || { tap_diag "cannot mount /dev/vdd"; }
@@ -72,6 +72,21 @@ copied=$(sed 's/.*"copied":\([0-9]*\).*/\1/' /tmp/inc.json)
 check "incremental backup --since $since copied $copied bytes (exit $rc)" sh -c "[ $rc = 0 ] && [ '$copied' -gt 0 ] && [ '$copied' -le 1048576 ]"
 check "incremental copy equals the device" test "$(sum $D/full.img)" = "$(sum /dev/vda)"
 sed 's/^/# /' /tmp/full.log /tmp/inc.log
+
+# --- Ctrl-C during a backup -------------------------------------------------
+blksnap backup /dev/vda --target $D/int.img --storage-dir $D >/dev/null 2>/tmp/int.log &
+bp=$!
+n=0
+while ! grep -q ' taken$' /tmp/int.log && [ $n -lt 100 ]; do n=$((n + 1)); sleep 0.1; done
+sleep 1
+kill -INT $bp
+wait $bp
+rc=$?
+check "Ctrl-C ends a backup with exit 130 (got $rc)" test $rc = 130
+check "and destroys its snapshot" test -z "$(blksnap snapshot list)"
+check "and removes its storage files" sh -c "! ls $D | grep -q '^blksnap-.*[.]storage\$'"
+sed 's/^/# /' /tmp/int.log
+rm -f $D/int.img
 blksnap tracker remove /dev/vda 2>/dev/null
 rm -f $D/full.img
 umount $D

@@ -20,12 +20,14 @@ verdict() { # ok|fail|skip NAME
 }
 
 # Per test program: its TAP points, then its exit status.
-cur= cur_fail=0 cur_points=0
+cur= cur_fail=0 cur_points=0 cur_plan=
 while IFS= read -r line; do
 	line=${line%$'\r'}
 	case "$line" in
 	"# selftest: "*)
-		cur=${line#\# selftest: } cur_fail=0 cur_points=0 ;;
+		cur=${line#\# selftest: } cur_fail=0 cur_points=0 cur_plan= ;;
+	1..[0-9]*)
+		[ -n "$cur" ] && [ -z "$cur_plan" ] && cur_plan=${line#1..} cur_plan=${cur_plan%% *} ;;
 	"# exit: "*)
 		set -- ${line#\# exit: }
 		rc=${2:-255}
@@ -37,6 +39,8 @@ while IFS= read -r line; do
 			verdict fail "$cur: exit status $rc"
 		elif [ "$cur_points" = 0 ] && [ "$rc" = 0 ]; then
 			verdict fail "$cur: printed no TAP result"
+		elif [ -n "$cur_plan" ] && [ "$cur_plan" != 0 ] && [ "$cur_plan" != "$cur_points" ]; then
+			verdict fail "$cur: planned $cur_plan tests, ran $cur_points"
 		fi
 		cur= ;;
 	"ok "*"# SKIP"* | "ok "*"# skip"*)

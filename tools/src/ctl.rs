@@ -118,6 +118,25 @@ pub enum SnapEvent {
     Unknown { time_ns: i64, code: u32 },
 }
 
+/// The collect protocol from user space: ask for the count, then fill an
+/// array that big, asking again if more entries appeared in between.
+/// `call` issues the ioctl with a pointer to the array (or NULL) and its
+/// room, and returns the count reported.
+fn collect<T: Clone + Default>(mut call: impl FnMut(*mut T, u32) -> Result<u32, CtlError>) -> Result<Vec<T>, CtlError> {
+    loop {
+        let need = call(std::ptr::null_mut(), 0)?;
+        let mut v = vec![T::default(); need as usize];
+        match call(v.as_mut_ptr(), need) {
+            Ok(n) => {
+                v.truncate(n as usize);
+                return Ok(v);
+            }
+            Err(e) if e.errno() == Some(libc::ENODATA) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl Control {
     /// Opens the control device at its standard path.
     pub fn open() -> Result<Self, CtlError> {
@@ -191,39 +210,20 @@ impl Control {
 
     /// IOCTL_BLK_SNAP_SNAPSHOT_COLLECT: every snapshot id.
     pub fn snapshot_list(&self) -> Result<Vec<BlkSnapUuid>, CtlError> {
-        loop {
-            let mut arg = BlkSnapSnapshotCollect::default();
+        collect(|ptr, count| {
+            let mut arg = BlkSnapSnapshotCollect { count, ids: ptr as u64, ..Default::default() };
             self.ioctl("SNAPSHOT_COLLECT", IOCTL_BLK_SNAP_SNAPSHOT_COLLECT, &mut arg)?;
-            let mut ids = vec![BlkSnapUuid::default(); arg.count as usize];
-            arg.ids = ids.as_mut_ptr() as u64;
-            match self.ioctl("SNAPSHOT_COLLECT", IOCTL_BLK_SNAP_SNAPSHOT_COLLECT, &mut arg) {
-                Ok(_) => {
-                    ids.truncate(arg.count as usize);
-                    return Ok(ids);
-                }
-                // More appeared in between: ask again.
-                Err(e) if e.errno() == Some(libc::ENODATA) => continue,
-                Err(e) => return Err(e),
-            }
-        }
+            Ok(arg.count)
+        })
     }
 
     /// IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES.
     pub fn snapshot_images(&self, id: &BlkSnapUuid) -> Result<Vec<BlkSnapImageInfo>, CtlError> {
-        loop {
-            let mut arg = BlkSnapSnapshotCollectImages { id: *id, ..Default::default() };
+        collect(|ptr, count| {
+            let mut arg = BlkSnapSnapshotCollectImages { id: *id, count, image_info_array: ptr as u64, ..Default::default() };
             self.ioctl("SNAPSHOT_COLLECT_IMAGES", IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES, &mut arg)?;
-            let mut v = vec![BlkSnapImageInfo::default(); arg.count as usize];
-            arg.image_info_array = v.as_mut_ptr() as u64;
-            match self.ioctl("SNAPSHOT_COLLECT_IMAGES", IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES, &mut arg) {
-                Ok(_) => {
-                    v.truncate(arg.count as usize);
-                    return Ok(v);
-                }
-                Err(e) if e.errno() == Some(libc::ENODATA) => continue,
-                Err(e) => return Err(e),
-            }
-        }
+            Ok(arg.count)
+        })
     }
 
     /// IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT: `Ok(None)` on timeout.
@@ -258,20 +258,11 @@ impl Control {
 
     /// IOCTL_BLK_SNAP_TRACKER_COLLECT.
     pub fn tracker_list(&self) -> Result<Vec<BlkSnapCbtInfo>, CtlError> {
-        loop {
-            let mut arg = BlkSnapTrackerCollect::default();
+        collect(|ptr, count| {
+            let mut arg = BlkSnapTrackerCollect { count, cbt_info_array: ptr as u64, ..Default::default() };
             self.ioctl("TRACKER_COLLECT", IOCTL_BLK_SNAP_TRACKER_COLLECT, &mut arg)?;
-            let mut v = vec![BlkSnapCbtInfo::default(); arg.count as usize];
-            arg.cbt_info_array = v.as_mut_ptr() as u64;
-            match self.ioctl("TRACKER_COLLECT", IOCTL_BLK_SNAP_TRACKER_COLLECT, &mut arg) {
-                Ok(_) => {
-                    v.truncate(arg.count as usize);
-                    return Ok(v);
-                }
-                Err(e) if e.errno() == Some(libc::ENODATA) => continue,
-                Err(e) => return Err(e),
-            }
-        }
+            Ok(arg.count)
+        })
     }
 
     /// IOCTL_BLK_SNAP_TRACKER_REMOVE.

@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Host tests of `cbt.rs` (`cargo test` in `tools/`).
+
+use super::*;
+
+/// Host map: small pages so tests cross page boundaries.
+struct VecMap(Vec<[u8; 8]>);
+
+impl PagedBytes for VecMap {
+    const PAGE: usize = 8;
+    fn pages(&self) -> usize {
+        self.0.len()
+    }
+    fn page(&self, i: usize) -> &[u8] {
+        &self.0[i]
+    }
+    fn page_mut(&mut self, i: usize) -> &mut [u8] {
+        &mut self.0[i]
+    }
+}
+
+fn map(bytes: usize) -> VecMap {
+    VecMap(vec![[0u8; 8]; pages_for::<VecMap>(bytes)])
+}
+
+/// 20 blocks of 64 KiB (128 sectors); the last one partial.
+fn cbt() -> Cbt<VecMap> {
+    let g = Geometry::new(19 * 128 + 5, 16, 26, 1 << 20).unwrap();
+    assert_eq!(g.count(), 20);
+    Cbt::new(g, map(20), map(20), [7; 16]).unwrap()
+}
+
+fn snapshot(c: &Cbt<VecMap>) -> Vec<u8> {
+    let mut out = vec![0xee; 32];
+    let n = c.read_snapshot(0, &mut out);
+    out.truncate(n);
+    out
+}
+
+fn active(c: &Cbt<VecMap>) -> Vec<u8> {
+    let mut out = vec![0xee; 32];
+    let n = c.read_active(0, &mut out);
+    out.truncate(n);
+    out
+}
+
+#[test]
+fn fresh_tracker() {
+    let c = cbt();
+    assert_eq!((c.previous_number(), c.active_number()), (0, 1));
+    assert_eq!(snapshot(&c), vec![0; 20]);
+    assert_eq!(c.generation(), &[7; 16]);
+}
+
+#[test]
+fn map_too_small() {
+    let g = Geometry::new(100 * 128, 16, 26, 1 << 20).unwrap();
+    assert_eq!(Cbt::new(g, map(90), map(100), [0; 16]).err(), Some(CbtError::MapTooSmall));
+}
+
+#[test]
+fn writes_mark_touched_blocks_only() {
+    let mut c = cbt();
+    c.mark_write(0, 1); // block 0
+    c.mark_write(127 + 128 * 4, 2); // blocks 4 and 5
+    c.mark_write(128 * 8, 128 * 3); // blocks 8..11
+    c.mark_write(19 * 128 + 4, 100); // last block, clipped
+    let mut want = vec![0u8; 20];
+    for b in [0, 4, 5, 8, 9, 10, 19] {
+        want[b] = 1;
+    }
+    assert_eq!(active(&c), want);
+    // The snapshot map changes only at switch.
+    assert_eq!(snapshot(&c), vec![0; 20]);
+    c.switch(|| unreachable!());
+    assert_eq!(snapshot(&c), want);
+    assert_eq!((c.previous_number(), c.active_number()), (1, 2));
+}
+
+#[test]
+fn changes_since_a_snapshot() {
+    let mut c = cbt();
+    c.mark_write(0, 128 * 20);
+    c.switch(|| unreachable!()); // snapshot 1: everything
+    c.mark_write(128 * 3, 1);
+    c.mark_write(128 * 9, 1);
+    c.switch(|| unreachable!()); // snapshot 2
+    let s = snapshot(&c);
+    let since1: Vec<_> = changed_runs(&s, 1).collect();
+    assert_eq!(since1, vec![(3, 1), (9, 1)]);
+    assert_eq!(changed_runs(&s, 0).collect::<Vec<_>>(), vec![(0, 20)]);
+    assert_eq!(changed_runs(&s, 2).count(), 0);
+}
+
+#[test]
+fn write_keeps_larger_number() {
+    let mut c = cbt();
+    c.switch(|| unreachable!());
+    c.mark_write(0, 1); // 2
+    c.mark_dirty(128, 1); // active 2, snapshot 1
+    assert_eq!(active(&c)[..2], [2, 2]);
+    assert_eq!(snapshot(&c)[..2], [0, 1]);
+}
+
+#[test]
+fn mark_dirty_before_first_snapshot_only_touches_active() {
+    let mut c = cbt();
+    c.mark_dirty(0, 1);
+    assert_eq!(active(&c)[0], 1);
+    assert_eq!(snapshot(&c)[0], 0);
+}
+
+#[test]
+fn wrap_starts_new_generation() {
+    let mut c = cbt();
+    for _ in 0..254 {
+        c.switch(|| unreachable!());
+    }
+    assert_eq!((c.previous_number(), c.active_number()), (254, 255));
+    c.mark_write(128 * 2, 1);
+    c.switch(|| [9; 16]);
+    assert_eq!((c.previous_number(), c.active_number()), (255, 1));
+    assert_eq!(c.generation(), &[9; 16]);
+    assert_eq!(snapshot(&c)[2], 255);
+    assert_eq!(active(&c), vec![0; 20]);
+    c.mark_write(0, 1);
+    assert_eq!(active(&c)[0], 1);
+}
+
+#[test]
+fn reads_at_offsets() {
+    let mut c = cbt();
+    c.mark_write(128 * 7, 128 * 3); // blocks 7, 8, 9 straddle a page
+    c.switch(|| unreachable!());
+    let mut out = [0u8; 4];
+    assert_eq!(c.read_snapshot(6, &mut out), 4);
+    assert_eq!(out, [0, 1, 1, 1]);
+    assert_eq!(c.read_snapshot(18, &mut out), 2);
+    assert_eq!(c.read_snapshot(20, &mut out), 0);
+    assert_eq!(c.read_snapshot(usize::MAX, &mut out), 0);
+    assert_eq!(c.read_snapshot(0, &mut []), 0);
+}
+
+#[test]
+fn runs_at_edges() {
+    assert_eq!(changed_runs(&[1, 1, 0, 1], 0).collect::<Vec<_>>(), vec![(0, 2), (3, 1)]);
+    assert_eq!(changed_runs(&[], 0).count(), 0);
+}
+
+#[test]
+fn resize_means_a_fresh_map() {
+    let mut c = cbt();
+    c.mark_write(0, 1);
+    c.switch(|| unreachable!());
+    assert!(!c.resized(19 * 128 + 5));
+    assert!(c.resized(40 * 128));
+    // The replacement starts over: numbers 0/1, new generation, empty maps.
+    let g = Geometry::new(40 * 128, 16, 26, 1 << 20).unwrap();
+    let fresh = Cbt::new(g, map(40), map(40), [8; 16]).unwrap();
+    assert_eq!((fresh.previous_number(), fresh.active_number()), (0, 1));
+    assert_ne!(fresh.generation(), c.generation());
+    assert_eq!(fresh.geometry().count(), 40);
+    let mut out = [0xffu8; 40];
+    assert_eq!(fresh.read_snapshot(0, &mut out), 40);
+    assert!(out.iter().all(|&b| b == 0));
+}
