@@ -357,6 +357,20 @@ TEST_F(trk, create_freezes_a_mounted_filesystem)
 	EXPECT_EQ(0, umount("/mnt/b2"));
 }
 
+TEST_F(trk, tracked_devices_stay_open_to_exclusive_users)
+{
+	struct blk_snap_uuid id;
+	int fd;
+
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
+	/* Tools may claim the original exclusively: the module holds no claim. */
+	fd = open(DISK_A, O_RDONLY | O_EXCL);
+	EXPECT_LE(0, fd);
+	if (fd >= 0)
+		close(fd);
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+}
+
 /* Leaves a tracker and a snapshot behind for the unload check. */
 TEST_F(trk, zz_leave_state_for_unload)
 {
