@@ -39,6 +39,10 @@ use crate::uapi;
 const MAX_SNAPSHOT_DEVICES: u32 = 256;
 /// Most ranges in one call.
 const MAX_RANGES: u32 = 65536;
+/// Chunk copies running at once, module-wide: each holds a chunk buffer,
+/// so this bounds their memory (16 x 256 KiB with default chunks). Writes
+/// beyond it wait, held, for their turn.
+const COPIES_AT_ONCE: i32 = 16;
 
 /// Copies a `T` in from the user address `arg`.
 fn read_arg<T: FromBytes>(arg: usize) -> Result<T> {
@@ -236,7 +240,8 @@ impl State {
 /// State behind `/dev/blksnap`.
 pub(crate) struct Control {
     state: Pin<KBox<Mutex<State>>>,
-    wq: Arc<WorkQueue>,
+    copy_wq: Arc<WorkQueue>,
+    io_wq: Arc<WorkQueue>,
     major: BlockMajor,
     module: &'static ThisModule,
 }
@@ -251,7 +256,8 @@ impl Drop for Control {
         };
         drop(snapshots);
         drop(trackers);
-        self.wq.drain();
+        self.io_wq.drain();
+        self.copy_wq.drain();
     }
 }
 
@@ -261,9 +267,10 @@ impl Control {
             new_mutex!(State { trackers: Slots::new(), snapshots: Slots::new() }, "blksnap_state"),
             GFP_KERNEL,
         )?;
-        let wq = Arc::new(WorkQueue::new(c_str!("blksnap"))?, GFP_KERNEL)?;
+        let copy_wq = Arc::new(WorkQueue::new(c_str!("blksnap_copy"), COPIES_AT_ONCE)?, GFP_KERNEL)?;
+        let io_wq = Arc::new(WorkQueue::new(c_str!("blksnap_io"), 0)?, GFP_KERNEL)?;
         let major = BlockMajor::register(c_str!("blksnap-image"))?;
-        Ok(Control { state, wq, major, module })
+        Ok(Control { state, copy_wq, io_wq, major, module })
     }
 
     fn version(&self, arg: usize) -> Result<isize> {
@@ -488,7 +495,10 @@ impl Control {
         }
         let mut areas = KVec::with_capacity(trackers.len(), GFP_KERNEL)?;
         for t in trackers.iter() {
-            areas.push(DiffArea::new(t.clone(), snap.storage.clone(), snap.events.clone(), self.wq.clone())?, GFP_KERNEL)?;
+            areas.push(
+                DiffArea::new(t.clone(), snap.storage.clone(), snap.events.clone(), self.copy_wq.clone(), self.io_wq.clone())?,
+                GFP_KERNEL,
+            )?;
         }
         let mut images = KVec::with_capacity(areas.len(), GFP_KERNEL)?;
 

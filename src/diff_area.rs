@@ -107,7 +107,11 @@ pub(crate) struct DiffArea {
     corrupted: AtomicBool,
     storage: Arc<Storage>,
     events: Arc<EventQueue>,
-    wq: Arc<WorkQueue>,
+    /// Chunk copies; few at once, so chunk buffers in memory stay bounded.
+    copy_wq: Arc<WorkQueue>,
+    /// Image I/O. Separate from copies: an image worker may wait for a
+    /// copy, and must never take the place that copy needs to run.
+    io_wq: Arc<WorkQueue>,
 }
 
 /// The chunk geometry for a device of `capacity` sectors, from the module
@@ -127,7 +131,8 @@ impl DiffArea {
         tracker: Arc<Tracker>,
         storage: Arc<Storage>,
         events: Arc<EventQueue>,
-        wq: Arc<WorkQueue>,
+        copy_wq: Arc<WorkQueue>,
+        io_wq: Arc<WorkQueue>,
     ) -> Result<Arc<Self>> {
         let orig = tracker.bdev().clone();
         let geometry = chunk_geometry(orig.nr_sectors())?;
@@ -141,7 +146,8 @@ impl DiffArea {
                 corrupted: AtomicBool::new(false),
                 storage,
                 events,
-                wq,
+                copy_wq,
+                io_wq,
             }),
             GFP_KERNEL,
         )
@@ -241,7 +247,7 @@ impl DiffArea {
         drop(c);
         if start_copy {
             let this = self.clone();
-            if self.wq.spawn(move || this.copy_chunk(idx)).is_err() {
+            if self.copy_wq.spawn(move || this.copy_chunk(idx)).is_err() {
                 self.finish_copy(idx, Err(ENOMEM));
             }
         }
@@ -446,6 +452,6 @@ impl DiskOps for DiffArea {
         let worker = this.clone();
         // If the work item cannot be allocated, the closure and the bio in it
         // are dropped, which ends the bio with an I/O error.
-        let _ = this.wq.spawn(move || worker.image_io(bio));
+        let _ = this.io_wq.spawn(move || worker.image_io(bio));
     }
 }

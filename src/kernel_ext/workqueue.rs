@@ -30,12 +30,13 @@ unsafe impl Send for WorkQueue {}
 unsafe impl Sync for WorkQueue {}
 
 impl WorkQueue {
-    pub(crate) fn new(name: &'static CStr) -> Result<Self> {
+    /// A queue running at most `max_active` items at once (0: the default).
+    pub(crate) fn new(name: &'static CStr, max_active: i32) -> Result<Self> {
         let flags = bindings::wq_flags_WQ_UNBOUND | bindings::wq_flags_WQ_MEM_RECLAIM;
         // SAFETY: "%s" with one string argument is a valid format; `name` is
         // a NUL-terminated static string.
         let ptr = unsafe {
-            bindings::alloc_workqueue(c"%s".as_ptr().cast(), flags, 0, name.as_char_ptr())
+            bindings::alloc_workqueue(c"%s".as_ptr().cast(), flags, max_active, name.as_char_ptr())
         };
         // INVARIANT: a fresh workqueue, ours alone.
         Ok(Self { ptr: NonNull::new(ptr).ok_or(ENOMEM)? })
