@@ -27,7 +27,7 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use kernel::alloc::flags::GFP_KERNEL;
+use kernel::alloc::flags::{GFP_ATOMIC, GFP_KERNEL};
 use kernel::page::{Page, PAGE_SIZE};
 use kernel::prelude::*;
 use kernel::rbtree::{RBTree, RBTreeNodeReservation};
@@ -202,50 +202,86 @@ impl DiffArea {
     }
 
     /// Resubmits `bio` if its chunks are all saved; otherwise holds it on the
-    /// first chunk that is not, starting to save that chunk if nobody is.
+    /// first chunk that is not, and starts saving every chunk it covers that
+    /// nobody saves yet (up to `COPY_AHEAD` at a time), so that a large write
+    /// waits for its copies in parallel rather than one after another.
     fn hold_or_release(self: &Arc<Self>, bio: OwnedBio) {
+        const COPY_AHEAD: u32 = 64;
         let _noio = NoIo::enter();
         let Some((first, end)) = self.geometry.units_of(bio.sector(), bio.sectors()) else {
             bio.resubmit();
             return;
         };
-        // At most one new entry per call; reserved before the lock.
-        let reservation = RBTreeNodeReservation::new(GFP_KERNEL).ok();
+        // Room for the new entries and the copies to start, made before the
+        // lock; what does not fit is started on a later pass.
+        let want = (end - first).min(COPY_AHEAD) as usize;
+        let (Ok(mut reservations), Ok(mut to_copy)) =
+            (KVec::with_capacity(want, GFP_KERNEL), KVec::<u32>::with_capacity(want, GFP_KERNEL))
+        else {
+            self.corrupt(ENOMEM);
+            bio.resubmit();
+            return;
+        };
+        for _ in 0..want {
+            match RBTreeNodeReservation::new(GFP_KERNEL) {
+                // Within capacity: cannot fail.
+                Ok(r) => {
+                    let _ = reservations.push(Some(r), GFP_KERNEL);
+                }
+                Err(_) => break,
+            }
+        }
+
         let mut c = self.chunks.lock();
         if c.closed || self.is_corrupted() {
             drop(c);
             bio.resubmit();
             return;
         }
-        let Some(idx) = (first..end).find(|i| !c.map.get(i).map_or(false, Chunk::writable)) else {
+        let mut holder = None;
+        for idx in first..end {
+            let writable = match c.map.get_mut(&idx) {
+                Some(chunk) => {
+                    if let State::Original = chunk.state {
+                        if to_copy.len() < to_copy.capacity() {
+                            chunk.state = State::Copying;
+                            // Within capacity: no allocation under the lock.
+                            let _ = to_copy.push(idx, GFP_ATOMIC);
+                        }
+                    }
+                    chunk.writable()
+                }
+                None => {
+                    if to_copy.len() < to_copy.capacity() {
+                        if let Some(res) = reservations.iter_mut().find_map(Option::take) {
+                            c.map.insert(res.into_node(idx, Chunk::new(State::Copying)));
+                            let _ = to_copy.push(idx, GFP_ATOMIC);
+                        }
+                    }
+                    false
+                }
+            };
+            if !writable && holder.is_none() {
+                holder = Some(idx);
+            }
+        }
+        let Some(holder) = holder else {
             drop(c);
             bio.resubmit();
             return;
         };
-        let mut start_copy = false;
-        match c.map.get_mut(&idx) {
-            Some(chunk) => {
-                if let State::Original = chunk.state {
-                    chunk.state = State::Copying;
-                    start_copy = true;
-                }
-                chunk.held.push(bio);
-            }
+        match c.map.get_mut(&holder) {
+            Some(chunk) => chunk.held.push(bio),
             None => {
-                let Some(res) = reservation else {
-                    drop(c);
-                    self.corrupt(ENOMEM);
-                    bio.resubmit();
-                    return;
-                };
-                let mut chunk = Chunk::new(State::Copying);
-                chunk.held.push(bio);
-                c.map.insert(res.into_node(idx, chunk));
-                start_copy = true;
+                // No memory for the entry: the chunk cannot be saved.
+                drop(c);
+                self.corrupt(ENOMEM);
+                bio.resubmit();
+                return;
             }
         }
         drop(c);
-        if start_copy {
+        for &idx in to_copy.iter() {
             let this = self.clone();
             if self.copy_wq.spawn(move || this.copy_chunk(idx)).is_err() {
                 self.finish_copy(idx, Err(ENOMEM));

@@ -389,6 +389,47 @@ TEST_F(snap, storage_exhausted_corrupts_image_not_original)
 	free(buf), free(want);
 }
 
+TEST_F(snap, same_chunks_from_many_writers_and_large_writes)
+{
+	struct blk_snap_uuid id;
+	uint64_t *before, *after;
+	size_t nb = 0, na = 0;
+	char img[160];
+	pthread_t th[8];
+	struct writer w[8];
+	unsigned char *big;
+	int dfd;
+
+	ASSERT_EQ(0, fill(DISK_A, 0, 64 << 20, 51));
+	before = checksums(DISK_A, &nb);
+	ASSERT_NE(NULL, before);
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
+	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 140 << 11));
+	ASSERT_EQ(0, take(self->fd, &id));
+	/* Eight writers on the same 1 MiB: four chunks, each copied once. */
+	for (int i = 0; i < 8; i++) {
+		w[i] = (struct writer){ DISK_A, 60 + i, 1 << 20, 200, 0 };
+		pthread_create(&th[i], NULL, random_writer, &w[i]);
+	}
+	/* One 16 MiB write across 64 chunks at once. */
+	ASSERT_EQ(0, posix_memalign((void **)&big, 4096, 16 << 20));
+	pattern(big, 16 << 20, 32 << 20, 70);
+	dfd = open(DISK_A, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, dfd);
+	EXPECT_EQ(16 << 20, pwrite(dfd, big, 16 << 20, 32 << 20));
+	close(dfd);
+	for (int i = 0; i < 8; i++) {
+		pthread_join(th[i], NULL);
+		EXPECT_EQ(0, w[i].failed);
+	}
+	ASSERT_EQ(0, image_path(self->fd, &id, &self->a, img, sizeof(img)));
+	after = checksums(img, &na);
+	ASSERT_NE(NULL, after);
+	EXPECT_EQ(0, differing(before, nb, after, na));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	free(before), free(after), free(big);
+}
+
 /* Leaves a taken snapshot with held state for the unload check. */
 TEST_F(snap, zz_leave_taken_snapshot_for_unload)
 {
