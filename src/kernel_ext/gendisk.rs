@@ -6,7 +6,6 @@
 //! C header: [`include/linux/blkdev.h`](srctree/include/linux/blkdev.h)
 
 use core::mem::MaybeUninit;
-use core::pin::Pin;
 use core::ptr::NonNull;
 
 use kernel::alloc::{flags::GFP_KERNEL, KBox};
@@ -60,17 +59,26 @@ struct LockClass(Opaque<bindings::lock_class_key>);
 unsafe impl Sync for LockClass {}
 static DISK_LOCK_CLASS: LockClass = LockClass(Opaque::uninit());
 
+/// What a disk's `private_data` points to: its operations and its data.
+/// Freed by the block layer's `free_disk` callback once the last reference
+/// to the disk is gone (an opener may outlive `del_gendisk`, and the block
+/// layer reads `fops` until then).
+#[repr(C)]
+struct DiskData<T: DiskOps> {
+    fops: Opaque<bindings::block_device_operations>,
+    data: Arc<T>,
+}
+
 /// A bio-based disk with one minor and no partitions; removed on drop.
 ///
 /// # Invariants
 ///
-/// `disk` was added with `device_add_disk`; its `fops` points to `fops` and
-/// its `private_data` to the `T` inside `data`, both kept alive until after
-/// `del_gendisk` in `Drop`.
+/// `disk` was added with `device_add_disk` and we hold one reference to it;
+/// its `private_data` is a `DiskData<T>` from `KBox::into_raw`, whose
+/// `fops` the disk uses, freed only by [`free_disk_callback`].
 pub(crate) struct BioDisk<T: DiskOps> {
     disk: NonNull<bindings::gendisk>,
-    fops: Pin<KBox<Opaque<bindings::block_device_operations>>>,
-    data: Pin<KBox<Arc<T>>>,
+    _data: core::marker::PhantomData<Arc<T>>,
 }
 
 // SAFETY: The disk may be removed from any thread; `T` is `Send + Sync`.
@@ -93,8 +101,8 @@ impl<T: DiskOps> BioDisk<T> {
         let mut ops: bindings::block_device_operations = unsafe { MaybeUninit::zeroed().assume_init() };
         ops.owner = module.as_ptr();
         ops.submit_bio = Some(submit_bio_callback::<T>);
-        let fops = KBox::pin(Opaque::new(ops), GFP_KERNEL)?;
-        let data = KBox::pin(data, GFP_KERNEL)?;
+        ops.free_disk = Some(free_disk_callback::<T>);
+        let dd = KBox::into_raw(KBox::new(DiskData { fops: Opaque::new(ops), data }, GFP_KERNEL)?);
 
         // SAFETY: All-zero limits mean "defaults" to the block layer.
         let mut lim: bindings::queue_limits = unsafe { MaybeUninit::zeroed().assume_init() };
@@ -103,17 +111,24 @@ impl<T: DiskOps> BioDisk<T> {
         // SAFETY: `lim` is valid for the call; the lock class key is static.
         let disk = from_err_ptr(unsafe {
             bindings::__blk_alloc_disk(&mut lim, bindings::NUMA_NO_NODE, DISK_LOCK_CLASS.0.get())
-        })?;
-        let disk = NonNull::new(disk).ok_or(kernel::error::code::ENOMEM)?;
-        // SAFETY: A fresh disk of ours, not yet visible to anyone.
+        })
+        .ok()
+        .and_then(NonNull::new);
+        let Some(disk) = disk else {
+            // SAFETY: `dd` came from `KBox::into_raw` and no disk refers to it.
+            drop(unsafe { KBox::from_raw(dd) });
+            return Err(kernel::error::code::ENOMEM);
+        };
+        // SAFETY: A fresh disk of ours, not yet visible to anyone; `dd` is a
+        // valid `DiskData<T>`.
         unsafe {
             let d = disk.as_ptr();
             (*d).major = major as i32;
             (*d).first_minor = minor as i32;
             (*d).minors = 1;
             (*d).flags |= bindings::GENHD_FL_NO_PART as i32;
-            (*d).fops = fops.get();
-            (*d).private_data = (&*data as *const Arc<T>).cast_mut().cast();
+            (*d).fops = (*dd).fops.get();
+            (*d).private_data = dd.cast();
             let n = name.len().min((*d).disk_name.len() - 1);
             for (i, b) in name.iter().take(n).enumerate() {
                 (*d).disk_name[i] = *b as _;
@@ -124,21 +139,21 @@ impl<T: DiskOps> BioDisk<T> {
         // SAFETY: The disk is fully set up; on failure we still own it.
         let ret = unsafe { bindings::device_add_disk(core::ptr::null_mut(), disk.as_ptr(), core::ptr::null_mut()) };
         if let Err(e) = to_result(ret) {
-            // SAFETY: Never added; drop our reference.
-            unsafe { bindings::put_disk(disk.as_ptr()) };
+            // SAFETY: Never added, so `free_disk` will not run: drop our
+            // reference, then the data.
+            unsafe {
+                bindings::put_disk(disk.as_ptr());
+                drop(KBox::from_raw(dd));
+            }
             return Err(e);
         }
-        // INVARIANT: added, with `fops` and `data` kept in `self`.
-        Ok(Self { disk, fops, data })
-    }
-
-    pub(crate) fn data(&self) -> &Arc<T> {
-        &self.data
+        // INVARIANT: added, with `DiskData` left to `free_disk`.
+        Ok(Self { disk, _data: core::marker::PhantomData })
     }
 
     /// The disk's device number.
     pub(crate) fn dev(&self) -> super::block::DevT {
-        // SAFETY: The disk is alive while `self` is (type invariant).
+        // SAFETY: The disk is alive while we hold our reference (type invariant).
         let (major, minor) = unsafe { ((*self.disk.as_ptr()).major, (*self.disk.as_ptr()).first_minor) };
         super::block::DevT::new(major as u32, minor as u32).unwrap_or(super::block::DevT::from_raw(0))
     }
@@ -146,14 +161,14 @@ impl<T: DiskOps> BioDisk<T> {
 
 impl<T: DiskOps> Drop for BioDisk<T> {
     fn drop(&mut self) {
-        // SAFETY: The disk was added (type invariant). `del_gendisk` returns
-        // once no `submit_bio` call runs or can start; then `fops` and `data`
-        // may go, and `put_disk` drops our reference.
+        // SAFETY: The disk was added and we hold a reference (type
+        // invariant). After `del_gendisk` no `submit_bio` call runs or
+        // starts; `put_disk` drops our reference, and the last one frees the
+        // `DiskData` through `free_disk`.
         unsafe {
             bindings::del_gendisk(self.disk.as_ptr());
             bindings::put_disk(self.disk.as_ptr());
         }
-        let _ = &self.fops;
     }
 }
 
@@ -162,10 +177,19 @@ impl<T: DiskOps> Drop for BioDisk<T> {
 /// Called by the block layer for a bio on a disk made by [`BioDisk::add`]
 /// with this `T`, before `del_gendisk` returned.
 unsafe extern "C" fn submit_bio_callback<T: DiskOps>(bio: *mut bindings::bio) {
-    // SAFETY: The bio's disk is ours; its `private_data` is the pinned
-    // `Arc<T>` that the `BioDisk` keeps alive past any running callback
-    // (type invariant).
-    let data = unsafe { &*((*(*(*bio).bi_bdev).bd_disk).private_data as *const Arc<T>) };
+    // SAFETY: The bio's disk is ours; its `private_data` is a `DiskData<T>`
+    // that lives until `free_disk`, after every `submit_bio` (type invariant).
+    let dd = unsafe { &*((*(*(*bio).bi_bdev).bd_disk).private_data as *const DiskData<T>) };
     // SAFETY: The block layer hands the bio over to the driver.
-    T::submit_bio(data, unsafe { OwnedBio::from_raw(bio) });
+    T::submit_bio(&dd.data, unsafe { OwnedBio::from_raw(bio) });
+}
+
+/// # Safety
+///
+/// Called once by the block layer when the last reference to a disk added
+/// by [`BioDisk::add`] with this `T` goes; nothing uses its `fops` after.
+unsafe extern "C" fn free_disk_callback<T: DiskOps>(disk: *mut bindings::gendisk) {
+    // SAFETY: `private_data` is the `DiskData<T>` from `KBox::into_raw` in
+    // `add`, freed only here.
+    drop(unsafe { KBox::from_raw((*disk).private_data as *mut DiskData<T>) });
 }
