@@ -161,10 +161,9 @@ impl<T: DiskOps> BioDisk<T> {
 
 impl<T: DiskOps> Drop for BioDisk<T> {
     fn drop(&mut self) {
-        // SAFETY: The disk was added and we hold a reference (type
-        // invariant). After `del_gendisk` no `submit_bio` call runs or
-        // starts; `put_disk` drops our reference, and the last one frees the
-        // `DiskData` through `free_disk`.
+        // After `del_gendisk` no `submit_bio` call runs or starts; the last
+        // reference to the disk frees the `DiskData` through `free_disk`.
+        // SAFETY: The disk was added and we hold a reference (type invariant).
         unsafe {
             bindings::del_gendisk(self.disk.as_ptr());
             bindings::put_disk(self.disk.as_ptr());
