@@ -196,9 +196,13 @@ impl State {
     }
 
     /// The lowest image number no image uses.
-    fn free_minor(&self) -> u32 {
+    /// `also` holds images being made, not yet in any snapshot.
+    fn free_minor(&self, also: &[Image]) -> u32 {
+        let used = |n: u32| {
+            also.iter().any(|i| i.minor == n) || self.snapshots.iter().any(|s| s.images.iter().any(|i| i.minor == n))
+        };
         let mut n = 0;
-        while self.snapshots.iter().any(|s| s.images.iter().any(|i| i.minor == n)) {
+        while used(n) {
             n += 1;
         }
         n
@@ -514,13 +518,8 @@ impl Control {
             }
         }
 
-        let mut minor = st.free_minor();
         for a in areas.iter() {
-            while images.iter().any(|i: &Image| i.minor == minor)
-                || st.snapshots.iter().any(|s| s.images.iter().any(|i| i.minor == minor))
-            {
-                minor += 1;
-            }
+            let minor = st.free_minor(&images);
             let mut name = [0u8; 32];
             let len = fmt_image_name(&mut name, minor);
             let disk = match BioDisk::add(&name[..len], self.major.major(), minor, a.capacity(), a.clone(), self.module) {

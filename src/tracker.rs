@@ -146,7 +146,7 @@ impl Tracker {
     /// write into `diff`.
     pub(crate) fn start_snapshot(&self, diff: Arc<DiffArea>) {
         let mut st = self.cbt.lock();
-        st.cbt.switch(random_uuid_fn);
+        st.cbt.switch(random_uuid);
         st.diff = Some(diff);
     }
 
@@ -187,10 +187,6 @@ impl Tracker {
             ..Default::default()
         }
     }
-}
-
-fn random_uuid_fn() -> [u8; 16] {
-    random_uuid()
 }
 
 impl FilterOps for Tracker {
