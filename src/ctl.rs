@@ -18,7 +18,7 @@ use kernel::{c_str, new_mutex, page::PAGE_SIZE, ThisModule};
 
 use crate::diff_area::DiffArea;
 use crate::event_queue::{EventQueue, WaitError};
-use crate::kernel_ext::errno::ealready;
+use crate::kernel_ext::errno::{ealready, eopnotsupp};
 use crate::kernel_ext::gendisk::{BioDisk, BlockMajor};
 use crate::kernel_ext::workqueue::WorkQueue;
 use crate::storage::Storage;
@@ -39,10 +39,6 @@ use crate::uapi;
 const MAX_SNAPSHOT_DEVICES: u32 = 256;
 /// Most ranges in one call.
 const MAX_RANGES: u32 = 65536;
-/// Chunk copies running at once, module-wide: each holds a chunk buffer,
-/// so this bounds their memory (16 x 256 KiB with default chunks). Writes
-/// beyond it wait, held, for their turn.
-const COPIES_AT_ONCE: i32 = 16;
 
 /// Copies a `T` in from the user address `arg`.
 fn read_arg<T: FromBytes>(arg: usize) -> Result<T> {
@@ -162,8 +158,13 @@ struct Snapshot {
 
 impl Drop for Snapshot {
     fn drop(&mut self) {
-        // Writes stop being copied, the images go (no image bio runs once a
-        // disk is deleted), then every held write is let go.
+        // Copies waiting for storage give up at once; writes stop being
+        // copied, the images go (no image bio starts once a disk is
+        // deleted), then every held write is let go.
+        for img in self.images.iter() {
+            img.area.set_going();
+        }
+        self.storage.close();
         for img in self.images.iter() {
             drop(img.area.tracker().end_snapshot());
         }
@@ -221,23 +222,29 @@ impl State {
         self.tracker(dev).map(|t| t.tracker.clone())
     }
 
-    /// `EBUSY` if tracking `bdev` would overlap a tracked disk or partition
-    /// other than `bdev` itself.
-    fn check_overlap(&self, bdev: &BdevFile) -> Result {
-        let dev = bdev.dev();
-        let whole = bdev.whole_dev();
+    /// `EBUSY` if tracking `dev` (on whole disk `whole`) would overlap a
+    /// tracked disk or partition other than `dev` itself.
+    fn check_overlap(&self, dev: DevT, whole: DevT) -> Result {
         for t in self.trackers.iter() {
             let other = t.tracker.bdev();
             if other.dev() == dev {
                 continue;
             }
-            // A disk and one of its partitions: neither filter sees the
-            // other's bios.
+            // A disk and one of its partitions: a bio meets one filter
+            // only, so the two could never both see every write.
             if other.dev() == whole || other.whole_dev() == dev {
                 return Err(EBUSY);
             }
         }
         Ok(())
+    }
+
+    /// Forgets the trackers of devices that went away, unless a snapshot
+    /// still names them (it fails at TAKE, or its image fails reads).
+    fn purge_gone(&mut self) {
+        while let Some(t) = self.trackers.remove_first(|t| t.tracker.is_gone() && t.snapshot.is_none()) {
+            drop(t);
+        }
     }
 }
 
@@ -271,7 +278,7 @@ impl Control {
             new_mutex!(State { trackers: Slots::new(), snapshots: Slots::new() }, "blksnap_state"),
             GFP_KERNEL,
         )?;
-        let copy_wq = Arc::new(WorkQueue::new(c_str!("blksnap_copy"), COPIES_AT_ONCE)?, GFP_KERNEL)?;
+        let copy_wq = Arc::new(WorkQueue::new(c_str!("blksnap_copy"), 0)?, GFP_KERNEL)?;
         let io_wq = Arc::new(WorkQueue::new(c_str!("blksnap_io"), 0)?, GFP_KERNEL)?;
         let major = BlockMajor::register(c_str!("blksnap-image"))?;
         Ok(Control { state, copy_wq, io_wq, major, module })
@@ -299,18 +306,25 @@ impl Control {
         }
 
         let mut st = self.state.lock();
-        // Check every device before changing anything.
-        let mut fresh: KVec<Arc<BdevFile>> = KVec::new();
+        // A device that went away and came back (same number) starts over.
+        st.purge_gone();
+        // Check every device before changing anything. New devices are open
+        // only for the attach; their trackers then hold them by reference.
+        let mut fresh: KVec<BdevFile> = KVec::new();
         for &dev in devs.iter() {
             if let Some(t) = st.tracker(dev) {
                 if t.snapshot.is_some() {
                     return Err(EBUSY);
                 }
-                st.check_overlap(t.tracker.bdev())?;
+                st.check_overlap(dev, t.tracker.bdev().whole_dev())?;
                 continue;
             }
-            let bdev = Arc::new(BdevFile::open(dev, false).map_err(|_| ENODEV)?, GFP_KERNEL)?;
-            st.check_overlap(&bdev)?;
+            let bdev = BdevFile::open(dev, false).map_err(|_| ENODEV)?;
+            // Copy-on-write would have to follow write pointers.
+            if bdev.is_zoned() {
+                return Err(eopnotsupp());
+            }
+            st.check_overlap(bdev.dev(), bdev.whole_dev())?;
             // Disk and partition both named in this one call.
             for other in fresh.iter() {
                 if other.dev() == bdev.whole_dev() || other.whole_dev() == bdev.dev() {
@@ -331,10 +345,10 @@ impl Control {
         // Start tracking on the new devices, with their file systems frozen
         // so that no write slips past the attach half-done.
         for bdev in fresh.into_iter() {
-            let tracker = Tracker::new(bdev.clone())?;
+            let tracker = Tracker::new(bdev.hold())?;
             let filter = {
                 let _frozen = bdev.freeze()?;
-                Attached::attach(bdev.clone(), tracker.clone())?
+                Attached::attach(bdev.hold(), tracker.clone())?
             };
             pr_info!("tracking {}:{}\n", bdev.dev().major(), bdev.dev().minor());
             st.trackers.insert(TrackerEntry { tracker, _filter: filter, snapshot: None })?;
@@ -399,7 +413,8 @@ impl Control {
 
     fn tracker_collect(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::BlkSnapTrackerCollect = read_arg(arg)?;
-        let st = self.state.lock();
+        let mut st = self.state.lock();
+        st.purge_gone();
         let infos = st.trackers.iter().map(|t| t.tracker.info());
         collect_out(req.cbt_info_array, req.count, st.trackers.len() as u32, infos, |n| {
             req.count = n;
@@ -461,17 +476,40 @@ impl Control {
 
     fn snapshot_append_storage(&self, arg: usize) -> Result<isize> {
         let req: uapi::BlkSnapSnapshotAppendStorage = read_arg(arg)?;
-        let storage = self.state.lock().snapshot(&req.id.b)?.storage.clone();
+        self.state.lock().snapshot(&req.id.b)?;
         if req.count == 0 || req.count > MAX_RANGES {
             return Err(EINVAL);
         }
         let dev = dev_of(&req.dev_id)?;
+        // An image as storage would copy on write into itself.
+        if dev.major() == self.major.major() {
+            return Err(EINVAL);
+        }
         let ranges = read_ranges(req.ranges, req.count)?;
         let mut pairs = KVVec::with_capacity(ranges.len(), GFP_KERNEL)?;
         for r in ranges.iter() {
             pairs.push((r.sector_offset, r.sector_count), GFP_KERNEL)?;
         }
+        drop(ranges);
         let bdev = Arc::new(BdevFile::open(dev, true).map_err(|_| ENODEV)?, GFP_KERNEL)?;
+        // The same ranges in whole-disk sectors, for the module-wide overlap
+        // check: storage given through a disk and through its partition, or
+        // to two snapshots, is the same space. Sums past the end are caught
+        // by `append`'s own checks; saturating keeps them harmless here.
+        let mut abs = KVVec::with_capacity(pairs.len(), GFP_KERNEL)?;
+        let offset = bdev.start_sect();
+        for &(start, len) in pairs.iter() {
+            abs.push((start.saturating_add(offset), len), GFP_KERNEL)?;
+        }
+        abs.sort_unstable();
+
+        // Under the state lock, so that no other append slips in between
+        // the check and the append.
+        let st = self.state.lock();
+        let storage = st.snapshot(&req.id.b)?.storage.clone();
+        if st.snapshots.iter().any(|s| s.storage.overlaps(bdev.whole_dev(), &abs)) {
+            return Err(EINVAL);
+        }
         storage.append(bdev, &mut pairs)?;
         Ok(0)
     }
@@ -486,21 +524,37 @@ impl Control {
         if snap.storage.total() == 0 {
             return Err(ENOSPC);
         }
+        // The snapshot holds its devices open from now on: their images
+        // read from them.
         let mut trackers = KVec::with_capacity(snap.devices.len(), GFP_KERNEL)?;
+        let mut origs = KVec::with_capacity(snap.devices.len(), GFP_KERNEL)?;
         for &dev in snap.devices.iter() {
             let t = st.tracker(dev).ok_or(ENODEV)?;
             if t.tracker.is_gone() {
                 return Err(ENODEV);
             }
+            let orig = BdevFile::open(dev, false).map_err(|_| ENODEV)?;
+            if !t.tracker.bdev().is(&orig) {
+                // Another device took the number of the one tracked.
+                return Err(ENODEV);
+            }
             trackers.push(t.tracker.clone(), GFP_KERNEL)?;
+            origs.push(Arc::new(orig, GFP_KERNEL)?, GFP_KERNEL)?;
         }
         for t in trackers.iter() {
             t.check_resize()?;
         }
         let mut areas = KVec::with_capacity(trackers.len(), GFP_KERNEL)?;
-        for t in trackers.iter() {
+        for (t, orig) in trackers.iter().zip(origs.iter()) {
             areas.push(
-                DiffArea::new(t.clone(), snap.storage.clone(), snap.events.clone(), self.copy_wq.clone(), self.io_wq.clone())?,
+                DiffArea::new(
+                    t.clone(),
+                    orig.clone(),
+                    snap.storage.clone(),
+                    snap.events.clone(),
+                    self.copy_wq.clone(),
+                    self.io_wq.clone(),
+                )?,
                 GFP_KERNEL,
             )?;
         }
@@ -509,9 +563,9 @@ impl Control {
         // One instant for all devices: freeze every file system, switch
         // every map and start copy on write, thaw.
         {
-            let mut frozen = KVec::with_capacity(trackers.len(), GFP_KERNEL)?;
-            for t in trackers.iter() {
-                frozen.push(t.bdev().freeze()?, GFP_KERNEL)?;
+            let mut frozen = KVec::with_capacity(origs.len(), GFP_KERNEL)?;
+            for orig in origs.iter() {
+                frozen.push(orig.freeze()?, GFP_KERNEL)?;
             }
             for (t, a) in trackers.iter().zip(areas.iter()) {
                 t.start_snapshot(a.clone());
@@ -522,7 +576,15 @@ impl Control {
             let minor = st.free_minor(&images);
             let mut name = [0u8; 32];
             let len = fmt_image_name(&mut name, minor);
-            let disk = match BioDisk::add(&name[..len], self.major.major(), minor, a.capacity(), a.clone(), self.module) {
+            let disk = match BioDisk::add(
+                &name[..len],
+                self.major.major(),
+                minor,
+                a.capacity(),
+                a.logical_block_size(),
+                a.clone(),
+                self.module,
+            ) {
                 Ok(d) => d,
                 Err(e) => {
                     // Undo: no copy on write without images.

@@ -7,7 +7,8 @@
 //! with the device size:
 //!
 //! - no entry: the original still holds the chunk's snapshot data;
-//! - `Copying`: a worker is saving the chunk to diff storage;
+//! - `Copying`: a worker is saving the chunk to diff storage, or the chunk
+//!   waits in the device's queue for one of its copy slots;
 //! - `Stored`: the chunk's snapshot data is in diff storage;
 //! - `Failed`: it could not be saved; the image is corrupted.
 //!
@@ -19,15 +20,22 @@
 //! Image reads of chunks not stored go to the original. While such a read is
 //! in flight the chunk counts it as a reader, and writes to the original
 //! stay held until the last reader is done, so a read never sees data
-//! written after the snapshot. Image writes save the chunk first, then
+//! written after the snapshot. Once the image is corrupted or the snapshot
+//! is being destroyed, writes are no longer held: a read of the original
+//! that ends after that fails with `EIO` rather than risk returning them. Image writes save the chunk first, then
 //! write to its copy in storage, so the original is never touched.
 //!
-//! Locking: one spinlock per device guards its chunk map (no global lock on
-//! the write path); allocations happen before taking it.
+//! At most `COPIES_AT_ONCE` copies of one device run at once (they hold the
+//! chunk buffers); the others wait in a FIFO, in `Copying`, and start as
+//! running ones finish. Image writes go through the same slots. A device
+//! whose copies wait for storage thus never holds up another's.
+//!
+//! Locking: one spinlock per device guards its chunk map and copy queue (no
+//! global lock on the write path); allocations happen before taking it.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use kernel::alloc::flags::{GFP_ATOMIC, GFP_KERNEL};
+use kernel::alloc::flags::{GFP_ATOMIC, GFP_KERNEL, __GFP_ZERO};
 use kernel::page::{Page, PAGE_SIZE};
 use kernel::prelude::*;
 use kernel::rbtree::{RBTree, RBTreeNodeReservation};
@@ -43,6 +51,7 @@ use crate::kernel_ext::mem::NoIo;
 use crate::kernel_ext::params::Param;
 use crate::kernel_ext::workqueue::WorkQueue;
 use crate::logic::events::Event;
+use crate::logic::fifo::Fifo;
 use crate::logic::geometry::Geometry;
 use crate::logic::storage::{Region, PAGE_SECTORS};
 use crate::storage::Storage;
@@ -86,7 +95,19 @@ struct Chunks {
     map: RBTree<u32, Chunk>,
     /// The snapshot is going: nothing is held any more.
     closed: bool,
+    /// Copies started and not finished, at most [`COPIES_AT_ONCE`].
+    running: u32,
+    /// Chunks in `Copying` waiting for a copy slot, in `ring`. Every chunk
+    /// in `Copying` is either running or queued here.
+    queued: Fifo,
+    ring: KVec<u32>,
 }
+
+/// Chunk copies running at once for one device: each holds a chunk buffer,
+/// so this bounds their memory (16 x 256 KiB with default chunks). The bound
+/// is per device, so that one snapshot waiting for storage never takes the
+/// copy slots of another.
+const COPIES_AT_ONCE: u32 = 16;
 
 /// Where an image read of one chunk goes.
 enum Source {
@@ -105,9 +126,11 @@ pub(crate) struct DiffArea {
     #[pin]
     settled: CondVar,
     corrupted: AtomicBool,
+    /// Set by DESTROY before it ends the storage waits.
+    going: AtomicBool,
     storage: Arc<Storage>,
     events: Arc<EventQueue>,
-    /// Chunk copies; few at once, so chunk buffers in memory stay bounded.
+    /// Chunk copies, at most [`COPIES_AT_ONCE`] of this device's at once.
     copy_wq: Arc<WorkQueue>,
     /// Image I/O. Separate from copies: an image worker may wait for a
     /// copy, and must never take the place that copy needs to run.
@@ -127,23 +150,29 @@ fn chunk_geometry(capacity: u64) -> Result<Geometry> {
 }
 
 impl DiffArea {
+    /// The copy-on-write state of `tracker`'s device, open for I/O as
+    /// `orig`, in a snapshot with `storage` and `events`.
     pub(crate) fn new(
         tracker: Arc<Tracker>,
+        orig: Arc<BdevFile>,
         storage: Arc<Storage>,
         events: Arc<EventQueue>,
         copy_wq: Arc<WorkQueue>,
         io_wq: Arc<WorkQueue>,
     ) -> Result<Arc<Self>> {
-        let orig = tracker.bdev().clone();
         let geometry = chunk_geometry(orig.nr_sectors())?;
         Arc::pin_init(
             pin_init!(Self {
                 orig,
                 tracker,
                 geometry,
-                chunks <- new_spinlock!(Chunks { map: RBTree::new(), closed: false }, "blksnap_chunks"),
+                chunks <- new_spinlock!(
+                    Chunks { map: RBTree::new(), closed: false, running: 0, queued: Fifo::new(), ring: KVec::new() },
+                    "blksnap_chunks"
+                ),
                 settled <- new_condvar!("blksnap_chunk_settled"),
                 corrupted: AtomicBool::new(false),
+                going: AtomicBool::new(false),
                 storage,
                 events,
                 copy_wq,
@@ -161,6 +190,11 @@ impl DiffArea {
         self.geometry.capacity()
     }
 
+    /// The original's logical block size, which the image reports too.
+    pub(crate) fn logical_block_size(&self) -> u32 {
+        self.orig.logical_block_size()
+    }
+
     pub(crate) fn tracker(&self) -> &Arc<Tracker> {
         &self.tracker
     }
@@ -169,9 +203,16 @@ impl DiffArea {
         self.corrupted.load(Ordering::Acquire)
     }
 
-    /// Marks the image corrupted (once) and tells user space.
+    /// The snapshot is being destroyed: failures from now on are its own
+    /// doing, not news for user space.
+    pub(crate) fn set_going(&self) {
+        self.going.store(true, Ordering::Release);
+    }
+
+    /// Marks the image corrupted (once) and tells user space, unless the
+    /// snapshot is going anyway.
     fn corrupt(&self, err: Error) {
-        if !self.corrupted.swap(true, Ordering::AcqRel) {
+        if !self.corrupted.swap(true, Ordering::AcqRel) && !self.going.load(Ordering::Acquire) {
             let dev = self.dev();
             let errno = -err.to_errno();
             pr_err!("image of {}:{} is corrupted (error {})\n", dev.major(), dev.minor(), errno);
@@ -201,10 +242,56 @@ impl DiffArea {
         self.hold_or_release(bio.take());
     }
 
+    /// Makes sure the queue of chunks waiting for a copy slot has room for
+    /// `want` more, growing its ring outside the lock.
+    fn queue_room(&self, want: usize) -> Result {
+        loop {
+            let need = {
+                let c = self.chunks.lock();
+                if c.queued.room(&c.ring) >= want {
+                    return Ok(());
+                }
+                (c.ring.len() * 2).max(c.queued.len() + want).max(64)
+            };
+            let mut bigger = KVec::from_elem(0u32, need, GFP_KERNEL)?;
+            let mut c = self.chunks.lock();
+            let c = &mut *c;
+            if c.queued.room(&c.ring) < want && c.queued.move_to(&c.ring, &mut bigger) {
+                core::mem::swap(&mut c.ring, &mut bigger);
+            }
+            // The old ring (or the unused new one) is freed after the lock.
+        }
+    }
+
+    /// Under the chunk lock: starts a copy of `idx` (already in `Copying`)
+    /// now if a slot is free, noting it in `start`, or queues it. The caller
+    /// made room in both.
+    fn start_or_queue(c: &mut Chunks, idx: u32, start: &mut KVec<u32>) {
+        if c.running < COPIES_AT_ONCE && start.len() < start.capacity() {
+            c.running += 1;
+            // Within capacity: no allocation under the lock.
+            let _ = start.push(idx, GFP_ATOMIC);
+        } else {
+            // The caller checked the room under this lock.
+            let _ = c.queued.push(&mut c.ring, idx);
+        }
+    }
+
+    /// Runs the copies noted by [`Self::start_or_queue`].
+    fn spawn_copies(self: &Arc<Self>, start: &[u32]) {
+        for &idx in start {
+            let this = self.clone();
+            if self.copy_wq.spawn(move || this.copy_chunk(idx)).is_err() {
+                self.finish_copy(idx, Err(ENOMEM));
+            }
+        }
+    }
+
     /// Resubmits `bio` if its chunks are all saved; otherwise holds it on the
     /// first chunk that is not, and starts saving every chunk it covers that
     /// nobody saves yet (up to `COPY_AHEAD` at a time), so that a large write
     /// waits for its copies in parallel rather than one after another.
+    /// Copies beyond the device's slots wait in the queue, in order.
     fn hold_or_release(self: &Arc<Self>, bio: OwnedBio) {
         const COPY_AHEAD: u32 = 64;
         let _noio = NoIo::enter();
@@ -212,10 +299,10 @@ impl DiffArea {
             bio.resubmit();
             return;
         };
-        // Room for the new entries and the copies to start, made before the
-        // lock; what does not fit is started on a later pass.
+        // Room for the new entries, the copies to start and the queue, made
+        // before the lock; what does not fit is started on a later pass.
         let want = (end - first).min(COPY_AHEAD) as usize;
-        let (Ok(mut reservations), Ok(mut to_copy)) =
+        let (Ok(mut reservations), Ok(mut to_start)) =
             (KVec::with_capacity(want, GFP_KERNEL), KVec::<u32>::with_capacity(want, GFP_KERNEL))
         else {
             self.corrupt(ENOMEM);
@@ -231,31 +318,48 @@ impl DiffArea {
                 Err(_) => break,
             }
         }
-
-        let mut c = self.chunks.lock();
+        // Room in the queue, checked again under the lock: another writer
+        // may have used it in between.
+        let mut guard = loop {
+            if self.queue_room(want).is_err() {
+                self.corrupt(ENOMEM);
+                bio.resubmit();
+                return;
+            }
+            let c = self.chunks.lock();
+            if c.queued.room(&c.ring) >= want {
+                break c;
+            }
+        };
+        let c = &mut *guard;
         if c.closed || self.is_corrupted() {
-            drop(c);
+            drop(guard);
             bio.resubmit();
             return;
         }
         let mut holder = None;
+        // Copies started or queued by this pass, at most `want`.
+        let mut fresh = 0;
         for idx in first..end {
             let writable = match c.map.get_mut(&idx) {
                 Some(chunk) => {
-                    if let State::Original = chunk.state {
-                        if to_copy.len() < to_copy.capacity() {
-                            chunk.state = State::Copying;
-                            // Within capacity: no allocation under the lock.
-                            let _ = to_copy.push(idx, GFP_ATOMIC);
-                        }
+                    let copy = matches!(chunk.state, State::Original) && fresh < want;
+                    if copy {
+                        chunk.state = State::Copying;
                     }
-                    chunk.writable()
+                    let w = chunk.writable();
+                    if copy {
+                        fresh += 1;
+                        Self::start_or_queue(c, idx, &mut to_start);
+                    }
+                    w
                 }
                 None => {
-                    if to_copy.len() < to_copy.capacity() {
+                    if fresh < want {
                         if let Some(res) = reservations.iter_mut().find_map(Option::take) {
                             c.map.insert(res.into_node(idx, Chunk::new(State::Copying)));
-                            let _ = to_copy.push(idx, GFP_ATOMIC);
+                            fresh += 1;
+                            Self::start_or_queue(c, idx, &mut to_start);
                         }
                     }
                     false
@@ -266,26 +370,24 @@ impl DiffArea {
             }
         }
         let Some(holder) = holder else {
-            drop(c);
+            drop(guard);
+            self.spawn_copies(&to_start);
             bio.resubmit();
             return;
         };
-        match c.map.get_mut(&holder) {
-            Some(chunk) => chunk.held.push(bio),
-            None => {
-                // No memory for the entry: the chunk cannot be saved.
-                drop(c);
-                self.corrupt(ENOMEM);
-                bio.resubmit();
-                return;
+        let unheld = match c.map.get_mut(&holder) {
+            Some(chunk) => {
+                chunk.held.push(bio);
+                None
             }
-        }
-        drop(c);
-        for &idx in to_copy.iter() {
-            let this = self.clone();
-            if self.copy_wq.spawn(move || this.copy_chunk(idx)).is_err() {
-                self.finish_copy(idx, Err(ENOMEM));
-            }
+            // No memory for the entry: the chunk cannot be saved.
+            None => Some(bio),
+        };
+        drop(guard);
+        self.spawn_copies(&to_start);
+        if let Some(bio) = unheld {
+            self.corrupt(ENOMEM);
+            bio.resubmit();
         }
     }
 
@@ -301,20 +403,38 @@ impl DiffArea {
         let bytes = usize::try_from(len * 512).map_err(|_| EINVAL)?;
         let alloc_len = len.div_ceil(PAGE_SECTORS) * PAGE_SECTORS;
         let (region, dev) = self.storage.alloc(alloc_len)?;
-        let mut pages = KVec::with_capacity(bytes.div_ceil(PAGE_SIZE), GFP_KERNEL)?;
-        for _ in 0..bytes.div_ceil(PAGE_SIZE) {
-            pages.push(Page::alloc_page(GFP_KERNEL)?, GFP_KERNEL)?;
+        let npages = bytes.div_ceil(PAGE_SIZE);
+        let mut pages = KVec::with_capacity(npages, GFP_KERNEL)?;
+        for i in 0..npages {
+            // The last chunk of a device whose size is not a whole number of
+            // pages ends inside its last page: that page goes to storage
+            // whole, so its tail is zeroed (no stale memory on the disk).
+            let tail = i + 1 == npages && bytes % PAGE_SIZE != 0;
+            let flags = if tail { GFP_KERNEL | __GFP_ZERO } else { GFP_KERNEL };
+            pages.push(Page::alloc_page(flags)?, GFP_KERNEL)?;
         }
         page_io(&self.orig, self.geometry.unit_start(idx), &pages, bytes, false)?;
-        page_io(&dev, region.sector, &pages, bytes, true)?;
+        // Storage writes are whole, aligned pages, whatever the storage
+        // device's logical block size.
+        page_io(&dev, region.sector, &pages, npages * PAGE_SIZE, true)?;
         Ok((region, dev))
     }
 
     fn finish_copy(self: &Arc<Self>, idx: u32, result: Result<(Region, Arc<BdevFile>)>) {
         let mut released = BioList::new();
         let err = result.as_ref().err().copied();
+        // The slot this copy held goes to the oldest queued chunk.
+        let mut next = None;
         {
-            let mut c = self.chunks.lock();
+            let mut guard = self.chunks.lock();
+            let c = &mut *guard;
+            c.running = c.running.saturating_sub(1);
+            if !c.closed && c.running < COPIES_AT_ONCE {
+                next = c.queued.pop(&c.ring);
+                if next.is_some() {
+                    c.running += 1;
+                }
+            }
             if let Some(chunk) = c.map.get_mut(&idx) {
                 match result {
                     Ok((region, dev)) => {
@@ -329,6 +449,9 @@ impl DiffArea {
             }
         }
         self.settled.notify_all();
+        if let Some(next) = next {
+            self.spawn_copies(&[next]);
+        }
         if let Some(e) = err {
             self.corrupt(e);
         }
@@ -338,11 +461,18 @@ impl DiffArea {
     }
 
     /// Lets every held write go and holds no more (DESTROY, unload).
+    /// Queued copies never start; running ones finish on their own.
     pub(crate) fn close(&self) {
         let mut all = BioList::new();
         {
-            let mut c = self.chunks.lock();
+            let mut guard = self.chunks.lock();
+            let c = &mut *guard;
             c.closed = true;
+            while let Some(idx) = c.queued.pop(&c.ring) {
+                if let Some(chunk) = c.map.get_mut(&idx) {
+                    chunk.state = State::Failed;
+                }
+            }
             for chunk in c.map.values_mut() {
                 while let Some(bio) = chunk.held.pop() {
                     all.push(bio);
@@ -401,35 +531,54 @@ impl DiffArea {
         }
     }
 
-    /// Makes sure chunk `idx` is in storage (saving it here if needed) and
-    /// returns its region, for image writes.
+    /// Makes sure chunk `idx` is in storage and returns its region, for
+    /// image writes. The copy goes through the device's copy slots like any
+    /// other, so image writes add nothing to the memory copies use.
     fn ensure_stored(self: &Arc<Self>, idx: u32) -> Result<(Region, Arc<BdevFile>)> {
         let mut reservation = RBTreeNodeReservation::new(GFP_KERNEL).ok();
-        let mut c = self.chunks.lock();
+        self.queue_room(1)?;
+        let mut to_start = KVec::<u32>::with_capacity(1, GFP_KERNEL)?;
+        let mut guard = self.chunks.lock();
         loop {
-            if self.is_corrupted() {
+            if self.is_corrupted() || guard.closed {
                 return Err(EIO);
             }
-            match c.map.get_mut(&idx) {
+            let c = &mut *guard;
+            let copy = match c.map.get_mut(&idx) {
                 Some(chunk) => match chunk.state {
                     State::Stored(r) => return Ok((r, chunk.storage.clone().ok_or(EIO)?)),
                     State::Failed => return Err(EIO),
-                    State::Copying => {
-                        self.settled.wait(&mut c);
-                        continue;
+                    State::Copying => false,
+                    State::Original => {
+                        chunk.state = State::Copying;
+                        true
                     }
-                    State::Original => chunk.state = State::Copying,
                 },
                 None => {
                     let res = reservation.take().ok_or(ENOMEM)?;
                     c.map.insert(res.into_node(idx, Chunk::new(State::Copying)));
+                    true
                 }
+            };
+            if copy {
+                if c.queued.room(&c.ring) == 0 {
+                    // Used up since `queue_room`: give the chunk back.
+                    if let Some(chunk) = c.map.get_mut(&idx) {
+                        chunk.state = State::Original;
+                    }
+                    drop(guard);
+                    self.queue_room(1)?;
+                    guard = self.chunks.lock();
+                    continue;
+                }
+                Self::start_or_queue(c, idx, &mut to_start);
+                drop(guard);
+                self.spawn_copies(&to_start);
+                to_start = KVec::new();
+                guard = self.chunks.lock();
+                continue;
             }
-            drop(c);
-            let result = self.save(idx);
-            let out = result.as_ref().map(|(r, d)| (*r, d.clone())).map_err(|e| *e);
-            self.finish_copy(idx, result);
-            return out;
+            self.settled.wait(&mut guard);
         }
     }
 
@@ -471,8 +620,17 @@ impl DiffArea {
                     Source::Storage(region, dev) => bio.io_part(done, part, &dev, region.sector + in_chunk)?,
                     Source::Original => {
                         let r = bio.io_part(done, part, &self.orig, sector);
+                        // Writes to the original stop being held once the
+                        // image is corrupted or the snapshot is going, and
+                        // one may have landed while this read was in
+                        // flight: only a read that ended before either is
+                        // known to hold the data of TAKE.
+                        let stale = self.is_corrupted() || self.going.load(Ordering::Acquire);
                         self.read_done(idx);
                         r?;
+                        if stale {
+                            return Err(EIO);
+                        }
                     }
                 }
             }

@@ -6,7 +6,9 @@
 //! Allocation happens in the copy-on-write workers (process context), so a
 //! mutex guards the state. When no region is free, the allocating worker
 //! raises a low free space event and waits up to `diff_storage_wait_ms` for
-//! APPEND_STORAGE; only then does it give up with `ENOSPC`.
+//! APPEND_STORAGE; only then does it give up with `ENOSPC`. The wait is the
+//! snapshot's own (no other snapshot's copies queue behind it) and ends at
+//! once when the snapshot goes.
 
 use kernel::alloc::flags::GFP_KERNEL;
 use kernel::prelude::*;
@@ -15,16 +17,18 @@ use kernel::time::msecs_to_jiffies;
 use kernel::{new_condvar, new_mutex, pin_init};
 
 use crate::event_queue::EventQueue;
-use crate::kernel_ext::block::BdevFile;
+use crate::kernel_ext::block::{BdevFile, DevT};
 use crate::kernel_ext::params::Param;
 use crate::logic::events::Event;
-use crate::logic::storage::{validate_ranges, Allocator, Region, StorageRange};
+use crate::logic::storage::{overlaps_sorted, validate_ranges, Allocator, Region, StorageRange};
 
 struct State {
     /// Every range appended, in order; `StorageRange::dev` indexes `devs`.
     ranges: KVec<StorageRange>,
     devs: KVec<Arc<BdevFile>>,
     alloc: Allocator,
+    /// The snapshot is going: no more allocations, no more waiting.
+    closed: bool,
 }
 
 #[pin_data]
@@ -40,7 +44,7 @@ impl Storage {
     pub(crate) fn new(events: Arc<EventQueue>) -> Result<Arc<Self>> {
         Arc::pin_init(
             pin_init!(Self {
-                state <- new_mutex!(State { ranges: KVec::new(), devs: KVec::new(), alloc: Allocator::new() },
+                state <- new_mutex!(State { ranges: KVec::new(), devs: KVec::new(), alloc: Allocator::new(), closed: false },
                     "blksnap_storage"),
                 appended <- new_condvar!("blksnap_storage_appended"),
                 events,
@@ -79,6 +83,26 @@ impl Storage {
         Ok(())
     }
 
+    /// Ends every wait for storage at once and refuses allocations from
+    /// now on (DESTROY, unload).
+    pub(crate) fn close(&self) {
+        self.state.lock().closed = true;
+        self.appended.notify_all();
+    }
+
+    /// Whether one of the ranges appended so far lies on whole disk `whole`
+    /// and overlaps one of `sorted` (sorted, disjoint `(start, len)` ranges
+    /// in the disk's own sectors, whichever partition they were given on).
+    pub(crate) fn overlaps(&self, whole: DevT, sorted: &[(u64, u64)]) -> bool {
+        let st = self.state.lock();
+        st.ranges.iter().any(|r| match st.devs.get(r.dev as usize) {
+            Some(d) if d.whole_dev() == whole => {
+                overlaps_sorted(sorted, r.start.saturating_add(d.start_sect()), r.len)
+            }
+            _ => false,
+        })
+    }
+
     /// Allocates `len` sectors, waiting for more storage if there is none.
     pub(crate) fn alloc(&self, len: u64) -> Result<(Region, Arc<BdevFile>)> {
         let minimum = Param::DiffStorageMinimum.get();
@@ -86,6 +110,9 @@ impl Storage {
         let mut st = self.state.lock();
         loop {
             let st_ref = &mut *st;
+            if st_ref.closed {
+                return Err(EIO);
+            }
             if let Some(region) = st_ref.alloc.alloc(&st_ref.ranges, len) {
                 if st_ref.alloc.low_space_due(minimum / 2) {
                     self.events.push(Event::low_free_space(EventQueue::now(), minimum));

@@ -17,7 +17,7 @@ use kernel::{new_spinlock, pin_init};
 
 use crate::diff_area::DiffArea;
 use crate::kernel_ext::bio::IncomingBio;
-use crate::kernel_ext::block::{BdevFile, DevT};
+use crate::kernel_ext::block::{BdevRef, DevT};
 use crate::kernel_ext::filter::FilterOps;
 use crate::kernel_ext::mem::zeroed_box;
 use crate::kernel_ext::params::Param;
@@ -92,9 +92,14 @@ pub(crate) struct TrackState {
 }
 
 /// Change tracking state of one device; the filter's data.
+///
+/// The tracker holds its device by reference, not open: an administrator
+/// can still remove the device (`dmsetup remove`, `losetup -d`, `rmmod` of
+/// its driver) between backups, which ends the tracking. Only a taken
+/// snapshot holds the device open.
 #[pin_data]
 pub(crate) struct Tracker {
-    bdev: Arc<BdevFile>,
+    bdev: BdevRef,
     #[pin]
     cbt: SpinLock<TrackState>,
     /// The device went away; the filter is gone.
@@ -102,8 +107,8 @@ pub(crate) struct Tracker {
 }
 
 impl Tracker {
-    /// A tracker for the open device `bdev`, with fresh maps.
-    pub(crate) fn new(bdev: Arc<BdevFile>) -> Result<Arc<Self>> {
+    /// A tracker for the device `bdev`, with fresh maps.
+    pub(crate) fn new(bdev: BdevRef) -> Result<Arc<Self>> {
         let cbt = new_cbt(bdev.nr_sectors())?;
         Arc::pin_init(
             pin_init!(Self {
@@ -115,7 +120,7 @@ impl Tracker {
         )
     }
 
-    pub(crate) fn bdev(&self) -> &Arc<BdevFile> {
+    pub(crate) fn bdev(&self) -> &BdevRef {
         &self.bdev
     }
 
@@ -206,5 +211,11 @@ impl FilterOps for Tracker {
 
     fn detached(&self) {
         self.gone.store(true, Ordering::Relaxed);
+        let dev = self.dev();
+        pr_info!(
+            "{}:{} went away: change tracking of it ends; its next backup is a full one\n",
+            dev.major(),
+            dev.minor()
+        );
     }
 }

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Block devices opened by device number, and file system freezing.
+//! Block devices opened by device number or held by reference, and file
+//! system freezing.
 //!
 //! C header: [`include/linux/blkdev.h`](srctree/include/linux/blkdev.h)
 
 use core::ptr::NonNull;
 
+use kernel::alloc::{flags::GFP_KERNEL, KVec};
 use kernel::bindings;
 use kernel::error::{from_err_ptr, to_result, Result};
 
@@ -110,6 +112,13 @@ impl BdevFile {
         DevT(unsafe { (*(*(*self.bdev.as_ptr()).bd_disk).part0).bd_dev })
     }
 
+    /// Where the device starts on its whole disk, in sectors (0 for a disk).
+    pub(crate) fn start_sect(&self) -> u64 {
+        // SAFETY: `bdev` is valid (type invariant); a partition's start does
+        // not change while it is open.
+        unsafe { (*self.bdev.as_ptr()).bd_start_sect }
+    }
+
     /// Whether the device is a partition.
     pub(crate) fn is_partition(&self) -> bool {
         // SAFETY: `bdev` is valid (type invariant).
@@ -128,13 +137,83 @@ impl BdevFile {
         unsafe { bindings::bdev_logical_block_size(self.bdev.as_ptr()) }
     }
 
+    /// Whether the device is zoned (writes must follow write pointers).
+    pub(crate) fn is_zoned(&self) -> bool {
+        // SAFETY: `bdev` is valid (type invariant).
+        unsafe { bindings::bdev_is_zoned(self.bdev.as_ptr()) }
+    }
+
+    /// The device numbers of the partitions of this device if it is a whole
+    /// disk (none for a partition), as they are now.
+    pub(crate) fn partitions(&self) -> Result<KVec<DevT>> {
+        let mut raw: KVec<u32> = KVec::new();
+        loop {
+            let room = u32::try_from(raw.capacity()).unwrap_or(u32::MAX);
+            // SAFETY: `bdev` is valid (type invariant) and `raw` has room for
+            // `room` device numbers; the function writes at most that many.
+            let n = unsafe { bindings::blk_filter_list_partitions(self.bdev.as_ptr(), raw.as_mut_ptr(), room) };
+            if n <= room {
+                // SAFETY: The first `n` elements were initialised above.
+                unsafe { raw.set_len(n as usize) };
+                break;
+            }
+            // Partitions appeared since the last look: make room, try again.
+            raw = KVec::with_capacity(n as usize + 4, GFP_KERNEL)?;
+        }
+        let mut devs = KVec::with_capacity(raw.len(), GFP_KERNEL)?;
+        for &d in raw.iter() {
+            devs.push(DevT(d), GFP_KERNEL)?;
+        }
+        Ok(devs)
+    }
+
     /// Freezes the file system on the device, if any (otherwise syncs it),
-    /// until the returned guard is dropped.
+    /// and, for a whole disk, those on each of its partitions, until the
+    /// returned guard is dropped.
     pub(crate) fn freeze(&self) -> Result<Frozen<'_>> {
-        // SAFETY: `bdev` is valid (type invariant); freezing nests.
-        to_result(unsafe { bindings::bdev_freeze(self.bdev.as_ptr()) })?;
-        // INVARIANT: the freeze above succeeded.
-        Ok(Frozen { bdev: self })
+        freeze_one(self)?;
+        // INVARIANT: the freeze above succeeded; `parts` starts empty.
+        let mut frozen = Frozen { bdev: self, parts: KVec::new() };
+        for dev in self.partitions()?.iter() {
+            // A partition removed since the listing has nothing to freeze.
+            let Ok(file) = BdevFile::open(*dev, false) else {
+                continue;
+            };
+            freeze_one(&file)?;
+            // INVARIANT: `file` is frozen once; if the push fails, the value
+            // is dropped, which thaws it.
+            frozen.parts.push(FrozenPart { file }, GFP_KERNEL)?;
+        }
+        Ok(frozen)
+    }
+}
+
+/// `bdev_freeze` of one device.
+fn freeze_one(bdev: &BdevFile) -> Result {
+    // SAFETY: `bdev` is valid (type invariant of `BdevFile`); freezing nests.
+    to_result(unsafe { bindings::bdev_freeze(bdev.as_raw()) })
+}
+
+/// Balances one successful [`freeze_one`].
+fn thaw_one(bdev: &BdevFile) {
+    // SAFETY: `bdev` is valid (type invariant of `BdevFile`), and the caller
+    // balances a freeze it holds.
+    let ret = unsafe { bindings::bdev_thaw(bdev.as_raw()) };
+    if ret != 0 {
+        kernel::pr_warn!("thawing device {}:{} failed: {}\n", bdev.dev().major(), bdev.dev().minor(), ret);
+    }
+}
+
+impl BdevFile {
+    /// A reference to this device that stays valid after the file is
+    /// closed, without keeping the device open.
+    pub(crate) fn hold(&self) -> BdevRef {
+        // SAFETY: `bdev` is valid (type invariant); `bd_device` is the
+        // device embedded in it, whose reference keeps the whole structure
+        // (and its disk) from being freed.
+        unsafe { bindings::get_device(&mut (*self.bdev.as_ptr()).bd_device) };
+        // INVARIANT: one reference taken above, dropped in `Drop`.
+        BdevRef { bdev: self.bdev }
     }
 }
 
@@ -146,22 +225,97 @@ impl Drop for BdevFile {
     }
 }
 
-/// A device whose file system is frozen; thawed on drop.
+/// A device whose file system is frozen, with the file systems of its
+/// partitions if it is a whole disk; thawed on drop.
 ///
 /// # Invariants
 ///
-/// Holds one successful `bdev_freeze` of `bdev`.
+/// Holds one successful `bdev_freeze` of `bdev`; each of `parts` holds one
+/// of its own device.
 pub(crate) struct Frozen<'a> {
     bdev: &'a BdevFile,
+    parts: KVec<FrozenPart>,
 }
 
 impl Drop for Frozen<'_> {
     fn drop(&mut self) {
-        // SAFETY: Balances the freeze this value holds (type invariant).
-        let ret = unsafe { bindings::bdev_thaw(self.bdev.as_raw()) };
-        if ret != 0 {
-            kernel::pr_warn!("thawing device {}:{} failed: {}\n",
-                self.bdev.dev().major(), self.bdev.dev().minor(), ret);
-        }
+        // Balances the freeze this value holds (type invariant); the
+        // partitions in `parts` thaw as they are dropped after this.
+        thaw_one(self.bdev);
+    }
+}
+
+/// A partition held open and frozen by [`BdevFile::freeze`] of its disk.
+///
+/// # Invariants
+///
+/// Holds one successful `bdev_freeze` of `file`.
+struct FrozenPart {
+    file: BdevFile,
+}
+
+impl Drop for FrozenPart {
+    fn drop(&mut self) {
+        // Balances the freeze this value holds (type invariant); `file` is
+        // closed after this.
+        thaw_one(&self.file);
+    }
+}
+
+/// A block device held by a reference to its `struct device`, not open: the
+/// device can be removed (its disk deleted, its partition dropped) while the
+/// reference exists, and the structure stays valid to look at. Opening a
+/// device by number again gives an open [`BdevFile`] for I/O.
+///
+/// # Invariants
+///
+/// We hold one reference to `bdev->bd_device` (`get_device`), dropped in
+/// `Drop`; it keeps `bdev` and its disk allocated.
+pub(crate) struct BdevRef {
+    bdev: NonNull<bindings::block_device>,
+}
+
+// SAFETY: The device reference may be dropped from any thread.
+unsafe impl Send for BdevRef {}
+// SAFETY: The methods taking `&self` only read fields that do not change
+// for the life of the structure.
+unsafe impl Sync for BdevRef {}
+
+impl BdevRef {
+    /// The raw block device, for the abstractions of this layer.
+    pub(crate) fn as_raw(&self) -> *mut bindings::block_device {
+        self.bdev.as_ptr()
+    }
+
+    /// The device number.
+    pub(crate) fn dev(&self) -> DevT {
+        // SAFETY: `bdev` is valid (type invariant); `bd_dev` never changes.
+        DevT(unsafe { (*self.bdev.as_ptr()).bd_dev })
+    }
+
+    /// The device number of the whole disk this device is (or is part of).
+    pub(crate) fn whole_dev(&self) -> DevT {
+        // SAFETY: `bdev` is valid (type invariant), and it keeps its disk,
+        // whose `part0` lives as long as the disk, allocated.
+        DevT(unsafe { (*(*(*self.bdev.as_ptr()).bd_disk).part0).bd_dev })
+    }
+
+    /// Size in 512-byte sectors (0 once a removed disk's capacity is gone).
+    pub(crate) fn nr_sectors(&self) -> u64 {
+        // SAFETY: `bdev` is valid (type invariant).
+        unsafe { bindings::bdev_nr_sectors(self.bdev.as_ptr()) }
+    }
+
+    /// Whether `file` is an open file of this very device (not of another
+    /// that took its number after it went away).
+    pub(crate) fn is(&self, file: &BdevFile) -> bool {
+        file.as_raw() == self.bdev.as_ptr()
+    }
+}
+
+impl Drop for BdevRef {
+    fn drop(&mut self) {
+        // SAFETY: We hold one reference to the device (type invariant).
+        unsafe { bindings::put_device(&mut (*self.bdev.as_ptr()).bd_device) };
     }
 }

@@ -15,7 +15,7 @@ use kernel::sync::Arc;
 use kernel::types::Opaque;
 
 use super::bio::IncomingBio;
-use super::block::BdevFile;
+use super::block::BdevRef;
 
 /// What a filter does with the bios of its device.
 pub(crate) trait FilterOps: Send + Sync + Sized {
@@ -43,10 +43,11 @@ struct Inner<T: FilterOps> {
 /// While this value exists, `inner.filter` is attached to `bdev` or was
 /// detached by the block layer because the device went away; its `ops` is
 /// [`Attached::<T>::OPS`]. `inner` is pinned, so the pointer the block layer
-/// holds stays valid, and `bdev` keeps the device open.
+/// holds stays valid, and `bdev` keeps the block device structure valid
+/// (without keeping the device open: it may be removed, which detaches).
 pub(crate) struct Attached<T: FilterOps> {
     inner: Pin<KBox<Inner<T>>>,
-    bdev: Arc<BdevFile>,
+    bdev: BdevRef,
 }
 
 // SAFETY: The block layer may call the filter from any thread, which `T:
@@ -64,7 +65,7 @@ impl<T: FilterOps> Attached<T> {
 
     /// Attaches a filter serving `data` to `bdev`. Fails with `EBUSY` if the
     /// device has a filter already.
-    pub(crate) fn attach(bdev: Arc<BdevFile>, data: Arc<T>) -> Result<Self> {
+    pub(crate) fn attach(bdev: BdevRef, data: Arc<T>) -> Result<Self> {
         let inner = KBox::pin(
             Inner {
                 filter: Opaque::new(bindings::blk_filter { ops: &Self::OPS }),
@@ -73,8 +74,8 @@ impl<T: FilterOps> Attached<T> {
             },
             GFP_KERNEL,
         )?;
-        // SAFETY: `bdev` is held open; `inner.filter` is pinned and lives
-        // until `Drop` has detached it.
+        // SAFETY: `bdev` is held (type invariant of `BdevRef`);
+        // `inner.filter` is pinned and lives until `Drop` has detached it.
         to_result(unsafe { bindings::blk_filter_attach(bdev.as_raw(), inner.filter.get()) })?;
         // INVARIANT: attached above.
         Ok(Self { inner, bdev })
@@ -88,8 +89,10 @@ impl<T: FilterOps> Attached<T> {
 
 impl<T: FilterOps> Drop for Attached<T> {
     fn drop(&mut self) {
-        // SAFETY: `bdev` is open (type invariant). On return no callback runs
-        // and the block layer holds no pointer to `inner`, so it may be freed.
+        // SAFETY: `bdev` is held (type invariant); if the device went away,
+        // the block layer detached the filter already and this does nothing.
+        // On return no callback runs and the block layer holds no pointer to
+        // `inner`, so it may be freed.
         unsafe { bindings::blk_filter_detach(self.bdev.as_raw(), self.inner.filter.get()) };
     }
 }

@@ -88,15 +88,20 @@ unsafe impl<T: DiskOps> Sync for BioDisk<T> {}
 
 impl<T: DiskOps> BioDisk<T> {
     /// Creates and adds disk `name` (at most 31 bytes) as `major:minor`,
-    /// `sectors` long with 512-byte logical blocks, served by `data`.
+    /// `sectors` long with logical blocks of `block_size` bytes (a power of
+    /// two from 512 to the page size), served by `data`.
     pub(crate) fn add(
         name: &[u8],
         major: u32,
         minor: u32,
         sectors: u64,
+        block_size: u32,
         data: Arc<T>,
         module: &'static ThisModule,
     ) -> Result<Self> {
+        if !block_size.is_power_of_two() || !(512..=kernel::page::PAGE_SIZE as u32).contains(&block_size) {
+            return Err(kernel::error::code::EINVAL);
+        }
         // SAFETY: All-zero is a valid `block_device_operations` (no callbacks).
         let mut ops: bindings::block_device_operations = unsafe { MaybeUninit::zeroed().assume_init() };
         ops.owner = module.as_ptr();
@@ -106,7 +111,8 @@ impl<T: DiskOps> BioDisk<T> {
 
         // SAFETY: All-zero limits mean "defaults" to the block layer.
         let mut lim: bindings::queue_limits = unsafe { MaybeUninit::zeroed().assume_init() };
-        lim.logical_block_size = 512;
+        lim.logical_block_size = block_size;
+        lim.physical_block_size = block_size;
         lim.max_hw_sectors = 2048;
         // SAFETY: `lim` is valid for the call; the lock class key is static.
         let disk = from_err_ptr(unsafe {

@@ -13,5 +13,6 @@
 
 pub mod cbt;
 pub mod events;
+pub mod fifo;
 pub mod geometry;
 pub mod storage;

@@ -59,16 +59,20 @@ pub fn validate_ranges(
         }
     }
     for (s, l) in existing {
-        let e = s.saturating_add(l);
-        // First new range ending after `s`; it overlaps if it starts before `e`.
-        let i = new.partition_point(|&(ns, nl)| ns + nl <= s);
-        if let Some(&(ns, _)) = new.get(i) {
-            if ns < e {
-                return Err(RangeError::Overlap);
-            }
+        if overlaps_sorted(new, s, l) {
+            return Err(RangeError::Overlap);
         }
     }
     Ok(())
+}
+
+/// Whether `[start, start + len)` overlaps one of `sorted`: `(start, len)`
+/// ranges sorted by start, disjoint, none past `u64::MAX`.
+pub fn overlaps_sorted(sorted: &[(u64, u64)], start: u64, len: u64) -> bool {
+    let end = start.saturating_add(len);
+    // First range ending after `start`; it overlaps if it starts before `end`.
+    let i = sorted.partition_point(|&(s, l)| s.saturating_add(l) <= start);
+    matches!(sorted.get(i), Some(&(s, _)) if s < end)
 }
 
 /// A region handed out for one chunk.

@@ -82,3 +82,17 @@ fn empty_storage_is_low() {
     assert_eq!(a.alloc(&[], 8), None);
     assert!(a.low_space_due(1));
 }
+
+#[test]
+fn overlap_against_sorted_ranges() {
+    let sorted = [(10, 10), (40, 5), (u64::MAX - 8, 8)];
+    assert!(!overlaps_sorted(&sorted, 0, 10));
+    assert!(overlaps_sorted(&sorted, 0, 11));
+    assert!(overlaps_sorted(&sorted, 19, 1));
+    assert!(!overlaps_sorted(&sorted, 20, 20));
+    assert!(overlaps_sorted(&sorted, 20, 21));
+    assert!(overlaps_sorted(&sorted, 44, 100));
+    assert!(!overlaps_sorted(&sorted, 45, 1000));
+    assert!(overlaps_sorted(&sorted, u64::MAX - 1, 5));
+    assert!(!overlaps_sorted(&[], 0, u64::MAX));
+}

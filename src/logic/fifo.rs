@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A first-in, first-out queue of numbers over a ring the caller owns.
+//!
+//! Copy-on-write keeps the chunks waiting for a copy slot in one: the caller
+//! allocates the ring (outside any spinlock), checks [`Fifo::room`] under its
+//! lock before pushing, and moves the queue into a bigger ring when it needs
+//! more room. Nothing here allocates or panics.
+
+/// Head and length of a queue kept in a caller's ring of `u32`s.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fifo {
+    head: usize,
+    len: usize,
+}
+
+impl Fifo {
+    pub const fn new() -> Self {
+        Self { head: 0, len: 0 }
+    }
+
+    /// Numbers queued.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Free places in `ring`.
+    pub fn room(&self, ring: &[u32]) -> usize {
+        ring.len().saturating_sub(self.len)
+    }
+
+    /// Queues `v`; `false` (and nothing queued) when `ring` is full.
+    pub fn push(&mut self, ring: &mut [u32], v: u32) -> bool {
+        if self.room(ring) == 0 {
+            return false;
+        }
+        let at = (self.head + self.len) % ring.len();
+        match ring.get_mut(at) {
+            Some(slot) => *slot = v,
+            None => return false,
+        }
+        self.len += 1;
+        true
+    }
+
+    /// Takes the oldest number.
+    pub fn pop(&mut self, ring: &[u32]) -> Option<u32> {
+        if self.len == 0 || ring.is_empty() {
+            return None;
+        }
+        let v = *ring.get(self.head)?;
+        self.head = (self.head + 1) % ring.len();
+        self.len -= 1;
+        Some(v)
+    }
+
+    /// Moves the queue from `old` into `new`, oldest first at the start;
+    /// `false` (nothing changed) if `new` is too small for it.
+    pub fn move_to(&mut self, old: &[u32], new: &mut [u32]) -> bool {
+        if new.len() < self.len || old.is_empty() && self.len > 0 {
+            return false;
+        }
+        for (i, slot) in new.iter_mut().take(self.len).enumerate() {
+            match old.get((self.head + i) % old.len()) {
+                Some(&v) => *slot = v,
+                None => return false,
+            }
+        }
+        self.head = 0;
+        true
+    }
+
+    /// Forgets everything queued.
+    pub fn clear(&mut self) {
+        *self = Self::new();
+    }
+}
+
+#[cfg(test)]
+#[path = "tests/fifo.rs"]
+mod tests;
