@@ -18,6 +18,15 @@
 #include <linux/blksnap.h>
 #include <linux/fs.h>
 
+/*
+ * Output goes to a pipe in the test VM, whose runner times each TAP point as
+ * its line arrives: flush every line, not at exit.
+ */
+static void __attribute__((constructor)) blksnap_line_buffered(void)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+}
+
 /* The test VM's disks: vda is plain, vdb has two partitions. */
 #define DISK_A "/dev/vda"
 #define DISK_B "/dev/vdb"

@@ -135,7 +135,7 @@ FIXTURE_TEARDOWN(fs)
 	}
 }
 
-TEST_F(fs, image_mounts_with_files_as_at_take)
+TEST_F_TIMEOUT(fs, image_mounts_with_files_as_at_take, 120)
 {
 	struct blk_snap_uuid id;
 	uint64_t want[NFILES];

@@ -36,7 +36,7 @@ FIXTURE_TEARDOWN(ctl)
 		close(self->fd);
 }
 
-TEST_F(ctl, version)
+TEST_F_TIMEOUT(ctl, version, 60)
 {
 	struct blk_snap_version v;
 
@@ -48,7 +48,7 @@ TEST_F(ctl, version)
 	EXPECT_EQ(0, v.build);
 }
 
-TEST_F(ctl, device_node_is_admin_only)
+TEST_F_TIMEOUT(ctl, device_node_is_admin_only, 60)
 {
 	struct stat st;
 
@@ -58,7 +58,7 @@ TEST_F(ctl, device_node_is_admin_only)
 	EXPECT_EQ(0, st.st_uid);
 }
 
-TEST_F(ctl, unknown_ioctl_is_enotty)
+TEST_F_TIMEOUT(ctl, unknown_ioctl_is_enotty, 60)
 {
 	struct blk_snap_version v;
 	char big[64] = { 0 };
@@ -87,14 +87,14 @@ TEST_F(ctl, unknown_ioctl_is_enotty)
 	EXPECT_EQ(0, ioctl(self->fd, IOCTL_BLK_SNAP_VERSION, &v));
 }
 
-TEST_F(ctl, null_pointer_is_efault)
+TEST_F_TIMEOUT(ctl, null_pointer_is_efault, 60)
 {
 	errno = 0;
 	EXPECT_EQ(-1, ioctl(self->fd, IOCTL_BLK_SNAP_VERSION, NULL));
 	EXPECT_EQ(EFAULT, errno);
 }
 
-TEST_F(ctl, every_call_with_null_is_efault)
+TEST_F_TIMEOUT(ctl, every_call_with_null_is_efault, 60)
 {
 	unsigned long all[] = {
 		IOCTL_BLK_SNAP_VERSION, IOCTL_BLK_SNAP_TRACKER_REMOVE,
@@ -114,7 +114,7 @@ TEST_F(ctl, every_call_with_null_is_efault)
 	}
 }
 
-TEST_F(ctl, wild_pointers_are_efault)
+TEST_F_TIMEOUT(ctl, wild_pointers_are_efault, 60)
 {
 	void *unmapped;
 	void *readonly;
@@ -176,7 +176,7 @@ static int as_nobody(int fd, unsigned long nr, void *arg)
 	return WEXITSTATUS(status);
 }
 
-TEST_F(ctl, unprivileged_caller_is_eperm)
+TEST_F_TIMEOUT(ctl, unprivileged_caller_is_eperm, 60)
 {
 	struct blk_snap_tracker_collect collect = { 0 };
 	struct blk_snap_snapshot_collect snaps = { 0 };
@@ -187,7 +187,7 @@ TEST_F(ctl, unprivileged_caller_is_eperm)
 	EXPECT_EQ(EPERM, as_nobody(self->fd, IOCTL_BLK_SNAP_TRACKER_REMOVE, &rm));
 }
 
-TEST_F(ctl, unprivileged_version_is_allowed)
+TEST_F_TIMEOUT(ctl, unprivileged_version_is_allowed, 60)
 {
 	struct blk_snap_version v = { 0 };
 

@@ -45,7 +45,7 @@ FIXTURE_TEARDOWN(snap)
 	free(self->ev);
 }
 
-TEST_F(snap, append_and_take_check_input)
+TEST_F_TIMEOUT(snap, append_and_take_check_input, 60)
 {
 	struct blk_snap_uuid id, none;
 	struct blk_snap_block_range r[2] = { { 0, 8 }, { 4, 8 } };
@@ -88,6 +88,54 @@ TEST_F(snap, append_and_take_check_input)
 	/* Appending after TAKE is fine. */
 	EXPECT_EQ(0, append_storage(self->fd, &id, PART_B2, 80 << 11, 1 << 11));
 	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+}
+
+/*
+ * Storage is one space module-wide, in whole-disk sectors: a range given to
+ * one snapshot cannot be given to another, through the partition or through
+ * the whole disk; an image is never storage.
+ */
+TEST_F_TIMEOUT(snap, storage_overlap_is_checked_module_wide, 60)
+{
+	struct blk_snap_uuid ida, idb;
+	struct blk_snap_block_range r = { 0, 2048 };
+	struct blk_snap_snapshot_append_storage a = { .count = 1, .ranges = &r };
+	struct blk_snap_dev disk_b, img_dev;
+	unsigned long long b2_start = 0;
+	char img[160];
+	struct stat st;
+	FILE *f;
+
+	ASSERT_EQ(0, dev_id(DISK_B, &disk_b));
+	f = fopen("/sys/class/block/vdb2/start", "r");
+	ASSERT_NE(NULL, f);
+	ASSERT_EQ(1, fscanf(f, "%llu", &b2_start));
+	fclose(f);
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &ida));
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->b1, 1, &idb));
+	ASSERT_EQ(0, append_storage(self->fd, &ida, PART_B2, 0, 2048));
+	/* The same sectors for B: through vdb2, and through vdb. */
+	EXPECT_EQ(-EINVAL, append_storage(self->fd, &idb, PART_B2, 1024, 2048));
+	EXPECT_EQ(-EINVAL, append_storage(self->fd, &idb, DISK_B, b2_start + 2040, 8));
+	/* Next to them is fine, either way. */
+	EXPECT_EQ(0, append_storage(self->fd, &idb, PART_B2, 2048, 2048));
+	EXPECT_EQ(0, append_storage(self->fd, &idb, DISK_B, b2_start + 4096, 2048));
+	/* A's own second range may not reuse B's through the disk either. */
+	EXPECT_EQ(-EINVAL, append_storage(self->fd, &ida, PART_B2, 4096, 8));
+	ASSERT_EQ(0, take(self->fd, &ida));
+	/* An image as storage would copy on write into itself. */
+	ASSERT_EQ(0, image_path(self->fd, &ida, &self->a, img, sizeof(img)));
+	ASSERT_EQ(0, stat(img, &st));
+	img_dev.mj = major(st.st_rdev);
+	img_dev.mn = minor(st.st_rdev);
+	a.id = idb;
+	a.dev_id = img_dev;
+	r.sector_offset = 1 << 20;
+	EXPECT_EQ(-EINVAL, xioctl(self->fd, IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE, &a));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &ida));
+	/* A's ranges are free again once A is gone. */
+	EXPECT_EQ(0, append_storage(self->fd, &idb, PART_B2, 0, 2048));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &idb));
 }
 
 /* One full cycle on vda with writers; returns blocks that differ. */
@@ -145,7 +193,7 @@ static long cycle(struct __test_metadata *_metadata, FIXTURE_DATA(snap) *self,
 	return diff;
 }
 
-TEST_F(snap, image_holds_data_at_take_under_writers)
+TEST_F_TIMEOUT(snap, image_holds_data_at_take_under_writers, 180)
 {
 	ASSERT_EQ(0, fill(DISK_A, 0, 256ULL << 20, 1));
 	EXPECT_EQ(0, cycle(_metadata, self, 2));
@@ -153,7 +201,7 @@ TEST_F(snap, image_holds_data_at_take_under_writers)
 	EXPECT_EQ(0, cycle(_metadata, self, 3));
 }
 
-TEST_F(snap, two_devices_one_instant)
+TEST_F_TIMEOUT(snap, two_devices_one_instant, 120)
 {
 	struct blk_snap_uuid id;
 	struct blk_snap_dev both[2] = { self->a, self->b1 };
@@ -185,7 +233,7 @@ TEST_F(snap, two_devices_one_instant)
 	free(ba), free(bb), free(ia), free(ib);
 }
 
-TEST_F(snap, image_writes_stay_in_the_snapshot)
+TEST_F_TIMEOUT(snap, image_writes_stay_in_the_snapshot, 120)
 {
 	struct blk_snap_uuid id;
 	uint64_t *before, *after;
@@ -218,7 +266,7 @@ TEST_F(snap, image_writes_stay_in_the_snapshot)
 	free(before), free(after), free(w), free(r);
 }
 
-TEST_F(snap, cbt_shows_changes_since_last_snapshot)
+TEST_F_TIMEOUT(snap, cbt_shows_changes_since_last_snapshot, 60)
 {
 	struct blk_snap_uuid id;
 	struct blk_snap_cbt_info info[4];
@@ -295,7 +343,7 @@ static void *bg_fill_fn(void *arg)
 	return NULL;
 }
 
-TEST_F(snap, storage_appended_in_time_keeps_image_whole)
+TEST_F_TIMEOUT(snap, storage_appended_in_time_keeps_image_whole, 300)
 {
 	struct blk_snap_uuid id;
 	uint64_t *before, *after;
@@ -340,7 +388,7 @@ TEST_F(snap, storage_appended_in_time_keeps_image_whole)
 	free(before), free(after);
 }
 
-TEST_F(snap, storage_exhausted_corrupts_image_not_original)
+TEST_F_TIMEOUT(snap, storage_exhausted_corrupts_image_not_original, 120)
 {
 	struct blk_snap_uuid id;
 	char img[160];
@@ -389,7 +437,7 @@ TEST_F(snap, storage_exhausted_corrupts_image_not_original)
 	free(buf), free(want);
 }
 
-TEST_F(snap, same_chunks_from_many_writers_and_large_writes)
+TEST_F_TIMEOUT(snap, same_chunks_from_many_writers_and_large_writes, 120)
 {
 	struct blk_snap_uuid id;
 	uint64_t *before, *after;
@@ -430,7 +478,7 @@ TEST_F(snap, same_chunks_from_many_writers_and_large_writes)
 	free(before), free(after), free(big);
 }
 
-TEST_F(snap, image_held_open_across_destroy)
+TEST_F_TIMEOUT(snap, image_held_open_across_destroy, 60)
 {
 	struct blk_snap_uuid id;
 	char img[160];
@@ -455,8 +503,199 @@ TEST_F(snap, image_held_open_across_destroy)
 	free(buf);
 }
 
+struct bg_write {
+	const char *path;
+	uint64_t off, len;
+	unsigned int seed;
+	volatile int done;
+	int ret;
+};
+
+/* One large O_DIRECT write, as a database or a VM image would issue it. */
+static void *bg_write_fn(void *arg)
+{
+	struct bg_write *b = arg;
+	unsigned char *buf;
+	int fd = open(b->path, O_RDWR | O_DIRECT);
+
+	b->ret = -1;
+	if (fd >= 0 && !posix_memalign((void **)&buf, 4096, b->len)) {
+		pattern(buf, b->len, b->off, b->seed);
+		if (pwrite(fd, buf, b->len, b->off) == (ssize_t)b->len)
+			b->ret = 0;
+		free(buf);
+	}
+	if (fd >= 0)
+		close(fd);
+	b->done = 1;
+	return NULL;
+}
+
+/*
+ * A snapshot starved of storage (its copies wait for APPEND_STORAGE) does
+ * not slow another snapshot: the other's writes complete and its image stays
+ * whole while the first still waits; DESTROY of the starved one ends its
+ * waits at once and lets its writes through.
+ */
+TEST_F_TIMEOUT(snap, starved_snapshot_never_slows_another, 300)
+{
+	struct blk_snap_uuid ida, idb;
+	struct bg_write wa = { DISK_A, 64 << 20, 32 << 20, 81, 0, -1 };
+	uint64_t *before, *after;
+	size_t nb = 0, na = 0;
+	char img[160];
+	unsigned char *buf, *want;
+	pthread_t th;
+	int64_t t0, destroy_ms;
+	int dfd;
+
+	/* The wait would outlast the test: only DESTROY can end it. */
+	set_param("diff_storage_wait_ms", 1000000);
+	ASSERT_EQ(0, fill(PART_B1, 0, 32 << 20, 82));
+	before = checksums(PART_B1, &nb);
+	ASSERT_NE(NULL, before);
+
+	/* A: 1 MiB of storage for a 32 MiB write. */
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &ida));
+	ASSERT_EQ(0, next_event(self->fd, &ida, 1000, self->ev));	/* the first request */
+	ASSERT_EQ(0, append_storage(self->fd, &ida, PART_B2, 0, 1 << 11));
+	ASSERT_EQ(0, take(self->fd, &ida));
+	ASSERT_EQ(0, pthread_create(&th, NULL, bg_write_fn, &wa));
+	/* Copies began (the first allocation asks for more storage)... */
+	ASSERT_EQ(0, next_event(self->fd, &ida, 60000, self->ev));
+	EXPECT_EQ(blk_snap_event_code_low_free_space, self->ev->code);
+	/* ...and, a little later, all of A's copy slots wait for storage. */
+	usleep(500000);
+
+	/* B, on another device with storage enough, works meanwhile. */
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->b1, 1, &idb));
+	ASSERT_EQ(0, append_storage(self->fd, &idb, PART_B2, 8 << 11, 64 << 11));
+	ASSERT_EQ(0, take(self->fd, &idb));
+	ASSERT_EQ(0, fill(PART_B1, 0, 16 << 20, 83));
+	EXPECT_EQ(0, wa.done) {
+		TH_LOG("A's write finished before B's: A was never starved");
+	}
+	ASSERT_EQ(0, image_path(self->fd, &idb, &self->b1, img, sizeof(img)));
+	after = checksums(img, &na);
+	ASSERT_NE(NULL, after);
+	EXPECT_EQ(0, differing(before, nb, after, na));
+
+	/* DESTROY of A returns at once and lets A's write through. */
+	t0 = now_ns();
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &ida));
+	destroy_ms = (now_ns() - t0) / 1000000;
+	TH_LOG("DESTROY of the starved snapshot took %lld ms", (long long)destroy_ms);
+	EXPECT_GT(10000, destroy_ms);
+	pthread_join(th, NULL);
+	EXPECT_EQ(0, wa.ret);
+	ASSERT_EQ(0, posix_memalign((void **)&buf, 4096, 1 << 20));
+	ASSERT_EQ(0, posix_memalign((void **)&want, 4096, 1 << 20));
+	dfd = open(DISK_A, O_RDONLY | O_DIRECT);
+	ASSERT_LE(0, dfd);
+	for (int i = 0; i < 32; i++) {
+		ASSERT_EQ(1 << 20, pread(dfd, buf, 1 << 20, (64ULL + i) << 20));
+		pattern(want, 1 << 20, (64ULL + i) << 20, 81);
+		EXPECT_EQ(0, memcmp(buf, want, 1 << 20));
+	}
+	close(dfd);
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &idb));
+	free(before), free(after), free(buf), free(want);
+}
+
+struct checker {
+	const char *img;
+	unsigned int seed;		/* of the data at TAKE */
+	volatile int *stop;
+	long good, failed, wrong;
+};
+
+/* Reads random 64 KiB blocks of the image; counts every wrong byte block. */
+static void *image_checker(void *arg)
+{
+	struct checker *c = arg;
+	unsigned int r = c->seed * 7 + (unsigned int)(uintptr_t)&r;
+	unsigned char *buf, *want;
+	int fd = open(c->img, O_RDONLY | O_DIRECT);
+
+	if (fd < 0 || posix_memalign((void **)&buf, 4096, 1 << 16) ||
+	    posix_memalign((void **)&want, 4096, 1 << 16)) {
+		c->failed = -1;
+		return NULL;
+	}
+	while (!*c->stop) {
+		uint64_t off = (uint64_t)(rand_r(&r) % 1024) << 16;	/* within 64 MiB */
+
+		if (pread(fd, buf, 1 << 16, off) != 1 << 16) {
+			c->failed++;
+			continue;
+		}
+		pattern(want, 1 << 16, off, c->seed);
+		if (memcmp(buf, want, 1 << 16))
+			c->wrong++;
+		else
+			c->good++;
+	}
+	close(fd);
+	free(buf);
+	free(want);
+	return NULL;
+}
+
+/*
+ * Image readers and original writers run through storage exhaustion (the
+ * image goes corrupted) and DESTROY: a read may fail, but every read that
+ * succeeds returns the data of TAKE.
+ */
+TEST_F_TIMEOUT(snap, image_reads_never_return_data_written_after_take, 300)
+{
+	struct blk_snap_uuid id;
+	volatile int stop = 0;
+	struct checker c[3];
+	struct writer w[2];
+	pthread_t tc[3], tw[2];
+	char img[160];
+	long good = 0, wrong = 0;
+	int corrupted = 0;
+
+	set_param("diff_storage_wait_ms", 100);
+	ASSERT_EQ(0, fill(DISK_A, 0, 64 << 20, 95));
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
+	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 4 << 11));
+	ASSERT_EQ(0, take(self->fd, &id));
+	ASSERT_EQ(0, image_path(self->fd, &id, &self->a, img, sizeof(img)));
+	for (int i = 0; i < 3; i++) {
+		c[i] = (struct checker){ img, 95, &stop, 0, 0, 0 };
+		ASSERT_EQ(0, pthread_create(&tc[i], NULL, image_checker, &c[i]));
+	}
+	for (int i = 0; i < 2; i++) {
+		w[i] = (struct writer){ DISK_A, 96 + i, 64 << 20, 400, 0 };
+		ASSERT_EQ(0, pthread_create(&tw[i], NULL, random_writer, &w[i]));
+	}
+	/* 4 MiB of storage cannot hold what the writers change. */
+	while (!corrupted && next_event(self->fd, &id, 60000, self->ev) == 0)
+		corrupted = self->ev->code == blk_snap_event_code_corrupted;
+	EXPECT_EQ(1, corrupted);
+	usleep(200000);
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	usleep(200000);
+	stop = 1;
+	for (int i = 0; i < 2; i++) {
+		pthread_join(tw[i], NULL);
+		EXPECT_EQ(0, w[i].failed);
+	}
+	for (int i = 0; i < 3; i++) {
+		pthread_join(tc[i], NULL);
+		ASSERT_LE(0, c[i].failed);
+		good += c[i].good;
+		wrong += c[i].wrong;
+	}
+	TH_LOG("%ld reads returned the data of TAKE, %ld other data", good, wrong);
+	EXPECT_LT(0, good);
+	EXPECT_EQ(0, wrong);
+}
+
 /* Leaves a taken snapshot with held state for the unload check. */
-TEST_F(snap, zz_leave_taken_snapshot_for_unload)
+TEST_F_TIMEOUT(snap, zz_leave_taken_snapshot_for_unload, 60)
 {
 	struct blk_snap_uuid id;
 

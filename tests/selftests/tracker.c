@@ -3,9 +3,10 @@
  * Trackers and snapshots before TAKE: SNAPSHOT_CREATE, DESTROY, COLLECT,
  * TRACKER_COLLECT, REMOVE, READ_CBT_MAP and MARK_DIRTY_BLOCKS with good and
  * bad input, WAIT_EVENT's first event, timeout and signal, disk and
- * partition exclusion, and that a tracked device still reads back what is
- * written to it.
+ * partition exclusion, zoned devices refused, removal of a tracked device,
+ * and that a tracked device still reads back what is written to it.
  */
+#include <linux/loop.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -39,7 +40,7 @@ FIXTURE_TEARDOWN(trk)
 	}
 }
 
-TEST_F(trk, create_rejects_bad_counts_and_pointers)
+TEST_F_TIMEOUT(trk, create_rejects_bad_counts_and_pointers, 60)
 {
 	struct blk_snap_dev devs[2] = { self->a, self->a };
 	struct blk_snap_snapshot_create c = { 0 };
@@ -71,7 +72,7 @@ TEST_F(trk, create_rejects_bad_counts_and_pointers)
 	EXPECT_EQ(-EFAULT, xioctl(self->fd, IOCTL_BLK_SNAP_SNAPSHOT_CREATE, NULL));
 }
 
-TEST_F(trk, create_rejects_unknown_devices)
+TEST_F_TIMEOUT(trk, create_rejects_unknown_devices, 60)
 {
 	struct blk_snap_dev none[] = { { 250, 250 }, { 0, 0 }, { 0xffffffff, 0xffffffff } };
 
@@ -83,7 +84,7 @@ TEST_F(trk, create_rejects_unknown_devices)
 	EXPECT_EQ(0, tc.count);
 }
 
-TEST_F(trk, create_collect_destroy)
+TEST_F_TIMEOUT(trk, create_collect_destroy, 60)
 {
 	struct blk_snap_uuid id, id2, ids[4];
 	struct blk_snap_snapshot_collect sc = { 0 };
@@ -116,7 +117,7 @@ TEST_F(trk, create_collect_destroy)
 	EXPECT_EQ(0, sc.count);
 }
 
-TEST_F(trk, trackers_outlive_snapshots)
+TEST_F_TIMEOUT(trk, trackers_outlive_snapshots, 60)
 {
 	struct blk_snap_uuid id;
 	struct blk_snap_cbt_info info[4];
@@ -158,7 +159,7 @@ TEST_F(trk, trackers_outlive_snapshots)
 	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
 }
 
-TEST_F(trk, one_snapshot_per_device)
+TEST_F_TIMEOUT(trk, one_snapshot_per_device, 60)
 {
 	struct blk_snap_uuid id;
 	struct blk_snap_dev pair[2] = { self->b2, self->a };
@@ -169,7 +170,7 @@ TEST_F(trk, one_snapshot_per_device)
 	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
 }
 
-TEST_F(trk, disk_and_partition_never_together)
+TEST_F_TIMEOUT(trk, disk_and_partition_never_together, 60)
 {
 	struct blk_snap_uuid id;
 	struct blk_snap_dev both[2] = { self->b, self->b1 };
@@ -186,7 +187,120 @@ TEST_F(trk, disk_and_partition_never_together)
 	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
 }
 
-TEST_F(trk, first_event_asks_for_storage)
+/*
+ * A zoned device is refused: copy-on-write would have to follow its write
+ * pointers.  null_blk (a module in the test VM) makes one.
+ */
+TEST_F_TIMEOUT(trk, zoned_devices_are_refused, 60)
+{
+	struct blk_snap_dev z;
+	struct blk_snap_cbt_info info[4];
+	struct blk_snap_tracker_collect tc = { .count = 4, .cbt_info_array = info };
+
+	ASSERT_EQ(0, system("insmod /lib/modules/null_blk.ko nr_devices=1 zoned=1 gb=1 zone_size=64"));
+	ASSERT_EQ(0, dev_id("/dev/nullb0", &z));
+	EXPECT_EQ(-EOPNOTSUPP, snapshot_create(self->fd, &z, 1, NULL));
+	/* Nothing was left tracking it. */
+	ASSERT_EQ(0, xioctl(self->fd, IOCTL_BLK_SNAP_TRACKER_COLLECT, &tc));
+	EXPECT_EQ(0, tc.count);
+	EXPECT_EQ(0, system("rmmod null_blk"));
+}
+
+/*
+ * Attaches a new 16 MiB file to loop device `nr` (a free one if negative);
+ * returns its number.
+ */
+static int loop_new(const char *file, int nr)
+{
+	struct loop_config cfg = { 0 };
+	char dev[32];
+	int fd, lfd;
+
+	if (nr < 0) {
+		int ctl = open("/dev/loop-control", O_RDWR);
+
+		nr = ctl < 0 ? -1 : ioctl(ctl, LOOP_CTL_GET_FREE);
+		if (ctl >= 0)
+			close(ctl);
+	}
+	if (nr < 0)
+		return -1;
+	fd = open(file, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0 || ftruncate(fd, 16 << 20))
+		return -1;
+	snprintf(dev, sizeof(dev), "/dev/loop%d", nr);
+	lfd = open(dev, O_RDWR);
+	cfg.fd = fd;
+	if (lfd < 0 || ioctl(lfd, LOOP_CONFIGURE, &cfg))
+		nr = -1;
+	if (lfd >= 0)
+		close(lfd);
+	close(fd);
+	return nr;
+}
+
+/* Whether TRACKER_COLLECT lists `dev`. */
+static int tracked(int fd, const struct blk_snap_dev *dev)
+{
+	struct blk_snap_cbt_info info[16];
+	struct blk_snap_tracker_collect tc = { .count = 16, .cbt_info_array = info };
+
+	if (xioctl(fd, IOCTL_BLK_SNAP_TRACKER_COLLECT, &tc))
+		return -1;
+	for (unsigned int i = 0; i < tc.count; i++)
+		if (info[i].dev_id.mj == dev->mj && info[i].dev_id.mn == dev->mn)
+			return 1;
+	return 0;
+}
+
+/*
+ * A tracker does not pin its device: between backups (tracker left, no
+ * snapshot) an administrator can remove the device, which ends its tracking;
+ * a new device with the same number starts afresh.
+ */
+TEST_F_TIMEOUT(trk, removing_a_tracked_device_ends_its_tracking, 60)
+{
+	struct blk_snap_uuid id;
+	struct blk_snap_dev ld;
+	char dev[32];
+	int nr, ctl, lfd;
+
+	nr = loop_new("/tmp/trk-loop.img", -1);
+	ASSERT_LE(0, nr);
+	snprintf(dev, sizeof(dev), "/dev/loop%d", nr);
+	ASSERT_EQ(0, dev_id(dev, &ld));
+	ASSERT_EQ(0, snapshot_create(self->fd, &ld, 1, &id));
+	ASSERT_EQ(0, snapshot_destroy(self->fd, &id));
+	ASSERT_EQ(1, tracked(self->fd, &ld));
+
+	/* losetup -d, then remove the device, as a tool tidying up would. */
+	lfd = open(dev, O_RDWR);
+	ASSERT_LE(0, lfd);
+	EXPECT_EQ(0, ioctl(lfd, LOOP_CLR_FD, 0));
+	close(lfd);
+	ctl = open("/dev/loop-control", O_RDWR);
+	ASSERT_LE(0, ctl);
+	EXPECT_EQ(nr, ioctl(ctl, LOOP_CTL_REMOVE, nr)) {
+		TH_LOG("removing loop%d: %s (does the tracker hold it open?)", nr, strerror(errno));
+	}
+	EXPECT_EQ(0, tracked(self->fd, &ld));
+
+	/* The same number again: a device of its own, tracked afresh. */
+	ASSERT_EQ(nr, ioctl(ctl, LOOP_CTL_ADD, nr));
+	close(ctl);
+	ASSERT_EQ(nr, loop_new("/tmp/trk-loop.img", nr));
+	ASSERT_EQ(0, snapshot_create(self->fd, &ld, 1, &id));
+	EXPECT_EQ(1, tracked(self->fd, &ld));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	EXPECT_EQ(0, tracker_remove(self->fd, &ld));
+	lfd = open(dev, O_RDWR);
+	ASSERT_LE(0, lfd);
+	EXPECT_EQ(0, ioctl(lfd, LOOP_CLR_FD, 0));
+	close(lfd);
+	unlink("/tmp/trk-loop.img");
+}
+
+TEST_F_TIMEOUT(trk, first_event_asks_for_storage, 60)
 {
 	struct blk_snap_uuid id;
 	struct blk_snap_snapshot_event *ev = calloc(1, sizeof(*ev));
@@ -205,7 +319,7 @@ TEST_F(trk, first_event_asks_for_storage)
 	free(ev);
 }
 
-TEST_F(trk, wait_event_timeout_is_milliseconds)
+TEST_F_TIMEOUT(trk, wait_event_timeout_is_milliseconds, 60)
 {
 	struct blk_snap_uuid id;
 	struct blk_snap_snapshot_event *ev = calloc(1, sizeof(*ev));
@@ -236,7 +350,7 @@ static void on_alarm(int sig)
 	(void)sig;
 }
 
-TEST_F(trk, wait_event_signal_is_eintr)
+TEST_F_TIMEOUT(trk, wait_event_signal_is_eintr, 60)
 {
 	struct blk_snap_uuid id;
 	struct blk_snap_snapshot_event *ev = calloc(1, sizeof(*ev));
@@ -259,7 +373,7 @@ TEST_F(trk, wait_event_signal_is_eintr)
 	free(ev);
 }
 
-TEST_F(trk, read_cbt_map_needs_a_taken_snapshot)
+TEST_F_TIMEOUT(trk, read_cbt_map_needs_a_taken_snapshot, 60)
 {
 	struct blk_snap_uuid id;
 	uint8_t buf[64];
@@ -275,7 +389,7 @@ TEST_F(trk, read_cbt_map_needs_a_taken_snapshot)
 	EXPECT_EQ(-EPERM, xioctl(self->fd, IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP, &r));
 }
 
-TEST_F(trk, mark_dirty_blocks_checks_input)
+TEST_F_TIMEOUT(trk, mark_dirty_blocks_checks_input, 60)
 {
 	struct blk_snap_uuid id;
 	struct blk_snap_block_range ranges[2] = { { 0, 8 }, { 1 << 20, 0 } };
@@ -309,7 +423,7 @@ TEST_F(trk, mark_dirty_blocks_checks_input)
 	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
 }
 
-TEST_F(trk, tracked_device_reads_back_writes)
+TEST_F_TIMEOUT(trk, tracked_device_reads_back_writes, 60)
 {
 	struct blk_snap_uuid id;
 	const size_t len = 1 << 20;
@@ -333,7 +447,7 @@ TEST_F(trk, tracked_device_reads_back_writes)
 	free(r);
 }
 
-TEST_F(trk, create_freezes_a_mounted_filesystem)
+TEST_F_TIMEOUT(trk, create_freezes_a_mounted_filesystem, 60)
 {
 	struct blk_snap_uuid id;
 	FILE *f;
@@ -357,7 +471,7 @@ TEST_F(trk, create_freezes_a_mounted_filesystem)
 	EXPECT_EQ(0, umount("/mnt/b2"));
 }
 
-TEST_F(trk, tracked_devices_stay_open_to_exclusive_users)
+TEST_F_TIMEOUT(trk, tracked_devices_stay_open_to_exclusive_users, 60)
 {
 	struct blk_snap_uuid id;
 	int fd;
@@ -372,7 +486,7 @@ TEST_F(trk, tracked_devices_stay_open_to_exclusive_users)
 }
 
 /* Leaves a tracker and a snapshot behind for the unload check. */
-TEST_F(trk, zz_leave_state_for_unload)
+TEST_F_TIMEOUT(trk, zz_leave_state_for_unload, 60)
 {
 	struct blk_snap_uuid id;
 

@@ -13,7 +13,8 @@
 #
 # Environment: KERNEL (bzImage), MODULE (blksnap.ko), TOOL (static blksnap
 # binary), SELFTESTS (directory of built selftests), OUT (work directory),
-# VM_TIMEOUT (seconds, default 1500), VM_MEM (default 2G).
+# VM_TIMEOUT (seconds, default 3600: a cap for a hung VM; each test has its
+# own, much smaller, budget), VM_MEM (default 2G).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -24,7 +25,7 @@ only=${2:-}
 : "${TOOL:?TOOL=path to the static blksnap binary}"
 : "${SELFTESTS:?SELFTESTS=directory of built selftests}"
 OUT=${OUT:-$top/build/vm}
-VM_TIMEOUT=${VM_TIMEOUT:-1500}
+VM_TIMEOUT=${VM_TIMEOUT:-3600}
 VM_MEM=${VM_MEM:-2G}
 
 say() { printf '[vm] %s\n' "$*"; }
@@ -37,6 +38,11 @@ file "$root/bin/busybox" 2>/dev/null | grep -q 'statically linked' ||
 	{ echo "/bin/busybox is not static: install busybox-static" >&2; exit 1; }
 cp "$here/init" "$root/init"
 cp "$MODULE" "$root/lib/modules/blksnap.ko"
+# null_blk, from the tree the kernel was built in: it makes zoned devices.
+kdir=$(cd "$(dirname "$KERNEL")/../../.." && pwd)
+if [ -f "$kdir/drivers/block/null_blk/null_blk.ko" ]; then
+	cp "$kdir/drivers/block/null_blk/null_blk.ko" "$root/lib/modules/"
+fi
 cp "$TOOL" "$root/bin/blksnap"
 cp "$here/runner.sh" "$here/list" "$root/tests/"
 cp -r "$SELFTESTS"/. "$root/tests/"
@@ -55,6 +61,10 @@ truncate -s 768M "$OUT/disk3.img"
 for d in disk2 disk3; do
 	mkfs.ext4 -q -F "$OUT/$d.img"
 done
+# /dev/vde: a partitioned disk, ext4 on vde1 (1 MiB to 129 MiB), vde2 raw.
+truncate -s 224M "$OUT/disk4.img"
+printf 'label: dos\nstart=2048, size=128MiB, type=83\ntype=83\n' | sfdisk --quiet "$OUT/disk4.img"
+mkfs.ext4 -q -F -E offset=1048576,lazy_itable_init=0,lazy_journal_init=0 "$OUT/disk4.img" 128M
 
 cmdline="console=ttyS0 rdinit=/init panic=-1 bsvm_mode=$mode"
 cmdline="$cmdline rcupdate.rcu_cpu_stall_timeout=300 hung_task_timeout_secs=240"
@@ -67,7 +77,8 @@ qemu=(qemu-system-x86_64 -machine pc -accel tcg -cpu max,la57=off -smp 2 -m "$VM
 	-drive "file=$OUT/disk0.img,if=virtio,format=raw,cache=unsafe"
 	-drive "file=$OUT/disk1.img,if=virtio,format=raw,cache=unsafe"
 	-drive "file=$OUT/disk2.img,if=virtio,format=raw,cache=unsafe"
-	-drive "file=$OUT/disk3.img,if=virtio,format=raw,cache=unsafe")
+	-drive "file=$OUT/disk3.img,if=virtio,format=raw,cache=unsafe"
+	-drive "file=$OUT/disk4.img,if=virtio,format=raw,cache=unsafe")
 
 if [ "$mode" = shell ]; then
 	exec "${qemu[@]}" -serial mon:stdio -serial "file:$OUT/results.log"
@@ -103,4 +114,4 @@ if [ "$mode" = demo ]; then
 	grep -q '^demo-exit: 0' "$OUT/results.log"
 	exit $?
 fi
-exec "$here/judge.sh" "$OUT" "$qrc"
+exec "$here/judge.sh" "$OUT" "$qrc" "$only"

@@ -1,11 +1,13 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0
 #
-# Runs the selftests listed in /tests/list inside the VM, each under a time
-# limit, framing each one's TAP output for the host-side parser:
+# Runs the selftests listed in /tests/list inside the VM, each under its own
+# time limit, framing each one's TAP output for the host-side judge:
 #   # selftest: NAME
-#   ...the test's own output...
-#   # exit: NAME RC
+#   ...the test's own output; after each top-level TAP point:
+#   # duration: CENTISECONDS NAME: POINT
+#   # exit: NAME RC CENTISECONDS
+# A point's duration runs from the previous point (or the program's start).
 # An argument names one test to run instead of the whole list (kmemleak.sh
 # still runs last).
 cd /tests || exit 1
@@ -13,12 +15,42 @@ list=$(grep -v '^#' list)
 if [ -n "$1" ]; then
 	list="module_load.sh $1 kmemleak.sh"
 fi
+
+# Sets $cs to the uptime in centiseconds (/proc/uptime has two decimals);
+# no fork, so it is cheap under TCG.
+uptime_cs() {
+	read -r _up _rest </proc/uptime
+	cs=${_up%.*}${_up#*.}
+}
+
 for t in $list; do
 	limit=$(sed -n "s/^# timeout $t //p" list)
 	limit=${limit:-300}
 	echo "# selftest: $t"
-	timeout "$limit" "./$t" 2>&1
-	rc=$?
-	# timeout(1) reports a killed test as 124 or 128+signal.
-	echo "# exit: $t $rc"
+	uptime_cs
+	start=$cs
+	{
+		timeout "$limit" "./$t" 2>&1
+		# timeout(1) reports a killed test as 124 or 128+signal.
+		echo "#-rc: $?"
+	} | {
+		last=$start
+		while IFS= read -r line; do
+			case "$line" in
+			"#-rc: "*)
+				uptime_cs
+				echo "# exit: $t ${line#\#-rc: } $((cs - start))"
+				;;
+			"ok "* | "not ok "*)
+				echo "$line"
+				uptime_cs
+				echo "# duration: $((cs - last)) $t: ${line#* [0-9]* }"
+				last=$cs
+				;;
+			*)
+				echo "$line"
+				;;
+			esac
+		done
+	}
 done
