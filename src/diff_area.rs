@@ -39,8 +39,8 @@ use kernel::alloc::flags::{GFP_ATOMIC, GFP_KERNEL, __GFP_ZERO};
 use kernel::page::{Page, PAGE_SIZE};
 use kernel::prelude::*;
 use kernel::rbtree::{RBTree, RBTreeNodeReservation};
-use kernel::sync::{Arc, CondVar, SpinLock};
-use kernel::{new_condvar, new_spinlock, pin_init};
+use kernel::sync::{Arc, CondVar, Mutex, SpinLock};
+use kernel::{new_condvar, new_mutex, new_spinlock, pin_init};
 
 use crate::event_queue::EventQueue;
 use crate::kernel_ext::bio::{page_io, BioList, BioOp, BlkStatus, IncomingBio, OwnedBio};
@@ -125,6 +125,9 @@ pub(crate) struct DiffArea {
     /// Signalled when a chunk stops copying.
     #[pin]
     settled: CondVar,
+    /// Serialises bounced read-modify-write cycles on storage.
+    #[pin]
+    bounce: Mutex<()>,
     corrupted: AtomicBool,
     /// Set by DESTROY before it ends the storage waits.
     going: AtomicBool,
@@ -171,6 +174,7 @@ impl DiffArea {
                     "blksnap_chunks"
                 ),
                 settled <- new_condvar!("blksnap_chunk_settled"),
+                bounce <- new_mutex!((), "blksnap_bounce"),
                 corrupted: AtomicBool::new(false),
                 going: AtomicBool::new(false),
                 storage,
@@ -582,6 +586,35 @@ impl DiffArea {
         }
     }
 
+    /// Performs bytes `[done, done + part)` of image bio `bio` on storage
+    /// device `dev` at `sector`. A storage device whose logical blocks are
+    /// larger than the image's (4Kn storage under a 512-byte original)
+    /// cannot take a part that is not aligned to them: such a part goes
+    /// through a bounce buffer of whole blocks (read, and for a write,
+    /// modify and write back, one at a time per device).
+    fn storage_io(&self, bio: &OwnedBio, done: u32, part: u32, dev: &BdevFile, sector: u64, write: bool) -> Result {
+        let lbs = u64::from(dev.logical_block_size() >> 9).max(1);
+        let n = u64::from(part >> 9);
+        if sector % lbs == 0 && n % lbs == 0 {
+            return bio.io_part(done, part, dev, sector);
+        }
+        let first = sector / lbs * lbs;
+        let end = sector.checked_add(n).ok_or(EIO)?.div_ceil(lbs) * lbs;
+        let bytes = usize::try_from((end - first) * 512).map_err(|_| EIO)?;
+        let at = usize::try_from((sector - first) * 512).map_err(|_| EIO)?;
+        let mut pages = KVec::with_capacity(bytes.div_ceil(PAGE_SIZE), GFP_KERNEL)?;
+        for _ in 0..bytes.div_ceil(PAGE_SIZE) {
+            pages.push(Page::alloc_page(GFP_KERNEL)?, GFP_KERNEL)?;
+        }
+        let _rmw = self.bounce.lock();
+        page_io(dev, first, &pages, bytes, false)?;
+        bio.copy_pages(done as usize, &pages, at, part as usize, !write)?;
+        if write {
+            page_io(dev, first, &pages, bytes, true)?;
+        }
+        Ok(())
+    }
+
     /// Worker: serves one image bio.
     fn image_io(self: &Arc<Self>, bio: OwnedBio) {
         let _noio = NoIo::enter();
@@ -612,12 +645,14 @@ impl DiffArea {
             let in_chunk = sector - self.geometry.unit_start(idx);
             if write {
                 let (region, dev) = self.ensure_stored(idx)?;
-                bio.io_part(done, part, &dev, region.sector + in_chunk)?;
+                self.storage_io(bio, done, part, &dev, region.sector + in_chunk, true)?;
                 self.tracker.mark_dirty(sector, u64::from(part >> 9));
             } else {
                 let mut reservation = RBTreeNodeReservation::new(GFP_KERNEL).ok();
                 match self.read_source(idx, &mut reservation)? {
-                    Source::Storage(region, dev) => bio.io_part(done, part, &dev, region.sector + in_chunk)?,
+                    Source::Storage(region, dev) => {
+                        self.storage_io(bio, done, part, &dev, region.sector + in_chunk, false)?
+                    }
                     Source::Original => {
                         let r = bio.io_part(done, part, &self.orig, sector);
                         // Writes to the original stop being held once the

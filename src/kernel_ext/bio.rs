@@ -426,6 +426,76 @@ impl OwnedBio {
     }
 }
 
+impl OwnedBio {
+    /// Copies `len` bytes between this bio's data, from byte `skip` of its
+    /// transfer, and `pages` seen as one buffer, from byte `at`: into the
+    /// bio if `into_bio`, out of it otherwise. For bounce buffers, when a
+    /// device cannot take the bio's own alignment.
+    pub(crate) fn copy_pages(
+        &self,
+        skip: usize,
+        pages: &[kernel::page::Page],
+        at: usize,
+        len: usize,
+        into_bio: bool,
+    ) -> Result {
+        use kernel::page::PAGE_SIZE;
+        let total = pages.len().checked_mul(PAGE_SIZE).ok_or(kernel::error::code::EINVAL)?;
+        if at.checked_add(len).map_or(true, |end| end > total) {
+            return Err(kernel::error::code::EINVAL);
+        }
+        let mut pos = 0usize; // bytes of the transfer passed
+        let mut done = 0usize; // bytes copied
+        for seg in self.segments() {
+            if done == len {
+                break;
+            }
+            let seg_end = pos + seg.len();
+            if seg_end <= skip {
+                pos = seg_end;
+                continue;
+            }
+            // Part of this segment in [skip + done, skip + len).
+            let from = (skip + done).max(pos) - pos;
+            let mut n = (seg.len() - from).min(len - done);
+            let mut seg_off = seg.offset() + from;
+            while n > 0 {
+                let b = at + done;
+                let Some(page) = pages.get(b / PAGE_SIZE) else {
+                    return Err(kernel::error::code::EINVAL);
+                };
+                let in_page = b % PAGE_SIZE;
+                let step = n.min(PAGE_SIZE - in_page);
+                // SAFETY: Both pages are live (the bio's while we own it,
+                // the buffer's for this call); the ranges are inside them
+                // (`seg_off + step` stays within the segment, `in_page +
+                // step` within the page), and local mappings are dropped in
+                // reverse order before returning.
+                unsafe {
+                    let bio_base = bindings::kmap_local_page(seg.vec.bv_page).cast::<u8>();
+                    let buf_base = bindings::kmap_local_page(page.as_ptr()).cast::<u8>();
+                    if into_bio {
+                        core::ptr::copy_nonoverlapping(buf_base.add(in_page), bio_base.add(seg_off), step);
+                    } else {
+                        core::ptr::copy_nonoverlapping(bio_base.add(seg_off), buf_base.add(in_page), step);
+                    }
+                    bindings::kunmap_local(buf_base.cast());
+                    bindings::kunmap_local(bio_base.cast());
+                }
+                n -= step;
+                seg_off += step;
+                done += step;
+            }
+            pos = seg_end;
+        }
+        if done == len {
+            Ok(())
+        } else {
+            Err(kernel::error::code::EINVAL)
+        }
+    }
+}
+
 /// A FIFO of owned bios, linked through their `bi_next` field: pushing never
 /// allocates, so bios can be queued under a spinlock.
 ///

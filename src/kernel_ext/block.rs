@@ -5,6 +5,7 @@
 //!
 //! C header: [`include/linux/blkdev.h`](srctree/include/linux/blkdev.h)
 
+use core::ops::Deref;
 use core::ptr::NonNull;
 
 use kernel::alloc::{flags::GFP_KERNEL, KVec};
@@ -47,6 +48,68 @@ impl DevT {
     }
 }
 
+/// A block device, seen through an owner that keeps it valid: an open
+/// [`BdevFile`] or a [`BdevRef`]. Only those create it, and only a shared
+/// borrow of it is handed out, so it never outlives its owner.
+///
+/// # Invariants
+///
+/// `0` points to a valid `struct block_device` for as long as this value
+/// exists.
+pub(crate) struct Bdev(NonNull<bindings::block_device>);
+
+impl Bdev {
+    /// The raw block device, for the abstractions of this layer.
+    pub(crate) fn as_raw(&self) -> *mut bindings::block_device {
+        self.0.as_ptr()
+    }
+
+    /// The device number.
+    pub(crate) fn dev(&self) -> DevT {
+        // SAFETY: The device is valid (type invariant); `bd_dev` never
+        // changes.
+        DevT(unsafe { (*self.as_raw()).bd_dev })
+    }
+
+    /// The device number of the whole disk this device is (or is part of).
+    pub(crate) fn whole_dev(&self) -> DevT {
+        // SAFETY: The device is valid (type invariant), and it keeps its
+        // disk, whose `part0` lives as long as the disk, allocated.
+        DevT(unsafe { (*(*(*self.as_raw()).bd_disk).part0).bd_dev })
+    }
+
+    /// Where the device starts on its whole disk, in sectors (0 for a disk).
+    pub(crate) fn start_sect(&self) -> u64 {
+        // SAFETY: The device is valid (type invariant); a partition's start
+        // does not change while it exists.
+        unsafe { (*self.as_raw()).bd_start_sect }
+    }
+
+    /// Whether the device is a partition.
+    pub(crate) fn is_partition(&self) -> bool {
+        // SAFETY: The device is valid (type invariant).
+        unsafe { bindings::bdev_is_partition(self.as_raw()) }
+    }
+
+    /// Size in 512-byte sectors (0 once a removed disk's capacity is gone).
+    pub(crate) fn nr_sectors(&self) -> u64 {
+        // SAFETY: The device is valid (type invariant).
+        unsafe { bindings::bdev_nr_sectors(self.as_raw()) }
+    }
+
+    /// Logical block size in bytes.
+    pub(crate) fn logical_block_size(&self) -> u32 {
+        // SAFETY: The device is valid (type invariant).
+        unsafe { bindings::bdev_logical_block_size(self.as_raw()) }
+    }
+
+    /// Whether the device is zoned (writes must follow write pointers).
+    pub(crate) fn is_zoned(&self) -> bool {
+        // SAFETY: The device is valid (type invariant).
+        unsafe { bindings::bdev_is_zoned(self.as_raw()) }
+    }
+}
+
 /// A block device held open, without an exclusive claim, through a file.
 ///
 /// # Invariants
@@ -56,7 +119,14 @@ impl DevT {
 /// `file_bdev(file)`, valid as long as `file` is held.
 pub(crate) struct BdevFile {
     file: NonNull<bindings::file>,
-    bdev: NonNull<bindings::block_device>,
+    bdev: Bdev,
+}
+
+impl Deref for BdevFile {
+    type Target = Bdev;
+    fn deref(&self) -> &Bdev {
+        &self.bdev
+    }
 }
 
 // SAFETY: The file reference and the block device may be used and released
@@ -90,57 +160,9 @@ impl BdevFile {
             unsafe { bindings::fput(file.as_ptr()) };
             return Err(kernel::error::code::ENODEV);
         };
-        // INVARIANT: `file` is ours and `bdev` is its device.
-        Ok(Self { file, bdev })
-    }
-
-    /// The raw block device, for the abstractions of this layer.
-    pub(crate) fn as_raw(&self) -> *mut bindings::block_device {
-        self.bdev.as_ptr()
-    }
-
-    /// The device number.
-    pub(crate) fn dev(&self) -> DevT {
-        // SAFETY: `bdev` is valid (type invariant); `bd_dev` never changes.
-        DevT(unsafe { (*self.bdev.as_ptr()).bd_dev })
-    }
-
-    /// The device number of the whole disk this device is (or is part of).
-    pub(crate) fn whole_dev(&self) -> DevT {
-        // SAFETY: `bdev` is valid and an open device's `bd_disk` and its
-        // `part0` stay valid while it is open.
-        DevT(unsafe { (*(*(*self.bdev.as_ptr()).bd_disk).part0).bd_dev })
-    }
-
-    /// Where the device starts on its whole disk, in sectors (0 for a disk).
-    pub(crate) fn start_sect(&self) -> u64 {
-        // SAFETY: `bdev` is valid (type invariant); a partition's start does
-        // not change while it is open.
-        unsafe { (*self.bdev.as_ptr()).bd_start_sect }
-    }
-
-    /// Whether the device is a partition.
-    pub(crate) fn is_partition(&self) -> bool {
-        // SAFETY: `bdev` is valid (type invariant).
-        unsafe { bindings::bdev_is_partition(self.bdev.as_ptr()) }
-    }
-
-    /// Size in 512-byte sectors.
-    pub(crate) fn nr_sectors(&self) -> u64 {
-        // SAFETY: `bdev` is valid (type invariant).
-        unsafe { bindings::bdev_nr_sectors(self.bdev.as_ptr()) }
-    }
-
-    /// Logical block size in bytes.
-    pub(crate) fn logical_block_size(&self) -> u32 {
-        // SAFETY: `bdev` is valid (type invariant).
-        unsafe { bindings::bdev_logical_block_size(self.bdev.as_ptr()) }
-    }
-
-    /// Whether the device is zoned (writes must follow write pointers).
-    pub(crate) fn is_zoned(&self) -> bool {
-        // SAFETY: `bdev` is valid (type invariant).
-        unsafe { bindings::bdev_is_zoned(self.bdev.as_ptr()) }
+        // INVARIANT: `file` is ours and `bdev` is its device, valid while
+        // the file is held.
+        Ok(Self { file, bdev: Bdev(bdev) })
     }
 
     /// The device numbers of the partitions of this device if it is a whole
@@ -151,7 +173,7 @@ impl BdevFile {
             let room = u32::try_from(raw.capacity()).unwrap_or(u32::MAX);
             // SAFETY: `bdev` is valid (type invariant) and `raw` has room for
             // `room` device numbers; the function writes at most that many.
-            let n = unsafe { bindings::blk_filter_list_partitions(self.bdev.as_ptr(), raw.as_mut_ptr(), room) };
+            let n = unsafe { bindings::blk_filter_list_partitions(self.as_raw(), raw.as_mut_ptr(), room) };
             if n <= room {
                 // SAFETY: The first `n` elements were initialised above.
                 unsafe { raw.set_len(n as usize) };
@@ -211,9 +233,9 @@ impl BdevFile {
         // SAFETY: `bdev` is valid (type invariant); `bd_device` is the
         // device embedded in it, whose reference keeps the whole structure
         // (and its disk) from being freed.
-        unsafe { bindings::get_device(&mut (*self.bdev.as_ptr()).bd_device) };
+        unsafe { bindings::get_device(&mut (*self.as_raw()).bd_device) };
         // INVARIANT: one reference taken above, dropped in `Drop`.
-        BdevRef { bdev: self.bdev }
+        BdevRef { bdev: Bdev(self.bdev.0) }
     }
 }
 
@@ -272,50 +294,33 @@ impl Drop for FrozenPart {
 /// We hold one reference to `bdev->bd_device` (`get_device`), dropped in
 /// `Drop`; it keeps `bdev` and its disk allocated.
 pub(crate) struct BdevRef {
-    bdev: NonNull<bindings::block_device>,
+    bdev: Bdev,
 }
 
 // SAFETY: The device reference may be dropped from any thread.
 unsafe impl Send for BdevRef {}
-// SAFETY: The methods taking `&self` only read fields that do not change
-// for the life of the structure.
+// SAFETY: `&BdevRef` only gives out `&Bdev`, whose methods read fields that
+// do not change for the life of the structure or call thread-safe helpers.
 unsafe impl Sync for BdevRef {}
 
+impl Deref for BdevRef {
+    type Target = Bdev;
+    fn deref(&self) -> &Bdev {
+        &self.bdev
+    }
+}
+
 impl BdevRef {
-    /// The raw block device, for the abstractions of this layer.
-    pub(crate) fn as_raw(&self) -> *mut bindings::block_device {
-        self.bdev.as_ptr()
-    }
-
-    /// The device number.
-    pub(crate) fn dev(&self) -> DevT {
-        // SAFETY: `bdev` is valid (type invariant); `bd_dev` never changes.
-        DevT(unsafe { (*self.bdev.as_ptr()).bd_dev })
-    }
-
-    /// The device number of the whole disk this device is (or is part of).
-    pub(crate) fn whole_dev(&self) -> DevT {
-        // SAFETY: `bdev` is valid (type invariant), and it keeps its disk,
-        // whose `part0` lives as long as the disk, allocated.
-        DevT(unsafe { (*(*(*self.bdev.as_ptr()).bd_disk).part0).bd_dev })
-    }
-
-    /// Size in 512-byte sectors (0 once a removed disk's capacity is gone).
-    pub(crate) fn nr_sectors(&self) -> u64 {
-        // SAFETY: `bdev` is valid (type invariant).
-        unsafe { bindings::bdev_nr_sectors(self.bdev.as_ptr()) }
-    }
-
     /// Whether `file` is an open file of this very device (not of another
     /// that took its number after it went away).
     pub(crate) fn is(&self, file: &BdevFile) -> bool {
-        file.as_raw() == self.bdev.as_ptr()
+        file.as_raw() == self.as_raw()
     }
 }
 
 impl Drop for BdevRef {
     fn drop(&mut self) {
         // SAFETY: We hold one reference to the device (type invariant).
-        unsafe { bindings::put_device(&mut (*self.bdev.as_ptr()).bd_device) };
+        unsafe { bindings::put_device(&mut (*self.as_raw()).bd_device) };
     }
 }

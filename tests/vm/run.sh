@@ -65,6 +65,26 @@ done
 truncate -s 224M "$OUT/disk4.img"
 printf 'label: dos\nstart=2048, size=128MiB, type=83\ntype=83\n' | sfdisk --quiet "$OUT/disk4.img"
 mkfs.ext4 -q -F -E offset=1048576,lazy_itable_init=0,lazy_journal_init=0 "$OUT/disk4.img" 128M
+# /dev/vdf and /dev/vdg: 4Kn disks (4096-byte logical blocks), an original
+# and storage; /dev/vdh: a 512-byte disk whose size (64 MiB + 3 sectors) is
+# no whole number of pages or chunks.
+truncate -s 64M "$OUT/disk5.img"
+truncate -s 64M "$OUT/disk6.img"
+truncate -s $((64 * 1024 * 1024 + 3 * 512)) "$OUT/disk7.img"
+
+# Every disk as an explicit virtio-blk-pci device, in this order, so that
+# the guest names them vda, vdb, ... as listed (QEMU would place -drive
+# if=virtio disks after -device ones).
+disks=()
+n=0
+for d in disk0 disk1 disk2 disk3 disk4 disk5:4k disk6:4k disk7; do
+	dev="virtio-blk-pci,drive=d$n"
+	case "$d" in
+	*:4k) dev="$dev,logical_block_size=4096,physical_block_size=4096" ;;
+	esac
+	disks+=(-drive "file=$OUT/${d%:4k}.img,if=none,id=d$n,format=raw,cache=unsafe" -device "$dev")
+	n=$((n + 1))
+done
 
 cmdline="console=ttyS0 rdinit=/init panic=-1 bsvm_mode=$mode"
 cmdline="$cmdline rcupdate.rcu_cpu_stall_timeout=300 hung_task_timeout_secs=240"
@@ -74,11 +94,7 @@ cmdline="$cmdline kmemleak=on"
 qemu=(qemu-system-x86_64 -machine pc -accel tcg -cpu max,la57=off -smp 2 -m "$VM_MEM"
 	-kernel "$KERNEL" -initrd "$OUT/initramfs.cpio.gz" -append "$cmdline"
 	-display none -monitor none -no-reboot
-	-drive "file=$OUT/disk0.img,if=virtio,format=raw,cache=unsafe"
-	-drive "file=$OUT/disk1.img,if=virtio,format=raw,cache=unsafe"
-	-drive "file=$OUT/disk2.img,if=virtio,format=raw,cache=unsafe"
-	-drive "file=$OUT/disk3.img,if=virtio,format=raw,cache=unsafe"
-	-drive "file=$OUT/disk4.img,if=virtio,format=raw,cache=unsafe")
+	"${disks[@]}")
 
 if [ "$mode" = shell ]; then
 	exec "${qemu[@]}" -serial mon:stdio -serial "file:$OUT/results.log"

@@ -1,0 +1,204 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Devices as they come: 4Kn originals and storage (4096-byte logical
+ * blocks), and an original whose size is no whole number of pages or
+ * chunks.  Every image is checked against the original's data at TAKE.
+ *
+ * Disks: /dev/vdf (4Kn, original), /dev/vdg (4Kn, storage), /dev/vdh
+ * (512-byte blocks, 64 MiB + 3 sectors), /dev/vda (512-byte original) and
+ * /dev/vdb2 (512-byte storage).
+ */
+#include <stdlib.h>
+
+#include "blksnap_util.h"
+#include "blksnap_data.h"
+#include "kselftest_harness.h"
+
+#define ORIG_4K "/dev/vdf"
+#define STORE_4K "/dev/vdg"
+#define ODD "/dev/vdh"
+#define ODD_BYTES ((64ULL << 20) + 3 * 512)
+
+static int block_size(const char *path)
+{
+	int fd = open(path, O_RDONLY), bs = -1;
+
+	if (fd >= 0) {
+		if (ioctl(fd, BLKSSZGET, &bs))
+			bs = -1;
+		close(fd);
+	}
+	return bs;
+}
+
+/* Compares `len` bytes at `off` of `path` (O_DIRECT) with pattern `seed`. */
+static int same_as_pattern(const char *path, uint64_t off, size_t len, unsigned int seed)
+{
+	unsigned char *buf, *want;
+	int fd = open(path, O_RDONLY | O_DIRECT), ret = -1;
+
+	if (fd < 0 || posix_memalign((void **)&buf, 4096, len) || posix_memalign((void **)&want, 4096, len))
+		return -1;
+	if (pread(fd, buf, len, off) == (ssize_t)len) {
+		pattern(want, len, off, seed);
+		ret = memcmp(buf, want, len) ? 1 : 0;
+	}
+	close(fd);
+	free(buf);
+	free(want);
+	return ret;
+}
+
+FIXTURE(bs) {
+	int fd;
+	struct blk_snap_dev a, orig4k, odd;
+};
+
+FIXTURE_SETUP(bs)
+{
+	self->fd = open(BLK_SNAP_CTL, O_RDWR);
+	if (self->fd < 0)
+		SKIP(return, BLK_SNAP_CTL " missing: module not loaded");
+	if (dev_id(DISK_A, &self->a) || dev_id(ORIG_4K, &self->orig4k) || dev_id(ODD, &self->odd) ||
+	    access(STORE_4K, F_OK))
+		SKIP(return, "test disks missing");
+	/* The VM gives these disks the geometry the tests are about. */
+	ASSERT_EQ(4096, block_size(ORIG_4K));
+	ASSERT_EQ(4096, block_size(STORE_4K));
+	ASSERT_EQ(512, block_size(ODD));
+	blksnap_reset(self->fd);
+	set_param("diff_storage_wait_ms", 5000);
+}
+
+FIXTURE_TEARDOWN(bs)
+{
+	if (self->fd >= 0) {
+		blksnap_reset(self->fd);
+		close(self->fd);
+	}
+}
+
+/* A 4Kn original: its image has 4096-byte blocks and the data of TAKE. */
+TEST_F_TIMEOUT(bs, four_k_original, 180)
+{
+	struct blk_snap_uuid id;
+	uint64_t *before, *after;
+	size_t nb = 0, na = 0;
+	unsigned char *w;
+	char img[160];
+	int ifd;
+
+	ASSERT_EQ(0, fill(ORIG_4K, 0, 32 << 20, 101));
+	before = checksums(ORIG_4K, &nb);
+	ASSERT_NE(NULL, before);
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->orig4k, 1, &id));
+	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 64 << 11));
+	ASSERT_EQ(0, take(self->fd, &id));
+	ASSERT_EQ(0, fill(ORIG_4K, 4 << 20, 16 << 20, 102));
+	ASSERT_EQ(0, image_path(self->fd, &id, &self->orig4k, img, sizeof(img)));
+	EXPECT_EQ(4096, block_size(img));
+	after = checksums(img, &na);
+	ASSERT_NE(NULL, after);
+	EXPECT_EQ(0, differing(before, nb, after, na));
+	/* An image write of one block stays in the image. */
+	ASSERT_EQ(0, posix_memalign((void **)&w, 4096, 4096));
+	pattern(w, 4096, 8192, 103);
+	ifd = open(img, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, ifd);
+	EXPECT_EQ(4096, pwrite(ifd, w, 4096, 8192));
+	close(ifd);
+	EXPECT_EQ(0, same_as_pattern(img, 8192, 4096, 103));
+	EXPECT_EQ(0, same_as_pattern(ORIG_4K, 8192, 4096, 101));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	free(before), free(after), free(w);
+}
+
+/*
+ * 4Kn storage under a 512-byte original: ranges not aligned to 4096 bytes
+ * are refused; 512-byte image reads and writes still work.
+ */
+TEST_F_TIMEOUT(bs, four_k_storage_under_512_byte_original, 180)
+{
+	struct blk_snap_uuid id;
+	uint64_t *before, *after;
+	size_t nb = 0, na = 0;
+	unsigned char *w;
+	char img[160];
+	int ifd;
+
+	ASSERT_EQ(0, fill(DISK_A, 0, 16 << 20, 111));
+	before = checksums(DISK_A, &nb);
+	ASSERT_NE(NULL, before);
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
+	EXPECT_EQ(-EINVAL, append_storage(self->fd, &id, STORE_4K, 1, 8));
+	EXPECT_EQ(-EINVAL, append_storage(self->fd, &id, STORE_4K, 8, 4));
+	ASSERT_EQ(0, append_storage(self->fd, &id, STORE_4K, 0, 48 << 11));
+	ASSERT_EQ(0, take(self->fd, &id));
+	ASSERT_EQ(0, fill(DISK_A, 0, 8 << 20, 112));
+	ASSERT_EQ(0, image_path(self->fd, &id, &self->a, img, sizeof(img)));
+	EXPECT_EQ(512, block_size(img));
+	after = checksums(img, &na);
+	ASSERT_NE(NULL, after);
+	EXPECT_EQ(0, differing(before, nb, after, na));
+	/* Single sectors, read from chunks stored on the 4Kn device. */
+	for (int s = 1; s < 16; s += 3)
+		EXPECT_EQ(0, same_as_pattern(img, (1 << 20) + s * 512, 512, 111));
+	/* One-sector image writes, into a stored chunk and into a fresh one. */
+	ASSERT_EQ(0, posix_memalign((void **)&w, 4096, 4096));
+	ifd = open(img, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, ifd);
+	pattern(w, 512, 5 * 512, 113);
+	EXPECT_EQ(512, pwrite(ifd, w, 512, 5 * 512));
+	pattern(w, 512, (12 << 20) + 3 * 512, 113);
+	EXPECT_EQ(512, pwrite(ifd, w, 512, (12 << 20) + 3 * 512));
+	close(ifd);
+	EXPECT_EQ(0, same_as_pattern(img, 5 * 512, 512, 113));
+	EXPECT_EQ(0, same_as_pattern(img, 0, 5 * 512, 111));
+	EXPECT_EQ(0, same_as_pattern(img, 6 * 512, 4096 - 6 * 512, 111));
+	EXPECT_EQ(0, same_as_pattern(img, (12 << 20) + 3 * 512, 512, 113));
+	EXPECT_EQ(0, same_as_pattern(img, 12 << 20, 3 * 512, 111));
+	EXPECT_EQ(0, same_as_pattern(img, (12 << 20) + 4 * 512, 4 * 512, 111));
+	/* The original never sees image writes. */
+	EXPECT_EQ(0, same_as_pattern(DISK_A, 12 << 20, 4096, 111));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	free(before), free(after), free(w);
+}
+
+/*
+ * An original of 64 MiB + 3 sectors, with 4Kn storage: its last chunk is
+ * short and ends inside a page, yet it is saved and read back exactly.
+ */
+TEST_F_TIMEOUT(bs, odd_sized_original, 180)
+{
+	struct blk_snap_uuid id;
+	uint64_t *before, *after, size = 0;
+	size_t nb = 0, na = 0;
+	char img[160];
+	int ifd;
+
+	ASSERT_EQ(0, fill(ODD, 0, ODD_BYTES, 121));
+	before = checksums(ODD, &nb);
+	ASSERT_NE(NULL, before);
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->odd, 1, &id));
+	ASSERT_EQ(0, append_storage(self->fd, &id, STORE_4K, 0, 32 << 11));
+	ASSERT_EQ(0, take(self->fd, &id));
+	/* Overwrite the last MiB and the tail, and a stretch in the middle. */
+	ASSERT_EQ(0, fill(ODD, ODD_BYTES - (1 << 20) - 1536, (1 << 20) + 1536, 122));
+	ASSERT_EQ(0, fill(ODD, 20 << 20, 2 << 20, 122));
+	ASSERT_EQ(0, image_path(self->fd, &id, &self->odd, img, sizeof(img)));
+	ifd = open(img, O_RDONLY);
+	ASSERT_LE(0, ifd);
+	size = dev_size(ifd);
+	close(ifd);
+	EXPECT_EQ(ODD_BYTES, size);
+	after = checksums(img, &na);
+	ASSERT_NE(NULL, after);
+	EXPECT_EQ(0, differing(before, nb, after, na));
+	/* checksums() covers whole 64 KiB blocks: check the tail itself. */
+	EXPECT_EQ(0, same_as_pattern(img, ODD_BYTES - 4096 - 1536, 4096 + 1536, 121));
+	EXPECT_EQ(0, same_as_pattern(ODD, ODD_BYTES - 4096 - 1536, 4096 + 1536, 122));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	free(before), free(after);
+}
+
+TEST_HARNESS_MAIN
