@@ -466,11 +466,11 @@ impl OwnedBio {
                 };
                 let in_page = b % PAGE_SIZE;
                 let step = n.min(PAGE_SIZE - in_page);
-                // SAFETY: Both pages are live (the bio's while we own it,
-                // the buffer's for this call); the ranges are inside them
-                // (`seg_off + step` stays within the segment, `in_page +
-                // step` within the page), and local mappings are dropped in
-                // reverse order before returning.
+                // `seg_off + step` stays within the segment, `in_page + step`
+                // within the buffer's page.
+                // SAFETY: Both pages are live (the bio's while we own it, the
+                // buffer's for this call), the ranges are inside them, and the
+                // local mappings are dropped in reverse order.
                 unsafe {
                     let bio_base = bindings::kmap_local_page(seg.vec.bv_page).cast::<u8>();
                     let buf_base = bindings::kmap_local_page(page.as_ptr()).cast::<u8>();

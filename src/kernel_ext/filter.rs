@@ -89,10 +89,10 @@ impl<T: FilterOps> Attached<T> {
 
 impl<T: FilterOps> Drop for Attached<T> {
     fn drop(&mut self) {
-        // SAFETY: `bdev` is held (type invariant); if the device went away,
-        // the block layer detached the filter already and this does nothing.
-        // On return no callback runs and the block layer holds no pointer to
-        // `inner`, so it may be freed.
+        // If the device went away, the block layer detached the filter
+        // already and this does nothing.
+        // SAFETY: `bdev` is held (type invariant). On return no callback
+        // runs and the block layer holds no pointer to `inner`.
         unsafe { bindings::blk_filter_detach(self.bdev.as_raw(), self.inner.filter.get()) };
     }
 }

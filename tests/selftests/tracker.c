@@ -239,6 +239,18 @@ static int loop_new(const char *file, int nr)
 	return nr;
 }
 
+/* Detaches the file of loop device `dev` (losetup -d); 0 or -errno. */
+static int loop_clear(const char *dev)
+{
+	int lfd = open(dev, O_RDWR), ret;
+
+	if (lfd < 0)
+		return -errno;
+	ret = ioctl(lfd, LOOP_CLR_FD, 0) ? -errno : 0;
+	close(lfd);
+	return ret;
+}
+
 /* Whether TRACKER_COLLECT lists `dev`. */
 static int tracked(int fd, const struct blk_snap_dev *dev)
 {
@@ -263,7 +275,7 @@ TEST_F_TIMEOUT(trk, removing_a_tracked_device_ends_its_tracking, 60)
 	struct blk_snap_uuid id;
 	struct blk_snap_dev ld;
 	char dev[32];
-	int nr, ctl, lfd;
+	int nr, ctl;
 
 	nr = loop_new("/tmp/trk-loop.img", -1);
 	ASSERT_LE(0, nr);
@@ -274,10 +286,7 @@ TEST_F_TIMEOUT(trk, removing_a_tracked_device_ends_its_tracking, 60)
 	ASSERT_EQ(1, tracked(self->fd, &ld));
 
 	/* losetup -d, then remove the device, as a tool tidying up would. */
-	lfd = open(dev, O_RDWR);
-	ASSERT_LE(0, lfd);
-	EXPECT_EQ(0, ioctl(lfd, LOOP_CLR_FD, 0));
-	close(lfd);
+	EXPECT_EQ(0, loop_clear(dev));
 	ctl = open("/dev/loop-control", O_RDWR);
 	ASSERT_LE(0, ctl);
 	EXPECT_EQ(nr, ioctl(ctl, LOOP_CTL_REMOVE, nr)) {
@@ -293,10 +302,7 @@ TEST_F_TIMEOUT(trk, removing_a_tracked_device_ends_its_tracking, 60)
 	EXPECT_EQ(1, tracked(self->fd, &ld));
 	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
 	EXPECT_EQ(0, tracker_remove(self->fd, &ld));
-	lfd = open(dev, O_RDWR);
-	ASSERT_LE(0, lfd);
-	EXPECT_EQ(0, ioctl(lfd, LOOP_CLR_FD, 0));
-	close(lfd);
+	EXPECT_EQ(0, loop_clear(dev));
 	unlink("/tmp/trk-loop.img");
 }
 
