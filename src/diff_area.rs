@@ -213,6 +213,12 @@ impl DiffArea {
         self.going.store(true, Ordering::Release);
     }
 
+    /// The original went away (hot-unplug, driver removal): the image is
+    /// corrupted. Called from the filter's detach, so it must not sleep.
+    pub(crate) fn original_gone(&self) {
+        self.corrupt(ENODEV);
+    }
+
     /// Marks the image corrupted (once) and tells user space, unless the
     /// snapshot is going anyway.
     fn corrupt(&self, err: Error) {

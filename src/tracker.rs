@@ -211,6 +211,10 @@ impl FilterOps for Tracker {
 
     fn detached(&self) {
         self.gone.store(true, Ordering::Relaxed);
+        // An image of a device that is gone cannot be read whole any more.
+        if let Some(diff) = self.cbt.lock().diff.as_ref() {
+            diff.original_gone();
+        }
         let dev = self.dev();
         pr_info!(
             "{}:{} went away: change tracking of it ends; its next backup is a full one\n",

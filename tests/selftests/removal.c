@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Devices that go away: an original or a storage device deleted while
+ * blksnap uses it, the way a hot-unplug or a driver's removal deletes its
+ * disk even while it is open.  null_blk devices made through configfs are
+ * deleted by writing 0 to their "power" attribute.
+ *
+ * Expected: no splat; an image whose original or storage went away fails
+ * with EIO and its snapshot gets a corrupted event; writes to the other
+ * devices are never failed; DESTROY, TRACKER_REMOVE and the final unload
+ * work afterwards.
+ */
+#include <stdlib.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+
+#include "blksnap_util.h"
+#include "blksnap_data.h"
+#include "kselftest_harness.h"
+
+#define NULLB "/sys/kernel/config/nullb"
+
+static int write_attr(const char *dev, const char *attr, const char *val)
+{
+	char path[128];
+	int fd, ret;
+
+	snprintf(path, sizeof(path), NULLB "/%s/%s", dev, attr);
+	fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return -1;
+	ret = write(fd, val, strlen(val)) == (ssize_t)strlen(val) ? 0 : -1;
+	close(fd);
+	return ret;
+}
+
+/* Makes memory-backed null_blk device /dev/`name` of `mib` MiB. */
+static int nullb_add(const char *name, const char *mib)
+{
+	char path[128], node[64];
+
+	snprintf(path, sizeof(path), NULLB "/%s", name);
+	if (mkdir(path, 0755) || write_attr(name, "size", mib) ||
+	    write_attr(name, "memory_backed", "1") || write_attr(name, "power", "1"))
+		return -1;
+	snprintf(node, sizeof(node), "/dev/%s", name);
+	/* devtmpfs makes the node as the disk is added. */
+	for (int i = 0; i < 3000 && access(node, F_OK); i++)
+		usleep(10000);
+	return access(node, F_OK);
+}
+
+/* Deletes the disk (as a hot-unplug would), then the configfs entry. */
+static int nullb_remove(const char *name)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), NULLB "/%s", name);
+	if (write_attr(name, "power", "0"))
+		return -1;
+	return rmdir(path);
+}
+
+static int tracked(int fd, const struct blk_snap_dev *dev)
+{
+	struct blk_snap_cbt_info info[16];
+	struct blk_snap_tracker_collect tc = { .count = 16, .cbt_info_array = info };
+
+	if (xioctl(fd, IOCTL_BLK_SNAP_TRACKER_COLLECT, &tc))
+		return -1;
+	for (unsigned int i = 0; i < tc.count; i++)
+		if (info[i].dev_id.mj == dev->mj && info[i].dev_id.mn == dev->mn)
+			return 1;
+	return 0;
+}
+
+/* Waits up to `ms` for a corrupted event of `dev`; its errno, or -1. */
+static int corrupted_event(int fd, const struct blk_snap_uuid *id, const struct blk_snap_dev *dev,
+			   struct blk_snap_snapshot_event *ev, unsigned int ms)
+{
+	while (next_event(fd, id, ms, ev) == 0) {
+		struct blk_snap_event_corrupted *c = (void *)ev->data;
+
+		if (ev->code == blk_snap_event_code_corrupted &&
+		    c->orig_dev_id.mj == dev->mj && c->orig_dev_id.mn == dev->mn)
+			return c->err_code;
+	}
+	return -1;
+}
+
+FIXTURE(rm) {
+	int fd;
+	struct blk_snap_dev a;
+	struct blk_snap_snapshot_event *ev;
+};
+
+FIXTURE_SETUP(rm)
+{
+	self->fd = open(BLK_SNAP_CTL, O_RDWR);
+	if (self->fd < 0)
+		SKIP(return, BLK_SNAP_CTL " missing: module not loaded");
+	if (dev_id(DISK_A, &self->a))
+		SKIP(return, "test disks missing");
+	self->ev = calloc(1, sizeof(*self->ev));
+	ASSERT_NE(NULL, self->ev);
+	blksnap_reset(self->fd);
+	set_param("diff_storage_wait_ms", 5000);
+	if (access(NULLB, F_OK)) {
+		ASSERT_EQ(0, system("insmod /lib/modules/null_blk.ko nr_devices=0"));
+		mount("configfs", "/sys/kernel/config", "configfs", 0, NULL);
+	}
+	ASSERT_EQ(0, access(NULLB, F_OK));
+}
+
+FIXTURE_TEARDOWN(rm)
+{
+	if (self->fd >= 0) {
+		blksnap_reset(self->fd);
+		close(self->fd);
+	}
+	free(self->ev);
+}
+
+/* Between backups (a tracker, no snapshot) the device goes: tracking ends. */
+TEST_F_TIMEOUT(rm, tracked_device_removed, 60)
+{
+	struct blk_snap_uuid id;
+	struct blk_snap_dev d;
+
+	ASSERT_EQ(0, nullb_add("rmtrk", "16"));
+	ASSERT_EQ(0, dev_id("/dev/rmtrk", &d));
+	ASSERT_EQ(0, snapshot_create(self->fd, &d, 1, &id));
+	ASSERT_EQ(0, snapshot_destroy(self->fd, &id));
+	ASSERT_EQ(1, tracked(self->fd, &d));
+	ASSERT_EQ(0, nullb_remove("rmtrk"));
+	EXPECT_EQ(0, tracked(self->fd, &d));
+	EXPECT_EQ(-ENODEV, tracker_remove(self->fd, &d));
+}
+
+/*
+ * The original of a taken snapshot goes while its image is open: the image
+ * fails with EIO, a corrupted event names the device, and everything can
+ * be torn down.
+ */
+TEST_F_TIMEOUT(rm, original_removed_under_open_image, 120)
+{
+	struct blk_snap_uuid id;
+	struct blk_snap_dev d;
+	char img[160];
+	unsigned char *buf;
+	int ifd;
+
+	ASSERT_EQ(0, nullb_add("rmorig", "32"));
+	ASSERT_EQ(0, dev_id("/dev/rmorig", &d));
+	ASSERT_EQ(0, fill("/dev/rmorig", 0, 16 << 20, 131));
+	ASSERT_EQ(0, snapshot_create(self->fd, &d, 1, &id));
+	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 32 << 11));
+	ASSERT_EQ(0, take(self->fd, &id));
+	/* A chunk saved to storage, and one still on the original. */
+	ASSERT_EQ(0, fill("/dev/rmorig", 0, 1 << 20, 132));
+	ASSERT_EQ(0, image_path(self->fd, &id, &d, img, sizeof(img)));
+	ASSERT_EQ(0, posix_memalign((void **)&buf, 4096, 1 << 20));
+	ifd = open(img, O_RDONLY | O_DIRECT);
+	ASSERT_LE(0, ifd);
+	ASSERT_EQ(1 << 20, pread(ifd, buf, 1 << 20, 0));
+	ASSERT_EQ(1 << 20, pread(ifd, buf, 1 << 20, 8 << 20));
+
+	ASSERT_EQ(0, nullb_remove("rmorig"));
+	EXPECT_EQ(ENODEV, corrupted_event(self->fd, &id, &d, self->ev, 5000));
+	errno = 0;
+	EXPECT_EQ(-1, pread(ifd, buf, 1 << 20, 0));
+	EXPECT_EQ(EIO, errno);
+	errno = 0;
+	EXPECT_EQ(-1, pread(ifd, buf, 1 << 20, 8 << 20));
+	EXPECT_EQ(EIO, errno);
+	/* Writes elsewhere go on. */
+	EXPECT_EQ(0, fill(DISK_A, 0, 1 << 20, 133));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	close(ifd);
+	EXPECT_EQ(0, tracked(self->fd, &d));
+	free(buf);
+}
+
+/*
+ * The storage of a taken snapshot goes: copies fail, the image is
+ * corrupted (EIO), and writes to the original still succeed.
+ */
+TEST_F_TIMEOUT(rm, storage_removed_under_taken_snapshot, 120)
+{
+	struct blk_snap_uuid id;
+	struct blk_snap_dev s;
+	char img[160];
+	unsigned char *buf;
+	int ifd, err;
+
+	ASSERT_EQ(0, nullb_add("rmstore", "32"));
+	ASSERT_EQ(0, dev_id("/dev/rmstore", &s));
+	ASSERT_EQ(0, fill(DISK_A, 0, 8 << 20, 141));
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
+	ASSERT_EQ(0, append_storage(self->fd, &id, "/dev/rmstore", 0, 32 << 11));
+	ASSERT_EQ(0, take(self->fd, &id));
+	ASSERT_EQ(0, fill(DISK_A, 0, 1 << 20, 142));
+	ASSERT_EQ(0, image_path(self->fd, &id, &self->a, img, sizeof(img)));
+	ASSERT_EQ(0, posix_memalign((void **)&buf, 4096, 1 << 20));
+	ifd = open(img, O_RDONLY | O_DIRECT);
+	ASSERT_LE(0, ifd);
+	ASSERT_EQ(1 << 20, pread(ifd, buf, 1 << 20, 0));
+
+	ASSERT_EQ(0, nullb_remove("rmstore"));
+	/* The next copy cannot be stored; the write itself succeeds. */
+	EXPECT_EQ(0, fill(DISK_A, 4 << 20, 1 << 20, 143));
+	err = corrupted_event(self->fd, &id, &self->a, self->ev, 5000);
+	EXPECT_LT(0, err);
+	errno = 0;
+	EXPECT_EQ(-1, pread(ifd, buf, 1 << 20, 0));
+	EXPECT_EQ(EIO, errno);
+	close(ifd);
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	EXPECT_EQ(0, tracker_remove(self->fd, &self->a));
+	free(buf);
+}
+
+TEST_HARNESS_MAIN
