@@ -22,7 +22,7 @@ KERNEL_DEP := kernel
 endif
 
 .PHONY: all demo check deps kernel module tool selftests host-test vm-test \
-	vm-shell clean help
+	vm-shell fuzz clean help
 
 all: module tool
 
@@ -30,6 +30,7 @@ help:
 	@echo "make demo    build everything and show blksnap working in QEMU"
 	@echo "make check   build everything, run every test, print 'N passed, M failed'"
 	@echo "steps: deps kernel module tool selftests host-test vm-test vm-shell clean"
+	@echo "more: fuzz N=<calls> [SEED=<seed>] (the ioctl fuzzer alone)"
 	@echo "options: KDIR=<kernel tree> (module against another kernel), T=<test> (vm-test)"
 
 demo:
@@ -68,6 +69,12 @@ host-test:
 vm-test: module tool selftests
 	@KERNEL=$(KDIR)/arch/x86/boot/bzImage MODULE=$(TOP)/blksnap.ko TOOL=$(TOOL) \
 		SELFTESTS=$(SELFTESTS) OUT=$(BUILD)/vm $(TOP)/tests/vm/run.sh test $(T)
+
+# N=<calls> [SEED=<seed>]: the ioctl fuzzer alone, for as long as asked.
+fuzz: module tool selftests
+	@KERNEL=$(KDIR)/arch/x86/boot/bzImage MODULE=$(TOP)/blksnap.ko TOOL=$(TOOL) \
+		SELFTESTS=$(SELFTESTS) OUT=$(BUILD)/fuzz FUZZ_N=$(N) FUZZ_SEED=$(SEED) \
+		$(TOP)/tests/vm/run.sh test fuzz
 
 vm-shell: module tool selftests
 	@KERNEL=$(KDIR)/arch/x86/boot/bzImage MODULE=$(TOP)/blksnap.ko TOOL=$(TOOL) \

@@ -14,7 +14,8 @@
 # Environment: KERNEL (bzImage), MODULE (blksnap.ko), TOOL (static blksnap
 # binary), SELFTESTS (directory of built selftests), OUT (work directory),
 # VM_TIMEOUT (seconds, default 3600: a cap for a hung VM; each test has its
-# own, much smaller, budget), VM_MEM (default 2G).
+# own, much smaller, budget), VM_MEM (default 2G), FUZZ_N and FUZZ_SEED (the
+# fuzzer's call count and seed).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -90,6 +91,9 @@ cmdline="console=ttyS0 rdinit=/init panic=-1 bsvm_mode=$mode"
 cmdline="$cmdline rcupdate.rcu_cpu_stall_timeout=300 hung_task_timeout_secs=240"
 cmdline="$cmdline kmemleak=on"
 [ -n "$only" ] && cmdline="$cmdline bsvm_only=$only"
+# The fuzzer's call count and seed (tests/selftests/fuzz.c).
+[ -n "${FUZZ_N:-}" ] && cmdline="$cmdline bsfuzz_n=$FUZZ_N"
+[ -n "${FUZZ_SEED:-}" ] && cmdline="$cmdline bsfuzz_seed=$FUZZ_SEED"
 
 qemu=(qemu-system-x86_64 -machine pc -accel tcg -cpu max,la57=off -smp 2 -m "$VM_MEM"
 	-kernel "$KERNEL" -initrd "$OUT/initramfs.cpio.gz" -append "$cmdline"
