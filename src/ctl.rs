@@ -125,6 +125,12 @@ fn fmt_image_name(buf: &mut [u8; 32], n: u32) -> usize {
     len
 }
 
+/// Opens device `dev`: `ENODEV` if there is none (whatever the block layer
+/// said), but a shortage of memory stays `ENOMEM`.
+fn open_dev(dev: DevT, write: bool) -> Result<BdevFile> {
+    BdevFile::open(dev, write).map_err(|e| if e == ENOMEM { ENOMEM } else { ENODEV })
+}
+
 fn dev_of(d: &uapi::BlkSnapDev) -> Result<DevT> {
     DevT::new(d.mj, d.mn).ok_or(ENODEV)
 }
@@ -319,7 +325,7 @@ impl Control {
                 st.check_overlap(dev, t.tracker.bdev().whole_dev())?;
                 continue;
             }
-            let bdev = BdevFile::open(dev, false).map_err(|_| ENODEV)?;
+            let bdev = open_dev(dev, false)?;
             // Copy-on-write would have to follow write pointers.
             if bdev.is_zoned() {
                 return Err(eopnotsupp());
@@ -491,7 +497,7 @@ impl Control {
             pairs.push((r.sector_offset, r.sector_count), GFP_KERNEL)?;
         }
         drop(ranges);
-        let bdev = Arc::new(BdevFile::open(dev, true).map_err(|_| ENODEV)?, GFP_KERNEL)?;
+        let bdev = Arc::new(open_dev(dev, true)?, GFP_KERNEL)?;
         // The same ranges in whole-disk sectors, for the module-wide overlap
         // check: storage given through a disk and through its partition, or
         // to two snapshots, is the same space. Sums past the end are caught
@@ -533,7 +539,7 @@ impl Control {
             if t.tracker.is_gone() {
                 return Err(ENODEV);
             }
-            let orig = BdevFile::open(dev, false).map_err(|_| ENODEV)?;
+            let orig = open_dev(dev, false)?;
             if !t.tracker.bdev().is(&orig) {
                 // Another device took the number of the one tracked.
                 return Err(ENODEV);
@@ -586,7 +592,11 @@ impl Control {
                 self.module,
             ) {
                 Ok(d) => d,
-                Err(e) => {
+                Err(_) => {
+                    // Our side of the disk (name, number, size, block size)
+                    // is checked, so the block layer failed for want of
+                    // resources: under allocation failures it can say
+                    // EINVAL as well as ENOMEM. Report ENOMEM.
                     // Undo: no copy on write without images.
                     for t in trackers.iter() {
                         drop(t.end_snapshot());
@@ -594,7 +604,7 @@ impl Control {
                     for a in areas.iter() {
                         a.close();
                     }
-                    return Err(e);
+                    return Err(ENOMEM);
                 }
             };
             images.push(Image { area: a.clone(), disk: Some(disk), minor }, GFP_KERNEL)?;

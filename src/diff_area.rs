@@ -621,6 +621,19 @@ impl DiffArea {
         Ok(())
     }
 
+    /// [`Self::storage_io`] on a chunk's copy in storage: if that fails,
+    /// the snapshot's data is lost or cannot be reached, so the image is
+    /// corrupted (the event tells user space), not just this bio failed.
+    fn stored_io(&self, bio: &OwnedBio, done: u32, part: u32, dev: &BdevFile, sector: u64, write: bool) -> Result {
+        let r = self.storage_io(bio, done, part, dev, sector, write);
+        if let Err(e) = r {
+            if e != ENOMEM {
+                self.corrupt(EIO);
+            }
+        }
+        r
+    }
+
     /// Worker: serves one image bio.
     fn image_io(self: &Arc<Self>, bio: OwnedBio) {
         let _noio = NoIo::enter();
@@ -651,13 +664,13 @@ impl DiffArea {
             let in_chunk = sector - self.geometry.unit_start(idx);
             if write {
                 let (region, dev) = self.ensure_stored(idx)?;
-                self.storage_io(bio, done, part, &dev, region.sector + in_chunk, true)?;
+                self.stored_io(bio, done, part, &dev, region.sector + in_chunk, true)?;
                 self.tracker.mark_dirty(sector, u64::from(part >> 9));
             } else {
                 let mut reservation = RBTreeNodeReservation::new(GFP_KERNEL).ok();
                 match self.read_source(idx, &mut reservation)? {
                     Source::Storage(region, dev) => {
-                        self.storage_io(bio, done, part, &dev, region.sector + in_chunk, false)?
+                        self.stored_io(bio, done, part, &dev, region.sector + in_chunk, false)?
                     }
                     Source::Original => {
                         let r = bio.io_part(done, part, &self.orig, sector);

@@ -62,6 +62,27 @@ static inline int fill(const char *path, uint64_t off, uint64_t len, unsigned in
 	return ret;
 }
 
+/*
+ * Compares `len` bytes at `off` of `path` (O_DIRECT) with pattern `seed`:
+ * 0 if equal, 1 if not, -1 if they cannot be read.
+ */
+static inline int same_as_pattern(const char *path, uint64_t off, size_t len, unsigned int seed)
+{
+	unsigned char *buf, *want;
+	int fd = open(path, O_RDONLY | O_DIRECT), ret = -1;
+
+	if (fd < 0 || posix_memalign((void **)&buf, 4096, len) || posix_memalign((void **)&want, 4096, len))
+		return -1;
+	if (pread(fd, buf, len, off) == (ssize_t)len) {
+		pattern(want, len, off, seed);
+		ret = memcmp(buf, want, len) ? 1 : 0;
+	}
+	close(fd);
+	free(buf);
+	free(want);
+	return ret;
+}
+
 /* Checksums every BLK of a device into a new array; *n gets the count. */
 static inline uint64_t *checksums(const char *path, size_t *n)
 {

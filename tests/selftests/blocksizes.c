@@ -31,24 +31,6 @@ static int block_size(const char *path)
 	return bs;
 }
 
-/* Compares `len` bytes at `off` of `path` (O_DIRECT) with pattern `seed`. */
-static int same_as_pattern(const char *path, uint64_t off, size_t len, unsigned int seed)
-{
-	unsigned char *buf, *want;
-	int fd = open(path, O_RDONLY | O_DIRECT), ret = -1;
-
-	if (fd < 0 || posix_memalign((void **)&buf, 4096, len) || posix_memalign((void **)&want, 4096, len))
-		return -1;
-	if (pread(fd, buf, len, off) == (ssize_t)len) {
-		pattern(want, len, off, seed);
-		ret = memcmp(buf, want, len) ? 1 : 0;
-	}
-	close(fd);
-	free(buf);
-	free(want);
-	return ret;
-}
-
 FIXTURE(bs) {
 	int fd;
 	struct blk_snap_dev a, orig4k, odd;

@@ -1,0 +1,242 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Failing disks and allocations, through the kernel's own fault injection:
+ * fail_make_request with the per-disk make-it-fail switch, and failslab
+ * limited to this test's task.
+ *
+ * Expected: the affected image reports corrupted (event, EIO); other
+ * images and every original keep their data; writers on the original are
+ * never failed by the snapshot; no splat; everything can be destroyed
+ * (and the module unloaded, by kmemleak.sh).
+ *
+ * Disks: originals /dev/vda (storage on /dev/vdb2) and /dev/vdf (4Kn,
+ * storage on /dev/vdg); failures are injected on /dev/vdb.
+ */
+#include <stdlib.h>
+
+#include "blksnap_util.h"
+#include "blksnap_data.h"
+#include "kselftest_harness.h"
+
+#define FMR "/sys/kernel/debug/fail_make_request"
+#define FSLAB "/sys/kernel/debug/failslab"
+
+static int put(const char *path, const char *val)
+{
+	int fd = open(path, O_WRONLY), ret;
+
+	if (fd < 0)
+		return -1;
+	ret = write(fd, val, strlen(val)) == (ssize_t)strlen(val) ? 0 : -1;
+	close(fd);
+	return ret;
+}
+
+/* Every bio to /dev/vdb (and its partitions) fails, or none does. */
+static int fail_vdb(int on)
+{
+	if (on && (put(FMR "/probability", "100") || put(FMR "/interval", "1") ||
+		   put(FMR "/times", "-1") || put(FMR "/verbose", "0")))
+		return -1;
+	return put("/sys/block/vdb/make-it-fail", on ? "1" : "0");
+}
+
+static int corrupted_event(int fd, const struct blk_snap_uuid *id, const struct blk_snap_dev *dev,
+			   struct blk_snap_snapshot_event *ev, unsigned int ms)
+{
+	while (next_event(fd, id, ms, ev) == 0) {
+		struct blk_snap_event_corrupted *c = (void *)ev->data;
+
+		if (ev->code == blk_snap_event_code_corrupted &&
+		    c->orig_dev_id.mj == dev->mj && c->orig_dev_id.mn == dev->mn)
+			return c->err_code;
+	}
+	return -1;
+}
+
+static int read_fails_eio(const char *path, uint64_t off)
+{
+	unsigned char *buf;
+	int fd = open(path, O_RDONLY | O_DIRECT), ret;
+
+	if (fd < 0 || posix_memalign((void **)&buf, 4096, 65536))
+		return 0;
+	errno = 0;
+	ret = pread(fd, buf, 65536, off) == -1 && errno == EIO;
+	close(fd);
+	free(buf);
+	return ret;
+}
+
+FIXTURE(flt) {
+	int fd;
+	struct blk_snap_dev a, f4k;
+	struct blk_snap_snapshot_event *ev;
+};
+
+FIXTURE_SETUP(flt)
+{
+	self->fd = open(BLK_SNAP_CTL, O_RDWR);
+	if (self->fd < 0)
+		SKIP(return, BLK_SNAP_CTL " missing: module not loaded");
+	if (dev_id(DISK_A, &self->a) || dev_id("/dev/vdf", &self->f4k) || access(FMR, F_OK) ||
+	    access(FSLAB, F_OK))
+		SKIP(return, "test disks or fault injection missing");
+	self->ev = calloc(1, sizeof(*self->ev));
+	ASSERT_NE(NULL, self->ev);
+	blksnap_reset(self->fd);
+	set_param("diff_storage_wait_ms", 5000);
+}
+
+FIXTURE_TEARDOWN(flt)
+{
+	fail_vdb(0);
+	put(FSLAB "/probability", "0");
+	put("/proc/self/make-it-fail", "0");
+	if (self->fd >= 0) {
+		blksnap_reset(self->fd);
+		close(self->fd);
+	}
+	free(self->ev);
+}
+
+/*
+ * Storage writes fail during copy-on-write: that image is corrupted, the
+ * writes to its original succeed with their data, and a second snapshot
+ * on other disks keeps its image whole.
+ */
+TEST_F_TIMEOUT(flt, storage_write_errors_during_copy_on_write, 180)
+{
+	struct blk_snap_uuid ida, idf;
+	uint64_t *before, *after;
+	size_t nb = 0, na = 0;
+	char img_a[160], img_f[160];
+
+	ASSERT_EQ(0, fill(DISK_A, 0, 8 << 20, 151));
+	ASSERT_EQ(0, fill("/dev/vdf", 0, 8 << 20, 152));
+	before = checksums("/dev/vdf", &nb);
+	ASSERT_NE(NULL, before);
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &ida));
+	ASSERT_EQ(0, append_storage(self->fd, &ida, PART_B2, 0, 32 << 11));
+	ASSERT_EQ(0, take(self->fd, &ida));
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->f4k, 1, &idf));
+	ASSERT_EQ(0, append_storage(self->fd, &idf, "/dev/vdg", 0, 32 << 11));
+	ASSERT_EQ(0, take(self->fd, &idf));
+	ASSERT_EQ(0, image_path(self->fd, &ida, &self->a, img_a, sizeof(img_a)));
+	ASSERT_EQ(0, image_path(self->fd, &idf, &self->f4k, img_f, sizeof(img_f)));
+
+	ASSERT_EQ(0, fail_vdb(1));
+	/* Never failed by the snapshot, and the data is there. */
+	EXPECT_EQ(0, fill(DISK_A, 0, 4 << 20, 153));
+	ASSERT_EQ(0, fill("/dev/vdf", 0, 4 << 20, 154));
+	ASSERT_EQ(0, fail_vdb(0));
+	EXPECT_EQ(EIO, corrupted_event(self->fd, &ida, &self->a, self->ev, 5000));
+	EXPECT_TRUE(read_fails_eio(img_a, 8 << 20));
+	after = checksums(img_f, &na);
+	ASSERT_NE(NULL, after);
+	EXPECT_EQ(0, differing(before, nb, after, na));
+	EXPECT_EQ(-1, corrupted_event(self->fd, &idf, &self->f4k, self->ev, 0));
+	/* The writes to the original all landed. */
+	EXPECT_EQ(0, same_as_pattern(DISK_A, 0, 4 << 20, 153));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &ida));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &idf));
+	free(before), free(after);
+}
+
+/* Storage reads fail under image reads: EIO, and the image is corrupted. */
+TEST_F_TIMEOUT(flt, storage_read_errors_under_image_reads, 120)
+{
+	struct blk_snap_uuid id;
+	char img[160];
+
+	ASSERT_EQ(0, fill(DISK_A, 0, 8 << 20, 161));
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
+	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 32 << 11));
+	ASSERT_EQ(0, take(self->fd, &id));
+	ASSERT_EQ(0, fill(DISK_A, 0, 2 << 20, 162));	/* chunks now in storage */
+	ASSERT_EQ(0, image_path(self->fd, &id, &self->a, img, sizeof(img)));
+	ASSERT_EQ(0, fail_vdb(1));
+	EXPECT_TRUE(read_fails_eio(img, 0));
+	ASSERT_EQ(0, fail_vdb(0));
+	EXPECT_EQ(EIO, corrupted_event(self->fd, &id, &self->a, self->ev, 5000));
+	EXPECT_TRUE(read_fails_eio(img, 4 << 20));
+	EXPECT_EQ(0, fill(DISK_A, 0, 1 << 20, 163));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+}
+
+/*
+ * Allocations fail (failslab, this task only) all through the ioctl paths:
+ * every call answers 0 or an errno of the ABI, and once the failures stop,
+ * the module works from a clean slate.
+ */
+TEST_F_TIMEOUT(flt, allocation_failures_in_ioctls, 300)
+{
+	struct blk_snap_uuid id;
+	struct blk_snap_snapshot_take t;
+	struct blk_snap_block_range r = { 0, 16 << 11 };
+	struct blk_snap_snapshot_append_storage a = { .count = 1, .ranges = &r };
+	long ok = 0, enomem = 0, other = 0;
+	uint64_t *before, *after;
+	size_t nb = 0, na = 0;
+	char img[160];
+
+	/* Named before any allocation may fail (a stat() could fail too). */
+	ASSERT_EQ(0, dev_id(PART_B2, &a.dev_id));
+	ASSERT_EQ(0, put(FSLAB "/probability", "3"));
+	ASSERT_EQ(0, put(FSLAB "/interval", "1"));
+	ASSERT_EQ(0, put(FSLAB "/times", "-1"));
+	ASSERT_EQ(0, put(FSLAB "/verbose", "0"));
+	ASSERT_EQ(0, put(FSLAB "/task-filter", "Y"));
+	ASSERT_EQ(0, put(FSLAB "/ignore-gfp-wait", "N"));
+	ASSERT_EQ(0, put("/proc/self/make-it-fail", "1"));
+	for (int i = 0; i < 200; i++) {
+		const char *step = "create";
+		int ret = snapshot_create(self->fd, &self->a, 1, &id);
+
+		if (!ret) {
+			step = "append";
+			a.id = id;
+			ret = xioctl(self->fd, IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE, &a);
+			if (!ret) {
+				step = "take";
+				t.id = id;
+				ret = xioctl(self->fd, IOCTL_BLK_SNAP_SNAPSHOT_TAKE, &t);
+			}
+			/* DESTROY allocates nothing: it must always work. */
+			EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+		}
+		if (i % 4 == 0)
+			tracker_remove(self->fd, &self->a);
+		if (ret == 0)
+			ok++;
+		else if (ret == -ENOMEM)
+			enomem++;
+		else if (ret != -EBUSY) {
+			other++;
+			TH_LOG("cycle %d: %s gave errno %d", i, step, -ret);
+		}
+	}
+	ASSERT_EQ(0, put("/proc/self/make-it-fail", "0"));
+	ASSERT_EQ(0, put(FSLAB "/probability", "0"));
+	TH_LOG("%ld cycles whole, %ld ENOMEM, %ld other errors", ok, enomem, other);
+	EXPECT_EQ(0, other);
+	EXPECT_LT(0, enomem);
+
+	/* From a clean slate, a snapshot holds its data. */
+	blksnap_reset(self->fd);
+	ASSERT_EQ(0, fill(DISK_A, 0, 4 << 20, 171));
+	before = checksums(DISK_A, &nb);
+	ASSERT_NE(NULL, before);
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
+	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 16 << 11));
+	ASSERT_EQ(0, take(self->fd, &id));
+	ASSERT_EQ(0, fill(DISK_A, 0, 2 << 20, 172));
+	ASSERT_EQ(0, image_path(self->fd, &id, &self->a, img, sizeof(img)));
+	after = checksums(img, &na);
+	ASSERT_NE(NULL, after);
+	EXPECT_EQ(0, differing(before, nb, after, na));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	free(before), free(after);
+}
+
+TEST_HARNESS_MAIN
