@@ -22,8 +22,9 @@
 //! stay held until the last reader is done, so a read never sees data
 //! written after the snapshot. Once the image is corrupted or the snapshot
 //! is being destroyed, writes are no longer held: a read of the original
-//! that ends after that fails with `EIO` rather than risk returning them. Image writes save the chunk first, then
-//! write to its copy in storage, so the original is never touched.
+//! that ends after that fails with `EIO` rather than risk returning them.
+//! Image writes save the chunk first, then write to its copy in storage, so
+//! the original is never touched.
 //!
 //! At most `COPIES_AT_ONCE` copies of one device run at once (they hold the
 //! chunk buffers); the others wait in a FIFO, in `Copying`, and start as
