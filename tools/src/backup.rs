@@ -30,13 +30,98 @@ pub struct Options {
     pub since: Option<(u8, BlkSnapUuid)>,
 }
 
+/// Why an incremental backup cannot update the earlier copy: the next one
+/// must be a full backup. Never "copy nothing and succeed".
+#[derive(Debug, PartialEq, Eq)]
+pub struct FullNeeded(pub String);
+
+impl std::fmt::Display for FullNeeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a full backup is needed: {}", self.0)
+    }
+}
+
+/// What an incremental needs of a device's change tracking, from
+/// TRACKER_COLLECT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chain {
+    pub generation: BlkSnapUuid,
+    /// The last snapshot taken (`snap_number`).
+    pub number: u8,
+    /// Bytes.
+    pub capacity: u64,
+}
+
+impl Chain {
+    pub fn of(info: &crate::uapi::BlkSnapCbtInfo) -> Self {
+        Self { generation: info.generation_id, number: info.snap_number, capacity: info.device_capacity }
+    }
+}
+
+/// Checks, with the tracker as it was just before TAKE (`before`) and just
+/// after (`after`), that an incremental copy of the blocks changed after
+/// snapshot `since` of generation `generation` into a target of
+/// `target_len` bytes gives the device as it is at TAKE.
+///
+/// The map TAKE hands over is `before`'s: when TAKE wraps the numbers
+/// (previous number 255), a new generation starts for the writes after it,
+/// yet the map of this snapshot is still the old generation's.
+pub fn check_incremental(
+    since: u8,
+    generation: &BlkSnapUuid,
+    before: &Chain,
+    after: &Chain,
+    target_len: Option<u64>,
+) -> Result<(), FullNeeded> {
+    if before.generation != *generation {
+        return Err(FullNeeded(format!(
+            "the change tracking generation is {}, not {} (tracking restarted: module reload, device resize or removal)",
+            uuid_to_string(&before.generation),
+            uuid_to_string(generation)
+        )));
+    }
+    if since > before.number {
+        return Err(FullNeeded(format!(
+            "--since {since} is above the last snapshot taken of the device ({})",
+            before.number
+        )));
+    }
+    if after.capacity != before.capacity {
+        return Err(FullNeeded(format!("the device changed size ({} to {} bytes)", before.capacity, after.capacity)));
+    }
+    let wrapped = after.generation != before.generation && after.number == u8::MAX;
+    if after.generation != before.generation && !wrapped {
+        return Err(FullNeeded("change tracking restarted during the snapshot".into()));
+    }
+    if let Some(len) = target_len {
+        if len != after.capacity {
+            return Err(FullNeeded(format!("the target holds {len} bytes, the device {}", after.capacity)));
+        }
+    }
+    Ok(())
+}
+
+/// What the next incremental after this snapshot needs: changes after this
+/// snapshot's number, in the generation now current. When this TAKE wrapped
+/// the numbers, the new generation's map started empty, so every block
+/// written since holds a number above 0.
+pub fn next_since(before: &Chain, after: &Chain) -> (u8, BlkSnapUuid) {
+    if after.generation != before.generation {
+        (0, after.generation)
+    } else {
+        (after.number, after.generation)
+    }
+}
+
 /// The outcome for one device.
 pub struct DeviceReport {
     pub dev: BlkSnapDev,
     pub target: PathBuf,
     pub capacity: u64,
     pub copied: u64,
-    pub snap_number: u8,
+    /// What the next incremental of this device gives as `--since` and
+    /// `--generation`.
+    pub next_since: u8,
     pub generation: BlkSnapUuid,
 }
 
@@ -154,6 +239,9 @@ pub fn run(ctl: &Control, opts: &Options, stop: &AtomicBool, log: &(dyn Fn(&str)
     // The module asks for storage at once; the first file answers it.
     let _ = ctl.wait_event(&id, 1000);
     guard.sd.add(ctl, &id, log)?;
+    // The chain of each device just before TAKE and just after: what the
+    // snapshot's map continues, and what the next incremental continues.
+    let before = ctl.tracker_list().map_err(|e| e.to_string())?;
     ctl.snapshot_take(&id).map_err(|e| e.to_string())?;
     log(&format!("snapshot {} taken", uuid_to_string(&id)));
 
@@ -162,17 +250,16 @@ pub fn run(ctl: &Control, opts: &Options, stop: &AtomicBool, log: &(dyn Fn(&str)
     let mut plan = Vec::new();
     for (dev, target) in opts.devices.iter().zip(&opts.targets) {
         let info = trackers.iter().find(|t| t.dev_id == *dev).ok_or("a device has no tracker")?;
+        let was = before.iter().find(|t| t.dev_id == *dev).ok_or("a device has no tracker")?;
         let img = images.iter().find(|i| i.orig_dev_id == *dev).ok_or("a device has no image")?;
         let path = dev_path(&img.image_dev_id).ok_or("the image has no /dev node")?;
-        if let Some((_, generation)) = &opts.since {
-            if info.generation_id != *generation {
-                return Err(format!(
-                    "{}: the change tracking generation is {} now, not {}: the earlier copy cannot be updated, make a full backup",
-                    dev_label(dev), uuid_to_string(&info.generation_id), uuid_to_string(generation)
-                ));
-            }
+        let (before, after) = (Chain::of(was), Chain::of(info));
+        if let Some((since, generation)) = &opts.since {
+            let target_len = target_size(target);
+            check_incremental(*since, generation, &before, &after, target_len)
+                .map_err(|e| format!("{}: {e}", dev_label(dev)))?;
         }
-        plan.push((*dev, target.clone(), path, *info));
+        plan.push((*dev, target.clone(), path, *info, next_since(&before, &after)));
     }
 
     let watcher_stop = AtomicBool::new(false);
@@ -198,16 +285,26 @@ pub fn run(ctl: &Control, opts: &Options, stop: &AtomicBool, log: &(dyn Fn(&str)
     })
 }
 
+/// The size of an existing target (a file or a device), if it can be read.
+fn target_size(path: &std::path::Path) -> Option<u64> {
+    let mut f = File::open(path).ok()?;
+    device_size(&mut f).ok()
+}
+
+/// One device of a backup: original, target, image, tracker after TAKE,
+/// and what the next incremental continues.
+type Planned = (BlkSnapDev, PathBuf, PathBuf, crate::uapi::BlkSnapCbtInfo, (u8, BlkSnapUuid));
+
 fn copy_all(
     ctl: &Control,
     opts: &Options,
-    plan: &[(BlkSnapDev, PathBuf, PathBuf, crate::uapi::BlkSnapCbtInfo)],
+    plan: &[Planned],
     stop: &AtomicBool,
     log: &dyn Fn(&str),
 ) -> Result<Vec<DeviceReport>, String> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
-    for (dev, target, image, info) in plan {
+    for (dev, target, image, info, next) in plan {
         let mut src = File::open(image).map_err(|e| format!("{}: {e}", image.display()))?;
         let capacity = device_size(&mut src)?;
         let copied = match &opts.since {
@@ -249,14 +346,7 @@ fn copy_all(
                 total
             }
         };
-        out.push(DeviceReport {
-            dev: *dev,
-            target: target.clone(),
-            capacity,
-            copied,
-            snap_number: info.snap_number,
-            generation: info.generation_id,
-        });
+        out.push(DeviceReport { dev: *dev, target: target.clone(), capacity, copied, next_since: next.0, generation: next.1 });
     }
     Ok(out)
 }
@@ -264,6 +354,42 @@ fn copy_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn chain(g: u8, number: u8, capacity: u64) -> Chain {
+        Chain { generation: BlkSnapUuid { b: [g; 16] }, number, capacity }
+    }
+
+    #[test]
+    fn incremental_continues_its_chain() {
+        let g1 = BlkSnapUuid { b: [1; 16] };
+        let (b, a) = (chain(1, 7, 1 << 30), chain(1, 8, 1 << 30));
+        assert_eq!(check_incremental(7, &g1, &b, &a, Some(1 << 30)), Ok(()));
+        assert_eq!(check_incremental(3, &g1, &b, &a, None), Ok(()));
+        assert_eq!(next_since(&b, &a), (8, g1));
+    }
+
+    #[test]
+    fn a_wrapping_take_keeps_this_copy_and_restarts_the_next() {
+        // Before TAKE: last taken 254 (active 255); TAKE wraps to a new
+        // generation, whose first map is empty.
+        let g1 = BlkSnapUuid { b: [1; 16] };
+        let (b, a) = (chain(1, 254, 1 << 30), chain(2, 255, 1 << 30));
+        assert_eq!(check_incremental(200, &g1, &b, &a, Some(1 << 30)), Ok(()));
+        // Not "--since 255", after which nothing would ever be copied.
+        assert_eq!(next_since(&b, &a), (0, BlkSnapUuid { b: [2; 16] }));
+    }
+
+    #[test]
+    fn what_needs_a_full_backup() {
+        let g1 = BlkSnapUuid { b: [1; 16] };
+        let b = chain(1, 7, 1 << 30);
+        let same = chain(1, 8, 1 << 30);
+        assert!(check_incremental(7, &BlkSnapUuid { b: [9; 16] }, &b, &same, None).is_err());
+        assert!(check_incremental(8, &g1, &b, &same, None).is_err());
+        assert!(check_incremental(7, &g1, &b, &chain(1, 8, 1 << 20), None).is_err());
+        assert!(check_incremental(7, &g1, &b, &chain(3, 1, 1 << 30), None).is_err());
+        assert!(check_incremental(7, &g1, &b, &same, Some(4096)).is_err());
+    }
 
     #[test]
     fn copy_range_copies_in_place() {

@@ -4,7 +4,8 @@
 //!
 //! Exit codes: 0 success, 1 the operation failed, 2 bad usage (clap),
 //! 3 the module is not loaded or not accessible, 4 a snapshot image was
-//! corrupted during a backup, 130 interrupted.
+//! corrupted during a backup, 5 an incremental backup cannot continue its
+//! chain (a full backup is needed), 130 interrupted.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -145,7 +146,9 @@ struct BackupArgs {
     /// Total storage at most.
     #[arg(long, value_parser = parse_size, default_value = "1G")]
     storage_limit: u64,
-    /// Incremental: copy blocks changed after this snapshot number into the earlier copy.
+    /// Incremental: copy blocks changed after this snapshot number into the
+    /// earlier copy (give what the previous run printed). Exit 5 when the
+    /// chain cannot continue and a full backup is needed.
     #[arg(long, requires = "generation")]
     since: Option<u8>,
     /// Incremental: the generation the earlier backup printed.
@@ -415,6 +418,7 @@ fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
         Ok(r) => r,
         Err(e) if INTERRUPTED.load(Ordering::Relaxed) => return Err(Fail(130, format!("interrupted: {e}"))),
         Err(e) if e.contains("CORRUPTED") => return Err(Fail(4, e)),
+        Err(e) if e.contains("a full backup is needed") => return Err(Fail(5, e)),
         Err(e) => return Err(Fail(1, e)),
     };
     if json {
@@ -425,7 +429,7 @@ fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
                 format!(
                     "{{\"device\":{},\"target\":{},\"capacity\":{},\"copied\":{},\"next_since\":{},\"generation\":{}}}",
                     json_str(&dev_to_string(&d.dev)), json_str(&d.target.display().to_string()), d.capacity, d.copied,
-                    d.snap_number, json_str(&uuid_to_string(&d.generation))
+                    d.next_since, json_str(&uuid_to_string(&d.generation))
                 )
             })
             .collect();
@@ -442,7 +446,7 @@ fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
             println!(
                 "  next incremental: blksnap backup {} --target {} --since {} --generation {} --storage-dir {}",
                 dev_path(&d.dev).map(|p| p.display().to_string()).unwrap_or_else(|| dev_to_string(&d.dev)),
-                d.target.display(), d.snap_number, uuid_to_string(&d.generation), a.storage_dir.display()
+                d.target.display(), d.next_since, uuid_to_string(&d.generation), a.storage_dir.display()
             );
         }
         println!("done in {:.1}s, {} of storage used", report.seconds, human_bytes(report.storage_used));
