@@ -51,6 +51,18 @@ KDIR=$("$top/scripts/build-kernel.sh") || { fail "kernel builds"; finish; }
 pass "kernel builds ($KDIR)"
 export KDIR
 
+step "kernel patches"
+# checkpatch from the kernel tree, run outside any git checkout so that it
+# reads each file as the patch it is.
+if (cd /tmp && for p in "$top"/patches/*.patch; do
+	perl "$KDIR/scripts/checkpatch.pl" --no-tree --quiet "$p" || exit 1
+done) >"$B/checkpatch.log" 2>&1; then
+	pass "patches pass checkpatch"
+else
+	sed 's/^/    /' "$B/checkpatch.log" | head -30
+	fail "patches pass checkpatch"
+fi
+
 step "host tests"
 "$top/tests/abi/check.sh" && pass "ABI header probe: ours == reference == Rust mirror" ||
 	fail "ABI header probe"
