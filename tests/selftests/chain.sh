@@ -5,15 +5,16 @@
 # numbers: a full backup, 250-odd snapshots later an incremental whose TAKE
 # wraps the numbers (previous number 255, new generation), then the next
 # incremental with what that one printed. Each copy must equal the device
-# byte for byte. And what cannot continue a chain says so with exit 5,
-# never copying nothing with success.
+# byte for byte. Two devices backed up at one instant keep a chain each.
+# And what cannot continue a chain says so with exit 5, never copying
+# nothing with success.
 . "$(dirname "$0")/lib.sh"
 
 [ -c /dev/blksnap ] || { echo "1..0 # SKIP /dev/blksnap missing"; exit $KSFT_SKIP; }
 DEV=/dev/vdh
 D=/mnt/chain
 T=$D/chain.img
-tap_plan 9
+tap_plan 13
 
 mkdir -p $D
 mount /dev/vdd $D || tap_diag "cannot mount /dev/vdd"
@@ -65,7 +66,35 @@ backup --since 0 --generation "$gen" >/dev/null 2>&1
 rc=$?
 check "an old generation needs a full backup (exit $rc)" [ "$rc" = 5 ]
 
-rm -rf $T $D/storage
+# --- two devices at one instant, each with a chain of its own -------------
+T2=$D/chain-f.img
+rm -f $T2
+dd if=/dev/urandom of=/dev/vdf bs=1M count=4 2>/dev/null
+sync
+both() {
+	blksnap --json backup $DEV /dev/vdf --target $T --target $T2 --storage-dir $D/storage \
+		--storage-step 16M "$@"
+}
+# dev_field NAME JSON TARGET: "NAME" of the device backed up into TARGET.
+dev_field() { echo "$2" | tr '{' '\n' | grep "\"target\":\"$3\"" | sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p"; }
+out=$(both)
+rc=$?
+s1=$(dev_field next_since "$out" $T)
+g1=$(dev_field generation "$out" $T)
+s2=$(dev_field next_since "$out" $T2)
+g2=$(dev_field generation "$out" $T2)
+check "two devices backed up at one instant (exit $rc)" sh -c "[ $rc = 0 ] && [ -n '$g1' ] && [ -n '$g2' ]"
+check "each has a chain of its own" [ "$g1" != "$g2" ]
+dd if=/dev/urandom of=$DEV bs=64K count=2 seek=300 2>/dev/null
+dd if=/dev/urandom of=/dev/vdf bs=64K count=2 seek=30 2>/dev/null
+sync
+both --since "$s1" --generation "$g1" --since "$s2" --generation "$g2" >/dev/null
+rc=$?
+check "the incremental of both, each from its own chain (exit $rc)" [ "$rc" = 0 ]
+check "both copies equal their devices" sh -c "cmp -s $T $DEV && cmp -s $T2 /dev/vdf"
+
+rm -rf $T $T2 $D/storage
 blksnap tracker remove $DEV 2>/dev/null
+blksnap tracker remove /dev/vdf 2>/dev/null
 umount $D
 tap_exit

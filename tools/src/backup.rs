@@ -25,9 +25,10 @@ pub struct Options {
     pub storage_dir: PathBuf,
     pub storage_step: u64,
     pub storage_limit: u64,
-    /// Incremental: blocks changed after this snapshot number, in this
-    /// generation.
-    pub since: Option<(u8, BlkSnapUuid)>,
+    /// Incremental: for each device, in order, the blocks changed after
+    /// this snapshot number, in this generation. Each device has a chain of
+    /// its own. Empty: a full backup.
+    pub since: Vec<(u8, BlkSnapUuid)>,
 }
 
 /// Why an incremental backup cannot update the earlier copy: the next one
@@ -227,6 +228,9 @@ pub fn run(ctl: &Control, opts: &Options, stop: &AtomicBool, log: &(dyn Fn(&str)
     if opts.devices.len() != opts.targets.len() {
         return Err("give one --target for each device".into());
     }
+    if !opts.since.is_empty() && opts.since.len() != opts.devices.len() {
+        return Err("an incremental backup needs one --since and one --generation for each device, in order".into());
+    }
     let start = Instant::now();
     let id = ctl.snapshot_create(&opts.devices).map_err(|e| e.to_string())?;
     log(&format!("snapshot {} created for {} device(s)", uuid_to_string(&id), opts.devices.len()));
@@ -248,18 +252,19 @@ pub fn run(ctl: &Control, opts: &Options, stop: &AtomicBool, log: &(dyn Fn(&str)
     let trackers = ctl.tracker_list().map_err(|e| e.to_string())?;
     let images = ctl.snapshot_images(&id).map_err(|e| e.to_string())?;
     let mut plan = Vec::new();
-    for (dev, target) in opts.devices.iter().zip(&opts.targets) {
+    for (i, (dev, target)) in opts.devices.iter().zip(&opts.targets).enumerate() {
         let info = trackers.iter().find(|t| t.dev_id == *dev).ok_or("a device has no tracker")?;
         let was = before.iter().find(|t| t.dev_id == *dev).ok_or("a device has no tracker")?;
         let img = images.iter().find(|i| i.orig_dev_id == *dev).ok_or("a device has no image")?;
         let path = dev_path(&img.image_dev_id).ok_or("the image has no /dev node")?;
         let (before, after) = (Chain::of(was), Chain::of(info));
-        if let Some((since, generation)) = &opts.since {
+        let since = opts.since.get(i).copied();
+        if let Some((since, generation)) = &since {
             let target_len = target_size(target);
             check_incremental(*since, generation, &before, &after, target_len)
                 .map_err(|e| format!("{}: {e}", dev_label(dev)))?;
         }
-        plan.push((*dev, target.clone(), path, *info, next_since(&before, &after)));
+        plan.push(Planned { dev: *dev, target: target.clone(), image: path, info: *info, since, next: next_since(&before, &after) });
     }
 
     let watcher_stop = AtomicBool::new(false);
@@ -267,7 +272,7 @@ pub fn run(ctl: &Control, opts: &Options, stop: &AtomicBool, log: &(dyn Fn(&str)
     let sd = &mut guard.sd;
     let result = std::thread::scope(|s| {
         let w = s.spawn(|| watch(ctl, &id, sd, &watcher_stop, log, &mut stats));
-        let r = copy_all(ctl, opts, &plan, stop, log);
+        let r = copy_all(ctl, &plan, stop, log);
         watcher_stop.store(true, Ordering::Relaxed);
         let _ = w.join();
         r
@@ -291,23 +296,26 @@ fn target_size(path: &std::path::Path) -> Option<u64> {
     device_size(&mut f).ok()
 }
 
-/// One device of a backup: original, target, image, tracker after TAKE,
-/// and what the next incremental continues.
-type Planned = (BlkSnapDev, PathBuf, PathBuf, crate::uapi::BlkSnapCbtInfo, (u8, BlkSnapUuid));
+/// One device of a backup.
+struct Planned {
+    dev: BlkSnapDev,
+    target: PathBuf,
+    image: PathBuf,
+    /// Its tracker after TAKE.
+    info: crate::uapi::BlkSnapCbtInfo,
+    /// Incremental: what it continues; `None`: a full copy.
+    since: Option<(u8, BlkSnapUuid)>,
+    /// What the next incremental continues.
+    next: (u8, BlkSnapUuid),
+}
 
-fn copy_all(
-    ctl: &Control,
-    opts: &Options,
-    plan: &[Planned],
-    stop: &AtomicBool,
-    log: &dyn Fn(&str),
-) -> Result<Vec<DeviceReport>, String> {
+fn copy_all(ctl: &Control, plan: &[Planned], stop: &AtomicBool, log: &dyn Fn(&str)) -> Result<Vec<DeviceReport>, String> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
-    for (dev, target, image, info, next) in plan {
+    for Planned { dev, target, image, info, since, next } in plan {
         let mut src = File::open(image).map_err(|e| format!("{}: {e}", image.display()))?;
         let capacity = device_size(&mut src)?;
-        let copied = match &opts.since {
+        let copied = match since {
             None => {
                 let dst = OpenOptions::new().write(true).create(true).truncate(false).open(target)
                     .map_err(|e| format!("{}: {e}", target.display()))?;

@@ -147,13 +147,15 @@ struct BackupArgs {
     #[arg(long, value_parser = parse_size, default_value = "1G")]
     storage_limit: u64,
     /// Incremental: copy blocks changed after this snapshot number into the
-    /// earlier copy (give what the previous run printed). Exit 5 when the
-    /// chain cannot continue and a full backup is needed.
+    /// earlier copy (give what the previous run printed; one for each
+    /// device, in order). Exit 5 when a chain cannot continue and a full
+    /// backup is needed.
     #[arg(long, requires = "generation")]
-    since: Option<u8>,
-    /// Incremental: the generation the earlier backup printed.
+    since: Vec<u8>,
+    /// Incremental: the generation the earlier backup printed (one for each
+    /// device, in order).
     #[arg(long, requires = "since")]
-    generation: Option<String>,
+    generation: Vec<String>,
 }
 
 fn parse_range(s: &str) -> Result<BlkSnapBlockRange, String> {
@@ -402,10 +404,13 @@ fn tracker(c: &TrackerCmd, json: bool) -> Result<(), Fail> {
 fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
     catch_signals();
     let ctl = Control::open()?;
-    let since = match (a.since, &a.generation) {
-        (Some(n), Some(g)) => Some((n, parse_uuid(g).map_err(|e| Fail(2, e))?)),
-        _ => None,
-    };
+    if a.since.len() != a.generation.len() {
+        return Err(Fail(2, "give as many --generation as --since, one pair for each device".into()));
+    }
+    let mut since = Vec::new();
+    for (n, g) in a.since.iter().zip(&a.generation) {
+        since.push((*n, parse_uuid(g).map_err(|e| Fail(2, e))?));
+    }
     let opts = backup::Options {
         devices: devs(&a.devices)?,
         targets: a.targets.clone(),
@@ -443,12 +448,16 @@ fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
                 "{}: copied {} of {} to {}",
                 dev_label(&d.dev), human_bytes(d.copied), human_bytes(d.capacity), d.target.display()
             );
-            println!(
-                "  next incremental: blksnap backup {} --target {} --since {} --generation {} --storage-dir {}",
-                dev_path(&d.dev).map(|p| p.display().to_string()).unwrap_or_else(|| dev_to_string(&d.dev)),
-                d.target.display(), d.next_since, uuid_to_string(&d.generation), a.storage_dir.display()
-            );
         }
+        // One command for all devices: each keeps its own chain.
+        let mut next = String::from("next incremental: blksnap backup");
+        for d in &report.devices {
+            next += &format!(" {}", dev_path(&d.dev).map(|p| p.display().to_string()).unwrap_or_else(|| dev_to_string(&d.dev)));
+        }
+        for d in &report.devices {
+            next += &format!(" --target {} --since {} --generation {}", d.target.display(), d.next_since, uuid_to_string(&d.generation));
+        }
+        println!("  {next} --storage-dir {}", a.storage_dir.display());
         println!("done in {:.1}s, {} of storage used", report.seconds, human_bytes(report.storage_used));
     }
     Ok(())
@@ -473,12 +482,26 @@ mod tests {
         .unwrap();
         match c.cmd {
             Cmd::Backup(a) => {
-                assert_eq!(a.since, Some(3));
+                assert_eq!(a.since, vec![3]);
                 assert_eq!(a.targets, vec![PathBuf::from("/b/full.img")]);
             }
             _ => panic!("not a backup"),
         }
         assert!(Cli::try_parse_from(["blksnap", "backup", "/dev/vdc", "--target", "x", "--storage-dir", "/s", "--since", "3"]).is_err());
+        // Two devices, each with its own chain.
+        let c = Cli::try_parse_from([
+            "blksnap", "backup", "/dev/vdc", "/dev/vdd", "--target", "/b/c.img", "--target", "/b/d.img",
+            "--storage-dir", "/s", "--since", "3", "--generation", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+            "--since", "0", "--generation", "1f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+        ])
+        .unwrap();
+        match c.cmd {
+            Cmd::Backup(a) => {
+                assert_eq!(a.since, vec![3, 0]);
+                assert_eq!(a.generation.len(), 2);
+            }
+            _ => panic!("not a backup"),
+        }
     }
 
     #[test]
