@@ -41,19 +41,6 @@ static int fail_vdb(int on)
 	return put("/sys/block/vdb/make-it-fail", on ? "1" : "0");
 }
 
-static int corrupted_event(int fd, const struct blk_snap_uuid *id, const struct blk_snap_dev *dev,
-			   struct blk_snap_snapshot_event *ev, unsigned int ms)
-{
-	while (next_event(fd, id, ms, ev) == 0) {
-		struct blk_snap_event_corrupted *c = (void *)ev->data;
-
-		if (ev->code == blk_snap_event_code_corrupted &&
-		    c->orig_dev_id.mj == dev->mj && c->orig_dev_id.mn == dev->mn)
-			return c->err_code;
-	}
-	return -1;
-}
-
 static int read_fails_eio(const char *path, uint64_t off)
 {
 	unsigned char *buf;

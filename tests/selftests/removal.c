@@ -61,33 +61,6 @@ static int nullb_remove(const char *name)
 	return rmdir(path);
 }
 
-static int tracked(int fd, const struct blk_snap_dev *dev)
-{
-	struct blk_snap_cbt_info info[16];
-	struct blk_snap_tracker_collect tc = { .count = 16, .cbt_info_array = info };
-
-	if (xioctl(fd, IOCTL_BLK_SNAP_TRACKER_COLLECT, &tc))
-		return -1;
-	for (unsigned int i = 0; i < tc.count; i++)
-		if (info[i].dev_id.mj == dev->mj && info[i].dev_id.mn == dev->mn)
-			return 1;
-	return 0;
-}
-
-/* Waits up to `ms` for a corrupted event of `dev`; its errno, or -1. */
-static int corrupted_event(int fd, const struct blk_snap_uuid *id, const struct blk_snap_dev *dev,
-			   struct blk_snap_snapshot_event *ev, unsigned int ms)
-{
-	while (next_event(fd, id, ms, ev) == 0) {
-		struct blk_snap_event_corrupted *c = (void *)ev->data;
-
-		if (ev->code == blk_snap_event_code_corrupted &&
-		    c->orig_dev_id.mj == dev->mj && c->orig_dev_id.mn == dev->mn)
-			return c->err_code;
-	}
-	return -1;
-}
-
 FIXTURE(rm) {
 	int fd;
 	struct blk_snap_dev a;

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 
 #include "blksnap_util.h"
+#include "blksnap_data.h"
 #include "kselftest_harness.h"
 
 FIXTURE(trk) {
@@ -249,20 +250,6 @@ static int loop_clear(const char *dev)
 	ret = ioctl(lfd, LOOP_CLR_FD, 0) ? -errno : 0;
 	close(lfd);
 	return ret;
-}
-
-/* Whether TRACKER_COLLECT lists `dev`. */
-static int tracked(int fd, const struct blk_snap_dev *dev)
-{
-	struct blk_snap_cbt_info info[16];
-	struct blk_snap_tracker_collect tc = { .count = 16, .cbt_info_array = info };
-
-	if (xioctl(fd, IOCTL_BLK_SNAP_TRACKER_COLLECT, &tc))
-		return -1;
-	for (unsigned int i = 0; i < tc.count; i++)
-		if (info[i].dev_id.mj == dev->mj && info[i].dev_id.mn == dev->mn)
-			return 1;
-	return 0;
 }
 
 /*
