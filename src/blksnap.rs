@@ -5,12 +5,18 @@
 //! User space drives the module through the ioctls of `/dev/blksnap`
 //! (`include/uapi/linux/blksnap.h`).
 
+// Blksnap's logic is safe Rust: `unsafe` lives in `kernel_ext` alone, the
+// small abstractions over the C APIs that 6.12's kernel crate lacks, and the
+// compiler holds that boundary.
+#![deny(unsafe_code)]
+
 use kernel::c_str;
 use kernel::prelude::*;
 
 mod ctl;
 mod diff_area;
 mod event_queue;
+#[allow(unsafe_code)]
 mod kernel_ext;
 mod logic;
 mod slots;
