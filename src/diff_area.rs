@@ -291,11 +291,16 @@ impl DiffArea {
     /// Runs the copies noted by [`Self::start_or_queue`].
     fn spawn_copies(self: &Arc<Self>, start: &[u32]) {
         for &idx in start {
-            let this = self.clone();
-            if self.copy_wq.spawn(move || this.copy_chunk(idx)).is_err() {
+            if self.spawn_copy(idx).is_err() {
                 self.finish_copy(idx, Err(ENOMEM));
             }
         }
+    }
+
+    /// Starts the worker copying chunk `idx`, which holds a copy slot.
+    fn spawn_copy(self: &Arc<Self>, idx: u32) -> Result {
+        let this = self.clone();
+        self.copy_wq.spawn(move || this.copy_chunk(idx))
     }
 
     /// Resubmits `bio` if its chunks are all saved; otherwise holds it on the
@@ -431,44 +436,62 @@ impl DiffArea {
         Ok((region, dev))
     }
 
+    /// A copy ended (or could not start): records the chunk's state, hands
+    /// the copy slot to the oldest queued chunk, and lets the writes that
+    /// waited for the chunk go on.
     fn finish_copy(self: &Arc<Self>, idx: u32, result: Result<(Region, Arc<BdevFile>)>) {
+        let (mut idx, mut result) = (idx, result);
+        loop {
+            let err = result.as_ref().err().copied();
+            let (mut released, next) = self.settle(idx, result);
+            self.settled.notify_all();
+            if let Some(e) = err {
+                self.corrupt(e);
+            }
+            while let Some(bio) = released.pop() {
+                self.hold_or_release(bio);
+            }
+            // A queued chunk whose worker cannot be started fails here, in
+            // this loop: not by recursion, since the queue may be long.
+            let Some(n) = next else {
+                return;
+            };
+            if self.spawn_copy(n).is_ok() {
+                return;
+            }
+            idx = n;
+            result = Err(ENOMEM);
+        }
+    }
+
+    /// Under the chunk lock: frees the copy slot of chunk `idx` and gives it
+    /// to the oldest queued chunk (returned), and records the chunk's state;
+    /// returns its held writes if it is writable now.
+    fn settle(&self, idx: u32, result: Result<(Region, Arc<BdevFile>)>) -> (BioList, Option<u32>) {
         let mut released = BioList::new();
-        let err = result.as_ref().err().copied();
-        // The slot this copy held goes to the oldest queued chunk.
         let mut next = None;
-        {
-            let mut guard = self.chunks.lock();
-            let c = &mut *guard;
-            c.running = c.running.saturating_sub(1);
-            if !c.closed && c.running < COPIES_AT_ONCE {
-                next = c.queued.pop(&c.ring);
-                if next.is_some() {
-                    c.running += 1;
-                }
-            }
-            if let Some(chunk) = c.map.get_mut(&idx) {
-                match result {
-                    Ok((region, dev)) => {
-                        chunk.state = State::Stored(region);
-                        chunk.storage = Some(dev);
-                    }
-                    Err(_) => chunk.state = State::Failed,
-                }
-                if chunk.writable() {
-                    released = chunk.held.take();
-                }
+        let mut guard = self.chunks.lock();
+        let c = &mut *guard;
+        c.running = c.running.saturating_sub(1);
+        if !c.closed && c.running < COPIES_AT_ONCE {
+            next = c.queued.pop(&c.ring);
+            if next.is_some() {
+                c.running += 1;
             }
         }
-        self.settled.notify_all();
-        if let Some(next) = next {
-            self.spawn_copies(&[next]);
+        if let Some(chunk) = c.map.get_mut(&idx) {
+            match result {
+                Ok((region, dev)) => {
+                    chunk.state = State::Stored(region);
+                    chunk.storage = Some(dev);
+                }
+                Err(_) => chunk.state = State::Failed,
+            }
+            if chunk.writable() {
+                released = chunk.held.take();
+            }
         }
-        if let Some(e) = err {
-            self.corrupt(e);
-        }
-        while let Some(bio) = released.pop() {
-            self.hold_or_release(bio);
-        }
+        (released, next)
     }
 
     /// Lets every held write go and holds no more (DESTROY, unload).
