@@ -9,11 +9,13 @@
 #   # exit: NAME RC CENTISECONDS
 # A point's duration runs from the previous point (or the program's start).
 # An argument names one test to run instead of the whole list (kmemleak.sh
-# still runs last).
+# still runs last); PROGRAM:TEST runs one test of a C program.
 cd /tests || exit 1
 list=$(grep -v '^#' list)
+args=
 if [ -n "$1" ]; then
-	list="module_load.sh $1 kmemleak.sh"
+	list="module_load.sh ${1%%:*} kmemleak.sh"
+	case "$1" in *:*) args="-t ${1#*:}" ;; esac
 fi
 
 # Sets $cs to the uptime in centiseconds (/proc/uptime has two decimals);
@@ -30,7 +32,8 @@ for t in $list; do
 	uptime_cs
 	start=$cs
 	{
-		timeout "$limit" "./$t" 2>&1
+		# shellcheck disable=SC2086 # $args is empty or "-t TEST"
+		timeout "$limit" "./$t" $(case "$1" in "$t":*) echo "$args" ;; esac) 2>&1
 		# timeout(1) reports a killed test as 124 or 128+signal.
 		echo "#-rc: $?"
 	} | {
