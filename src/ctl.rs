@@ -26,6 +26,7 @@ use crate::kernel_ext::block::{BdevFile, DevT};
 use crate::kernel_ext::cred;
 use crate::kernel_ext::errno::enodata;
 use crate::kernel_ext::filter::Attached;
+use crate::kernel_ext::inflight::WatchPool;
 use crate::kernel_ext::mem::zeroed_box;
 use crate::kernel_ext::misc::FileOperations;
 use crate::kernel_ext::params::Param;
@@ -39,6 +40,9 @@ use crate::uapi;
 const MAX_SNAPSHOT_DEVICES: u32 = 256;
 /// Most ranges in one call.
 const MAX_RANGES: u32 = 65536;
+
+/// Watch records kept for writes submitted when memory is short.
+const WATCH_RESERVE: i32 = 64;
 
 /// Copies a `T` in from the user address `arg`.
 fn read_arg<T: FromBytes>(arg: usize) -> Result<T> {
@@ -261,6 +265,9 @@ pub(crate) struct Control {
     io_wq: Arc<WorkQueue>,
     major: BlockMajor,
     module: &'static ThisModule,
+    /// Records counting the writes that filters let through; dropped last,
+    /// once those writes have completed.
+    pool: Arc<WatchPool>,
 }
 
 impl Drop for Control {
@@ -287,7 +294,8 @@ impl Control {
         let copy_wq = Arc::new(WorkQueue::new(c_str!("blksnap_copy"), 0)?, GFP_KERNEL)?;
         let io_wq = Arc::new(WorkQueue::new(c_str!("blksnap_io"), 0)?, GFP_KERNEL)?;
         let major = BlockMajor::register(c_str!("blksnap-image"))?;
-        Ok(Control { state, copy_wq, io_wq, major, module })
+        let pool = Arc::new(WatchPool::new(WATCH_RESERVE)?, GFP_KERNEL)?;
+        Ok(Control { state, copy_wq, io_wq, major, module, pool })
     }
 
     fn version(&self, arg: usize) -> Result<isize> {
@@ -351,7 +359,7 @@ impl Control {
         // Start tracking on the new devices, with their file systems frozen
         // so that no write slips past the attach half-done.
         for bdev in fresh.into_iter() {
-            let tracker = Tracker::new(bdev.hold())?;
+            let tracker = Tracker::new(bdev.hold(), self.pool.clone())?;
             let filter = {
                 let _frozen = bdev.freeze()?;
                 Attached::attach(bdev.hold(), tracker.clone())?
@@ -566,12 +574,22 @@ impl Control {
         }
         let mut images = KVec::with_capacity(areas.len(), GFP_KERNEL)?;
 
-        // One instant for all devices: freeze every file system, switch
-        // every map and start copy on write, thaw.
+        // One instant for all devices: freeze every file system, hold new
+        // writes, wait for those in flight, switch every map and start copy
+        // on write, let the writes go, thaw. A raw write racing TAKE is thus
+        // wholly before the snapshot (in the image, in the map taken now) or
+        // wholly after it (copied first).
         {
             let mut frozen = KVec::with_capacity(origs.len(), GFP_KERNEL)?;
             for orig in origs.iter() {
                 frozen.push(orig.freeze()?, GFP_KERNEL)?;
+            }
+            let mut holds = KVec::with_capacity(trackers.len(), GFP_KERNEL)?;
+            for t in trackers.iter() {
+                holds.push(t.hold_writes(), GFP_KERNEL)?;
+            }
+            for t in trackers.iter() {
+                t.drain()?;
             }
             for (t, a) in trackers.iter().zip(areas.iter()) {
                 t.start_snapshot(a.clone());

@@ -2,26 +2,31 @@
 
 //! Trackers: change tracking on one block device.
 //!
-//! A tracker holds its device open, has a bio filter attached to it, and
-//! keeps the device's CBT maps. The filter marks every write in the active
-//! map under the tracker's own lock: there is no global lock on the write
-//! path.
+//! A tracker holds its device by reference, has a bio filter attached to
+//! it, and keeps the device's CBT maps. The filter marks every write in the
+//! active map under the tracker's own lock: there is no global lock on the
+//! write path. It also counts the writes it lets through until they
+//! complete, so that TAKE can hold new writes and wait for those in flight:
+//! a write racing TAKE is then wholly before the snapshot or wholly after.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use kernel::alloc::flags::GFP_KERNEL;
 use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
-use kernel::sync::{Arc, SpinLock};
-use kernel::{new_spinlock, pin_init};
+use kernel::sync::{Arc, CondVar, SpinLock};
+use kernel::time::Ktime;
+use kernel::{new_condvar, new_spinlock, pin_init};
 
 use crate::diff_area::DiffArea;
-use crate::kernel_ext::bio::IncomingBio;
+use crate::kernel_ext::bio::{BlkStatus, IncomingBio};
 use crate::kernel_ext::block::{BdevRef, DevT};
 use crate::kernel_ext::filter::FilterOps;
+use crate::kernel_ext::inflight::{InFlight, WatchPool};
 use crate::kernel_ext::mem::zeroed_box;
 use crate::kernel_ext::params::Param;
 use crate::kernel_ext::random::random_uuid;
+use crate::kernel_ext::time::sleep_interruptible;
 use crate::logic::cbt::{pages_for, Cbt, PagedBytes};
 use crate::logic::geometry::Geometry;
 use crate::uapi;
@@ -89,7 +94,13 @@ fn new_cbt(capacity: u64) -> Result<Cbt<PageMap>> {
 pub(crate) struct TrackState {
     cbt: Cbt<PageMap>,
     diff: Option<Arc<DiffArea>>,
+    /// TAKE is switching: new writes wait (see [`Tracker::hold_writes`]).
+    holding: bool,
 }
+
+/// How long TAKE waits for the writes in flight on a device before it gives
+/// up with `EBUSY`: long enough for any working device.
+const DRAIN_LIMIT_NS: i64 = 30_000_000_000;
 
 /// Change tracking state of one device; the filter's data.
 ///
@@ -102,18 +113,40 @@ pub(crate) struct Tracker {
     bdev: BdevRef,
     #[pin]
     cbt: SpinLock<TrackState>,
+    /// Writers waiting for TAKE to end its hold.
+    #[pin]
+    resume: CondVar,
+    /// Writes let through and not yet completed.
+    inflight: Arc<InFlight>,
+    pool: Arc<WatchPool>,
     /// The device went away; the filter is gone.
     gone: AtomicBool,
 }
 
+/// New writes to a device wait while this lives (see
+/// [`Tracker::hold_writes`]).
+pub(crate) struct Hold<'a>(&'a Tracker);
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        self.0.cbt.lock().holding = false;
+        self.0.resume.notify_all();
+    }
+}
+
 impl Tracker {
     /// A tracker for the device `bdev`, with fresh maps.
-    pub(crate) fn new(bdev: BdevRef) -> Result<Arc<Self>> {
+    /// The filter counts the writes it lets through with records of `pool`.
+    pub(crate) fn new(bdev: BdevRef, pool: Arc<WatchPool>) -> Result<Arc<Self>> {
         let cbt = new_cbt(bdev.nr_sectors())?;
+        let inflight = InFlight::new()?;
         Arc::pin_init(
             pin_init!(Self {
                 bdev,
-                cbt <- new_spinlock!(TrackState { cbt, diff: None }, "blksnap_tracker"),
+                cbt <- new_spinlock!(TrackState { cbt, diff: None, holding: false }, "blksnap_tracker"),
+                resume <- new_condvar!("blksnap_resume"),
+                inflight,
+                pool,
                 gone: AtomicBool::new(false),
             }),
             GFP_KERNEL,
@@ -143,6 +176,29 @@ impl Tracker {
         let old = core::mem::replace(&mut self.cbt.lock().cbt, fresh);
         drop(old);
         pr_info!("{}:{} changed size: change tracking restarts\n", self.dev().major(), self.dev().minor());
+        Ok(())
+    }
+
+    /// TAKE, first step: new writes to the device wait until the returned
+    /// hold is dropped. Writes already let through go on.
+    pub(crate) fn hold_writes(&self) -> Hold<'_> {
+        self.cbt.lock().holding = true;
+        Hold(self)
+    }
+
+    /// TAKE, second step (under a hold): waits until every write let
+    /// through has completed. Fails with `EINTR` on a signal and with
+    /// `EBUSY` if the device keeps a write longer than [`DRAIN_LIMIT_NS`].
+    pub(crate) fn drain(&self) -> Result {
+        let start = Ktime::ktime_get();
+        while self.inflight.count() != 0 {
+            if (Ktime::ktime_get() - start).to_ns() > DRAIN_LIMIT_NS {
+                let dev = self.dev();
+                pr_warn!("{}:{}: writes in flight did not complete: TAKE gives up\n", dev.major(), dev.minor());
+                return Err(EBUSY);
+            }
+            sleep_interruptible(1)?;
+        }
         Ok(())
     }
 
@@ -199,11 +255,26 @@ impl FilterOps for Tracker {
         if !bio.changes_data() {
             return;
         }
-        let diff = {
+        let (diff, entry) = {
             let mut st = self.cbt.lock();
+            while st.holding {
+                if bio.is_nowait() {
+                    drop(st);
+                    bio.take().end(BlkStatus::Again);
+                    return;
+                }
+                self.resume.wait(&mut st);
+            }
             st.cbt.mark_write(bio.sector(), bio.sectors());
-            st.diff.clone()
+            // Counted under the lock, so that a hold sees it.
+            (st.diff.clone(), self.inflight.enter())
         };
+        // Counted until it completes: held by copy on write or not.
+        if bio.watch(&self.pool, entry).is_err() {
+            // Only a REQ_NOWAIT bio finds no record.
+            bio.take().end(BlkStatus::Again);
+            return;
+        }
         if let Some(diff) = diff {
             diff.on_write(bio);
         }

@@ -12,6 +12,7 @@
 
 #include "blksnap_util.h"
 #include "blksnap_data.h"
+#include "blksnap_dm.h"
 #include "kselftest_harness.h"
 
 FIXTURE(snap) {
@@ -673,6 +674,138 @@ TEST_F_TIMEOUT(snap, image_reads_never_return_data_written_after_take, 300)
 	TH_LOG("%ld reads returned the data of TAKE, %ld other data", good, wrong);
 	EXPECT_LT(0, good);
 	EXPECT_EQ(0, wrong);
+}
+
+/*
+ * Writes in flight at TAKE, on a dm-delay device over vda that delays
+ * writes by 100 ms (reads go straight through): at TAKE, writes are always
+ * in flight.  Each "whole" writer overwrites its own 1 MiB region, which
+ * starts half-way into a 256 KiB chunk, with one O_DIRECT write per round,
+ * every word stamped with the round.  "Edge" writers keep writing just
+ * outside the region, in its first and last chunks, so that right after
+ * TAKE those chunks are copied while a whole write may be in flight.  In
+ * every image, each region must hold one round: a write racing TAKE is
+ * wholly before the snapshot or wholly after it.
+ */
+#define RACE_DM "blksnap_race"
+#define RACE_REGIONS 4
+#define RACE_CHUNK (256 << 10)
+#define RACE_LEN (1 << 20)
+
+struct race {
+	const char *path;
+	int region;
+	int edge;			/* an edge writer, not a whole writer */
+	volatile int *stop;
+	int failed;
+	long rounds;
+};
+
+static uint64_t race_base(int region)
+{
+	return (128ULL << 20) + (uint64_t)region * (4 << 20);
+}
+
+static void *race_writer(void *arg)
+{
+	struct race *r = arg;
+	uint64_t *buf;
+	uint64_t base = race_base(r->region);
+	int fd = open(r->path, O_RDWR | O_DIRECT);
+
+	if (fd < 0 || posix_memalign((void **)&buf, 4096, RACE_LEN)) {
+		r->failed = 1;
+		return NULL;
+	}
+	while (!*r->stop) {
+		uint64_t stamp = ((uint64_t)r->region << 40) | (uint64_t)++r->rounds;
+		size_t len = r->edge ? 4096 : RACE_LEN;
+		uint64_t off = base + RACE_CHUNK / 2 + RACE_LEN;
+
+		for (size_t i = 0; i < len / 8; i++)
+			buf[i] = stamp;
+		if (!r->edge)
+			off = base + RACE_CHUNK / 2;
+		else if (r->rounds & 1)
+			off = base + (r->rounds % 32) * 4096;
+		if (pwrite(fd, buf, len, off) != (ssize_t)len)
+			r->failed = 1;
+	}
+	close(fd);
+	free(buf);
+	return NULL;
+}
+
+/* Returns 0 if the region holds one round throughout, else the words that differ. */
+static long race_torn(int fd, int region, uint64_t *buf)
+{
+	long torn = 0;
+
+	if (pread(fd, buf, RACE_LEN, race_base(region) + RACE_CHUNK / 2) != RACE_LEN)
+		return -1;
+	for (size_t i = 0; i < RACE_LEN / 8; i++)
+		torn += buf[i] != buf[0];
+	return torn;
+}
+
+TEST_F_TIMEOUT(snap, write_racing_take_is_wholly_before_or_after, 300)
+{
+	struct race r[2 * RACE_REGIONS];
+	pthread_t th[2 * RACE_REGIONS];
+	volatile int stop = 0;
+	struct blk_snap_dev d;
+	uint64_t *buf, sectors;
+	long torn = 0;
+	char img[160], dm[64], table[128];
+	int fd;
+
+	fd = open(DISK_A, O_RDONLY);
+	ASSERT_LE(0, fd);
+	sectors = dev_size(fd) / 512;
+	close(fd);
+	dm_remove(RACE_DM);
+	snprintf(table, sizeof(table), "%s 0 0 %s 0 100", DISK_A, DISK_A);
+	if (dm_create(RACE_DM, "delay", table, sectors, dm, sizeof(dm)))
+		SKIP(return, "no dm-delay device: %s", strerror(errno));
+	ASSERT_EQ(0, dev_id(dm, &d));
+	ASSERT_EQ(0, posix_memalign((void **)&buf, 4096, RACE_LEN));
+	for (int i = 0; i < 2 * RACE_REGIONS; i++) {
+		r[i] = (struct race){ dm, i % RACE_REGIONS, i >= RACE_REGIONS, &stop, 0, 0 };
+		ASSERT_EQ(0, pthread_create(&th[i], NULL, race_writer, &r[i]));
+	}
+	for (int round = 0; round < 8; round++) {
+		struct blk_snap_uuid id;
+		int ifd;
+
+		ASSERT_EQ(0, snapshot_create(self->fd, &d, 1, &id));
+		ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 100 << 11));
+		usleep(20000 + round * 13000);
+		ASSERT_EQ(0, take(self->fd, &id));
+		/* Copies of the edge chunks, and of the whole regions. */
+		usleep(300000);
+		ASSERT_EQ(0, image_path(self->fd, &id, &d, img, sizeof(img)));
+		ifd = open(img, O_RDONLY | O_DIRECT);
+		ASSERT_LE(0, ifd);
+		for (int g = 0; g < RACE_REGIONS; g++) {
+			long t = race_torn(ifd, g, buf);
+
+			if (t)
+				TH_LOG("round %d: region %d torn (%ld words differ)", round, g, t);
+			torn += t != 0;
+		}
+		close(ifd);
+		ASSERT_EQ(0, snapshot_destroy(self->fd, &id));
+	}
+	stop = 1;
+	for (int i = 0; i < 2 * RACE_REGIONS; i++) {
+		pthread_join(th[i], NULL);
+		EXPECT_EQ(0, r[i].failed);
+		EXPECT_LT(0, r[i].rounds);
+	}
+	free(buf);
+	EXPECT_EQ(0, tracker_remove(self->fd, &d));
+	EXPECT_EQ(0, dm_remove(RACE_DM));
+	EXPECT_EQ(0, torn);
 }
 
 /* Leaves a taken snapshot with held state for the unload check. */
