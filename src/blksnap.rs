@@ -24,6 +24,7 @@ mod storage;
 mod tracker;
 mod uapi;
 
+use kernel_ext::bio::BioSetOwner;
 use kernel_ext::misc::Registration;
 
 module! {
@@ -36,14 +37,17 @@ module! {
 
 struct Blksnap {
     _ctl: Registration<ctl::Control>,
+    /// Dropped after the control device, whose I/O allocates from it.
+    _bios: BioSetOwner,
 }
 
 impl kernel::Module for Blksnap {
     fn init(module: &'static ThisModule) -> Result<Self> {
+        let bios = BioSetOwner::init()?;
         let ctl = Registration::register(c_str!("blksnap"), 0o600, ctl::Control::new(module)?, module)?;
         let v = uapi::VERSION;
         pr_info!("version {}.{}.{}.{} loaded\n", v.major, v.minor, v.revision, v.build);
-        Ok(Blksnap { _ctl: ctl })
+        Ok(Blksnap { _ctl: ctl, _bios: bios })
     }
 }
 

@@ -26,29 +26,40 @@
 //! Image writes save the chunk first, then write to its copy in storage, so
 //! the original is never touched.
 //!
-//! At most `COPIES_AT_ONCE` copies of one device run at once (they hold the
-//! chunk buffers); the others wait in a FIFO, in `Copying`, and start as
-//! running ones finish. Image writes go through the same slots. A device
-//! whose copies wait for storage thus never holds up another's.
+//! At most `COPIES_AT_ONCE` copies of one device run at once; the others
+//! wait in a FIFO, in `Copying`, and start as running ones finish. Image
+//! writes go through the same slots. A device whose copies wait for storage
+//! thus never holds up another's.
+//!
+//! Copy on write must keep moving while memory is short, since it runs while
+//! the kernel writes dirty pages back to the tracked device to free memory.
+//! So nothing a copy needs is allocated in a way that can fail: each copy
+//! slot is a work item made at TAKE, chunk buffers come from a pool that
+//! TAKE fills with one buffer and that keeps up to
+//! `free_diff_buffer_pool_size` spare ones (a copy that finds no buffer and
+//! no memory waits for a running copy's buffer), and bios come from the
+//! module's own bio set.
 //!
 //! Locking: one spinlock per device guards its chunk map and copy queue (no
 //! global lock on the write path); allocations happen before taking it.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use kernel::alloc::flags::{GFP_ATOMIC, GFP_KERNEL, __GFP_ZERO};
+use kernel::alloc::flags::{GFP_ATOMIC, GFP_KERNEL};
 use kernel::page::{Page, PAGE_SIZE};
 use kernel::prelude::*;
 use kernel::rbtree::{RBTree, RBTreeNodeReservation};
+use kernel::alloc::flags::__GFP_NOWARN;
 use kernel::sync::{Arc, CondVar, Mutex, SpinLock};
-use kernel::{new_condvar, new_mutex, new_spinlock, pin_init};
+use kernel::workqueue::{Work, WorkItem};
+use kernel::{impl_has_work, new_condvar, new_mutex, new_spinlock, new_work, pin_init};
 
 use crate::event_queue::EventQueue;
 use crate::kernel_ext::bio::{page_io, BioList, BioOp, BlkStatus, IncomingBio, OwnedBio};
 use crate::kernel_ext::block::{BdevFile, DevT};
 use crate::kernel_ext::errno::eopnotsupp;
 use crate::kernel_ext::gendisk::DiskOps;
-use crate::kernel_ext::mem::NoIo;
+use crate::kernel_ext::mem::{zero_page_tail, NoIo};
 use crate::kernel_ext::params::Param;
 use crate::kernel_ext::workqueue::WorkQueue;
 use crate::logic::events::Event;
@@ -96,8 +107,8 @@ struct Chunks {
     map: RBTree<u32, Chunk>,
     /// The snapshot is going: nothing is held any more.
     closed: bool,
-    /// Copies started and not finished, at most [`COPIES_AT_ONCE`].
-    running: u32,
+    /// One place per copy slot, holding the slot while it is not in use.
+    idle: KVec<Option<Arc<CopyWork>>>,
     /// Chunks in `Copying` waiting for a copy slot, in `ring`. Every chunk
     /// in `Copying` is either running or queued here.
     queued: Fifo,
@@ -109,6 +120,58 @@ struct Chunks {
 /// is per device, so that one snapshot waiting for storage never takes the
 /// copy slots of another.
 const COPIES_AT_ONCE: u32 = 16;
+
+/// One copy slot of a device: a work item made at TAKE, so that starting a
+/// copy allocates nothing. A slot that finishes a copy starts the next one
+/// queued, or goes back to the device's idle slots.
+#[pin_data]
+struct CopyWork {
+    #[pin]
+    work: Work<CopyWork>,
+    /// The copy to run, set before the slot is queued.
+    #[pin]
+    job: SpinLock<Option<(Arc<DiffArea>, u32)>>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for CopyWork { self.work }
+}
+
+impl CopyWork {
+    fn new() -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Self {
+                work <- new_work!("blksnap_copy"),
+                job <- new_spinlock!(None, "blksnap_copy_job"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+}
+
+impl WorkItem for CopyWork {
+    type Pointer = Arc<CopyWork>;
+
+    fn run(this: Arc<CopyWork>) {
+        let job = this.job.lock().take();
+        if let Some((area, idx)) = job {
+            area.copy_chunk(this, idx);
+        }
+    }
+}
+
+/// A chunk buffer from a device's pool, given back when dropped.
+struct Buffer<'a> {
+    area: &'a DiffArea,
+    pages: KVec<Page>,
+}
+
+impl Drop for Buffer<'_> {
+    fn drop(&mut self) {
+        let pages = core::mem::take(&mut self.pages);
+        self.area.put_buffer(pages);
+    }
+}
 
 /// Where an image read of one chunk goes.
 enum Source {
@@ -129,6 +192,16 @@ pub(crate) struct DiffArea {
     /// Serialises bounced read-modify-write cycles on storage.
     #[pin]
     bounce: Mutex<()>,
+    /// Spare chunk buffers (see the module documentation), one place per
+    /// copy slot.
+    #[pin]
+    buffers: SpinLock<KVec<Option<KVec<Page>>>>,
+    /// Signalled when a buffer comes back.
+    #[pin]
+    buffer_back: CondVar,
+    /// Spare buffers kept: `free_diff_buffer_pool_size`, at least 1 and at
+    /// most [`COPIES_AT_ONCE`] (more could never be in use).
+    keep_buffers: usize,
     corrupted: AtomicBool,
     /// Set by DESTROY before it ends the storage waits.
     going: AtomicBool,
@@ -165,17 +238,30 @@ impl DiffArea {
         io_wq: Arc<WorkQueue>,
     ) -> Result<Arc<Self>> {
         let geometry = chunk_geometry(orig.nr_sectors())?;
+        let mut idle = KVec::with_capacity(COPIES_AT_ONCE as usize, GFP_KERNEL)?;
+        for _ in 0..COPIES_AT_ONCE {
+            idle.push(Some(CopyWork::new()?), GFP_KERNEL)?;
+        }
+        let mut spare = KVec::with_capacity(COPIES_AT_ONCE as usize, GFP_KERNEL)?;
+        spare.push(Some(alloc_buffer(&geometry, GFP_KERNEL)?), GFP_KERNEL)?;
+        for _ in 1..COPIES_AT_ONCE {
+            spare.push(None, GFP_KERNEL)?;
+        }
+        let keep = Param::FreeDiffBufferPoolSize.get().clamp(1, COPIES_AT_ONCE.into());
         Arc::pin_init(
             pin_init!(Self {
                 orig,
                 tracker,
                 geometry,
                 chunks <- new_spinlock!(
-                    Chunks { map: RBTree::new(), closed: false, running: 0, queued: Fifo::new(), ring: KVec::new() },
+                    Chunks { map: RBTree::new(), closed: false, idle, queued: Fifo::new(), ring: KVec::new() },
                     "blksnap_chunks"
                 ),
                 settled <- new_condvar!("blksnap_chunk_settled"),
                 bounce <- new_mutex!((), "blksnap_bounce"),
+                buffers <- new_spinlock!(spare, "blksnap_buffers"),
+                buffer_back <- new_condvar!("blksnap_buffer_back"),
+                keep_buffers: keep as usize,
                 corrupted: AtomicBool::new(false),
                 going: AtomicBool::new(false),
                 storage,
@@ -277,11 +363,11 @@ impl DiffArea {
     /// Under the chunk lock: starts a copy of `idx` (already in `Copying`)
     /// now if a slot is free, noting it in `start`, or queues it. The caller
     /// made room in both.
-    fn start_or_queue(c: &mut Chunks, idx: u32, start: &mut KVec<u32>) {
-        if c.running < COPIES_AT_ONCE && start.len() < start.capacity() {
-            c.running += 1;
+    fn start_or_queue(c: &mut Chunks, idx: u32, start: &mut KVec<(Arc<CopyWork>, u32)>) {
+        let slot = if start.len() < start.capacity() { c.idle.iter_mut().find_map(Option::take) } else { None };
+        if let Some(slot) = slot {
             // Within capacity: no allocation under the lock.
-            let _ = start.push(idx, GFP_ATOMIC);
+            let _ = start.push((slot, idx), GFP_ATOMIC);
         } else {
             // The caller checked the room under this lock.
             let _ = c.queued.push(&mut c.ring, idx);
@@ -289,18 +375,18 @@ impl DiffArea {
     }
 
     /// Runs the copies noted by [`Self::start_or_queue`].
-    fn spawn_copies(self: &Arc<Self>, start: &[u32]) {
-        for &idx in start {
-            if self.spawn_copy(idx).is_err() {
-                self.finish_copy(idx, Err(ENOMEM));
-            }
+    fn spawn_copies(self: &Arc<Self>, start: KVec<(Arc<CopyWork>, u32)>) {
+        for (slot, idx) in start {
+            self.start_copy(slot, idx);
         }
     }
 
-    /// Starts the worker copying chunk `idx`, which holds a copy slot.
-    fn spawn_copy(self: &Arc<Self>, idx: u32) -> Result {
-        let this = self.clone();
-        self.copy_wq.spawn(move || this.copy_chunk(idx))
+    /// Runs the copy of chunk `idx` in `slot`, a slot of ours not queued.
+    fn start_copy(self: &Arc<Self>, slot: Arc<CopyWork>, idx: u32) {
+        *slot.job.lock() = Some((self.clone(), idx));
+        // A slot is queued only by whoever took it from the idle ones or
+        // finished its last copy in it: it cannot be pending already.
+        let _ = self.copy_wq.enqueue(slot);
     }
 
     /// Resubmits `bio` if its chunks are all saved; otherwise holds it on the
@@ -319,7 +405,7 @@ impl DiffArea {
         // before the lock; what does not fit is started on a later pass.
         let want = (end - first).min(COPY_AHEAD) as usize;
         let (Ok(mut reservations), Ok(mut to_start)) =
-            (KVec::with_capacity(want, GFP_KERNEL), KVec::<u32>::with_capacity(want, GFP_KERNEL))
+            (KVec::with_capacity(want, GFP_KERNEL), KVec::<(Arc<CopyWork>, u32)>::with_capacity(want, GFP_KERNEL))
         else {
             self.corrupt(ENOMEM);
             bio.resubmit();
@@ -387,7 +473,7 @@ impl DiffArea {
         }
         let Some(holder) = holder else {
             drop(guard);
-            self.spawn_copies(&to_start);
+            self.spawn_copies(to_start);
             bio.resubmit();
             return;
         };
@@ -400,7 +486,7 @@ impl DiffArea {
             None => Some(bio),
         };
         drop(guard);
-        self.spawn_copies(&to_start);
+        self.spawn_copies(to_start);
         if let Some(bio) = unheld {
             self.corrupt(ENOMEM);
             bio.resubmit();
@@ -408,10 +494,46 @@ impl DiffArea {
     }
 
     /// Worker: saves chunk `idx` to diff storage, then lets its writes go.
-    fn copy_chunk(self: &Arc<Self>, idx: u32) {
+    fn copy_chunk(self: &Arc<Self>, slot: Arc<CopyWork>, idx: u32) {
         let _noio = NoIo::enter();
         let result = self.save(idx);
-        self.finish_copy(idx, result);
+        self.finish_copy(slot, idx, result);
+    }
+
+    /// A chunk buffer: a spare one, a new one, or, when memory is short,
+    /// the next one a running copy gives back. Some copy always holds a
+    /// buffer if none is spare (TAKE made one, and the pool never lets the
+    /// last one go), so the wait ends.
+    fn get_buffer(&self) -> Buffer<'_> {
+        loop {
+            if let Some(pages) = self.buffers.lock().iter_mut().find_map(Option::take) {
+                return Buffer { area: self, pages };
+            }
+            if let Ok(pages) = alloc_buffer(&self.geometry, GFP_KERNEL | __GFP_NOWARN) {
+                return Buffer { area: self, pages };
+            }
+            let mut spare = self.buffers.lock();
+            if spare.iter().all(Option::is_none) {
+                self.buffer_back.wait(&mut spare);
+            }
+        }
+    }
+
+    /// Takes a buffer back: kept as a spare, or freed if enough are.
+    fn put_buffer(&self, pages: KVec<Page>) {
+        let extra = {
+            let mut spare = self.buffers.lock();
+            let kept = spare.iter().filter(|b| b.is_some()).count();
+            match spare.iter_mut().find(|b| b.is_none()) {
+                Some(place) if kept < self.keep_buffers => {
+                    *place = Some(pages);
+                    None
+                }
+                _ => Some(pages),
+            }
+        };
+        self.buffer_back.notify_all();
+        drop(extra);
     }
 
     fn save(&self, idx: u32) -> Result<(Region, Arc<BdevFile>)> {
@@ -420,63 +542,61 @@ impl DiffArea {
         let alloc_len = len.div_ceil(PAGE_SECTORS) * PAGE_SECTORS;
         let (region, dev) = self.storage.alloc(alloc_len)?;
         let npages = bytes.div_ceil(PAGE_SIZE);
-        let mut pages = KVec::with_capacity(npages, GFP_KERNEL)?;
-        for i in 0..npages {
-            // The last chunk of a device whose size is not a whole number of
-            // pages ends inside its last page: that page goes to storage
-            // whole, so its tail is zeroed (no stale memory on the disk).
-            let tail = i + 1 == npages && bytes % PAGE_SIZE != 0;
-            let flags = if tail { GFP_KERNEL | __GFP_ZERO } else { GFP_KERNEL };
-            pages.push(Page::alloc_page(flags)?, GFP_KERNEL)?;
+        let mut buffer = self.get_buffer();
+        let pages = buffer.pages.get_mut(..npages).ok_or(EINVAL)?;
+        page_io(&self.orig, self.geometry.unit_start(idx), pages, bytes, false)?;
+        // The last chunk of a device whose size is not a whole number of
+        // pages ends inside its last page: that page goes to storage whole,
+        // so its tail is zeroed (no stale memory on the disk).
+        if bytes % PAGE_SIZE != 0 {
+            if let Some(last) = pages.last_mut() {
+                zero_page_tail(last, bytes % PAGE_SIZE)?;
+            }
         }
-        page_io(&self.orig, self.geometry.unit_start(idx), &pages, bytes, false)?;
         // Storage writes are whole, aligned pages, whatever the storage
         // device's logical block size.
-        page_io(&dev, region.sector, &pages, npages * PAGE_SIZE, true)?;
+        page_io(&dev, region.sector, pages, npages * PAGE_SIZE, true)?;
         Ok((region, dev))
     }
 
     /// A copy ended (or could not start): records the chunk's state, hands
     /// the copy slot to the oldest queued chunk, and lets the writes that
     /// waited for the chunk go on.
-    fn finish_copy(self: &Arc<Self>, idx: u32, result: Result<(Region, Arc<BdevFile>)>) {
-        let (mut idx, mut result) = (idx, result);
-        loop {
-            let err = result.as_ref().err().copied();
-            let (mut released, next) = self.settle(idx, result);
-            self.settled.notify_all();
-            if let Some(e) = err {
-                self.corrupt(e);
-            }
-            while let Some(bio) = released.pop() {
-                self.hold_or_release(bio);
-            }
-            // A queued chunk whose worker cannot be started fails here, in
-            // this loop: not by recursion, since the queue may be long.
-            let Some(n) = next else {
-                return;
-            };
-            if self.spawn_copy(n).is_ok() {
-                return;
-            }
-            idx = n;
-            result = Err(ENOMEM);
+    fn finish_copy(self: &Arc<Self>, slot: Arc<CopyWork>, idx: u32, result: Result<(Region, Arc<BdevFile>)>) {
+        let err = result.as_ref().err().copied();
+        let (mut released, next) = self.settle(slot, idx, result);
+        self.settled.notify_all();
+        if let Some(e) = err {
+            self.corrupt(e);
+        }
+        while let Some(bio) = released.pop() {
+            self.hold_or_release(bio);
+        }
+        if let Some((slot, n)) = next {
+            self.start_copy(slot, n);
         }
     }
 
     /// Under the chunk lock: frees the copy slot of chunk `idx` and gives it
     /// to the oldest queued chunk (returned), and records the chunk's state;
     /// returns its held writes if it is writable now.
-    fn settle(&self, idx: u32, result: Result<(Region, Arc<BdevFile>)>) -> (BioList, Option<u32>) {
+    fn settle(
+        &self,
+        slot: Arc<CopyWork>,
+        idx: u32,
+        result: Result<(Region, Arc<BdevFile>)>,
+    ) -> (BioList, Option<(Arc<CopyWork>, u32)>) {
         let mut released = BioList::new();
         let mut next = None;
         let mut guard = self.chunks.lock();
         let c = &mut *guard;
-        c.running = c.running.saturating_sub(1);
-        if !c.closed && c.running < COPIES_AT_ONCE {
-            next = c.queued.pop(&c.ring);
-            if next.is_some() {
-                c.running += 1;
+        match if c.closed { None } else { c.queued.pop(&c.ring) } {
+            Some(n) => next = Some((slot, n)),
+            // The slot came from `idle`, which has a place for every slot.
+            None => {
+                if let Some(place) = c.idle.iter_mut().find(|s| s.is_none()) {
+                    *place = Some(slot);
+                }
             }
         }
         if let Some(chunk) = c.map.get_mut(&idx) {
@@ -571,7 +691,7 @@ impl DiffArea {
     fn ensure_stored(self: &Arc<Self>, idx: u32) -> Result<(Region, Arc<BdevFile>)> {
         let mut reservation = RBTreeNodeReservation::new(GFP_KERNEL).ok();
         self.queue_room(1)?;
-        let mut to_start = KVec::<u32>::with_capacity(1, GFP_KERNEL)?;
+        let mut to_start = KVec::<(Arc<CopyWork>, u32)>::with_capacity(1, GFP_KERNEL)?;
         let mut guard = self.chunks.lock();
         loop {
             if self.is_corrupted() || guard.closed {
@@ -607,8 +727,7 @@ impl DiffArea {
                 }
                 Self::start_or_queue(c, idx, &mut to_start);
                 drop(guard);
-                self.spawn_copies(&to_start);
-                to_start = KVec::new();
+                self.spawn_copies(core::mem::replace(&mut to_start, KVec::with_capacity(1, GFP_KERNEL)?));
                 guard = self.chunks.lock();
                 continue;
             }
@@ -726,4 +845,15 @@ impl DiskOps for DiffArea {
         // are dropped, which ends the bio with an I/O error.
         let _ = this.io_wq.spawn(move || worker.image_io(bio));
     }
+}
+
+/// A chunk buffer of `geometry`'s chunk size.
+fn alloc_buffer(geometry: &Geometry, flags: kernel::alloc::Flags) -> Result<KVec<Page>> {
+    let bytes = usize::try_from(geometry.unit_sectors() * 512).map_err(|_| EINVAL)?;
+    let n = bytes.div_ceil(PAGE_SIZE);
+    let mut pages = KVec::with_capacity(n, flags)?;
+    for _ in 0..n {
+        pages.push(Page::alloc_page(flags)?, flags)?;
+    }
+    Ok(pages)
 }

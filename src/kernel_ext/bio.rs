@@ -6,6 +6,7 @@
 
 use core::ops::Deref;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use kernel::bindings;
 use kernel::error::Result;
@@ -68,7 +69,7 @@ impl Bio {
         unsafe { &*ptr.cast::<Self>() }
     }
 
-    fn raw(&self) -> *mut bindings::bio {
+    pub(super) fn raw(&self) -> *mut bindings::bio {
         self.0.get()
     }
 
@@ -309,18 +310,80 @@ impl Drop for OwnedBio {
 /// `bi_flags` bit of bios that bypass the filter of their device.
 const BIO_FILTERED_BIT: u16 = 1 << bindings::BIO_FILTERED;
 
-/// Allocates a bio on `bdev` from the shared bio set.
+/// Memory of the module's own bio set (see [`BioSetOwner`]).
+struct BioSetCell(Opaque<bindings::bio_set>);
+
+// SAFETY: The bio set is initialised before any use and torn down after the
+// last (invariants of `BioSetOwner`); allocating from it is thread-safe.
+unsafe impl Sync for BioSetCell {}
+
+static BIO_SET: BioSetCell = BioSetCell(Opaque::uninit());
+static BIO_SET_LIVE: AtomicBool = AtomicBool::new(false);
+
+/// Bios in the module's bio set kept for hard times: enough for every copy
+/// slot of a few devices and the image workers at once.
+const BIO_SET_RESERVE: u32 = 64;
+
+/// Owner of the module's own bio set, from which all its I/O allocates.
+///
+/// Copy on write runs while the kernel writes dirty pages back to the
+/// tracked device, that is, while memory may be short and the file systems
+/// hold bios of the shared `fs_bio_set`: a set of our own, with its own
+/// reserve (and a rescuer for allocations inside `submit_bio`), keeps copy
+/// on write moving whatever the file systems above hold.
+///
+/// # Invariants
+///
+/// While a `BioSetOwner` exists, `BIO_SET` is initialised and
+/// `BIO_SET_LIVE` is set; at most one exists at a time.
+pub(crate) struct BioSetOwner(());
+
+impl BioSetOwner {
+    pub(crate) fn init() -> Result<Self> {
+        if BIO_SET_LIVE.swap(true, Ordering::AcqRel) {
+            return Err(kernel::error::code::EBUSY);
+        }
+        let flags = bindings::BIOSET_NEED_BVECS | bindings::BIOSET_NEED_RESCUER;
+        // SAFETY: `BIO_SET` is not initialised: the flag was clear, and
+        // only we set it.
+        let ret = unsafe { bindings::bioset_init(BIO_SET.0.get(), BIO_SET_RESERVE, 0, flags as i32) };
+        if ret != 0 {
+            BIO_SET_LIVE.store(false, Ordering::Release);
+            return Err(kernel::error::Error::from_errno(ret));
+        }
+        // INVARIANT: initialised above; the flag stays set until `Drop`.
+        Ok(Self(()))
+    }
+}
+
+impl Drop for BioSetOwner {
+    fn drop(&mut self) {
+        // SAFETY: Initialised (type invariant). The owner is dropped at
+        // unload, after the module's I/O has ended.
+        unsafe { bindings::bioset_exit(BIO_SET.0.get()) };
+        BIO_SET_LIVE.store(false, Ordering::Release);
+    }
+}
+
+/// The module's bio set, or `ENODEV` outside the owner's life.
+fn bio_set() -> Result<*mut bindings::bio_set> {
+    if !BIO_SET_LIVE.load(Ordering::Acquire) {
+        return Err(kernel::error::code::ENODEV);
+    }
+    Ok(BIO_SET.0.get())
+}
+
+/// Allocates a bio on `bdev` from the module's bio set.
 ///
 /// # Safety
 ///
 /// `bdev` must be an open block device; the caller owns the returned bio.
 unsafe fn alloc_bio(bdev: *mut bindings::block_device, vecs: u16, opf: u32) -> Result<*mut bindings::bio> {
-    // SAFETY: `fs_bio_set` is initialised at boot and lives forever; with a
-    // sleeping allocation mode the mempool-backed allocation does not fail,
-    // but the NULL check stays.
-    let bio = unsafe {
-        bindings::bio_alloc_bioset(bdev, vecs, opf, bindings::GFP_KERNEL, core::ptr::addr_of_mut!(bindings::fs_bio_set))
-    };
+    let set = bio_set()?;
+    // SAFETY: `set` is initialised (checked above; the owner outlives the
+    // module's I/O). With a sleeping allocation mode the mempool-backed
+    // allocation waits rather than fails, but the NULL check stays.
+    let bio = unsafe { bindings::bio_alloc_bioset(bdev, vecs, opf, bindings::GFP_NOIO, set) };
     if bio.is_null() {
         return Err(kernel::error::code::ENOMEM);
     }
@@ -402,16 +465,11 @@ impl OwnedBio {
     /// at `sector`, waiting for completion; the I/O bypasses filters.
     /// `skip` and `len` are multiples of 512.
     pub(crate) fn io_part(&self, skip: u32, len: u32, target: &super::block::BdevFile, sector: u64) -> Result {
+        let set = bio_set()?;
         // SAFETY: We own the source bio; the clone shares its pages, which
-        // stay valid until we complete the source, after this call.
-        let clone = unsafe {
-            bindings::bio_alloc_clone(
-                target.as_raw(),
-                self.ptr.as_ptr(),
-                bindings::GFP_KERNEL,
-                core::ptr::addr_of_mut!(bindings::fs_bio_set),
-            )
-        };
+        // stay valid until we complete the source, after this call. `set` is
+        // initialised (checked above).
+        let clone = unsafe { bindings::bio_alloc_clone(target.as_raw(), self.ptr.as_ptr(), bindings::GFP_NOIO, set) };
         if clone.is_null() {
             return Err(kernel::error::code::ENOMEM);
         }

@@ -38,3 +38,11 @@ impl Drop for NoIo {
         unsafe { kernel::bindings::memalloc_noio_restore(self.flags) };
     }
 }
+
+/// Zeroes bytes `[from, PAGE_SIZE)` of `page`.
+pub(crate) fn zero_page_tail(page: &mut kernel::page::Page, from: usize) -> kernel::error::Result {
+    let len = kernel::page::PAGE_SIZE.checked_sub(from).ok_or(kernel::error::code::EINVAL)?;
+    // SAFETY: `&mut` gives us the page alone, so no one reads or writes it
+    // meanwhile; `fill_zero_raw` checks that the range lies in the page.
+    unsafe { page.fill_zero_raw(from, len) }
+}

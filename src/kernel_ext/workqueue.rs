@@ -54,6 +54,15 @@ impl WorkQueue {
         self.queue().try_spawn(GFP_KERNEL, f).map_err(|_| ENOMEM)
     }
 
+    /// Queues a work item that lives outside the queue (a preallocated one:
+    /// nothing is allocated). See [`Queue::enqueue`].
+    pub(crate) fn enqueue<W>(&self, w: W) -> W::EnqueueOutput
+    where
+        W: kernel::workqueue::RawWorkItem<0> + Send + 'static,
+    {
+        self.queue().enqueue(w)
+    }
+
     /// Waits until the queue is empty, including work queued by work.
     pub(crate) fn drain(&self) {
         // SAFETY: The workqueue is valid (type invariant).

@@ -4,12 +4,16 @@
  * writer runs, with the diff storage in a file on another mounted ext4 file
  * system (/dev/vdd), handed over as the file's FIEMAP extents.  The image
  * must mount, read-only and read-write, with every file as it was at TAKE;
- * writing to the mounted image must leave the original alone.
+ * writing to the mounted image must leave the original alone.  Then the
+ * same with almost no free memory while a large file is written back.
  */
 #include <linux/fiemap.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/wait.h>
 
 #include "blksnap_util.h"
 #include "blksnap_data.h"
@@ -189,6 +193,156 @@ TEST_F_TIMEOUT(fs, image_mounts_with_files_as_at_take, 120)
 	EXPECT_NE(want[3], file_sum(path));
 	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
 	unlink("/mnt/d/diff-storage");
+}
+
+/* MemAvailable, in bytes. */
+static uint64_t mem_available(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	unsigned long long kb = 0;
+	char line[128];
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kb * 1024;
+}
+
+/*
+ * Starts a process that locks all of the available memory but @leave
+ * bytes (no swap in the VM: locked memory cannot be reclaimed), and waits
+ * until it holds it.  Returns its pid, or -1.
+ */
+static pid_t memory_hog(uint64_t leave)
+{
+	int p[2];
+	char c = 0;
+	pid_t pid;
+
+	if (pipe(p))
+		return -1;
+	pid = fork();
+	if (pid == 0) {
+		uint64_t avail = mem_available();
+		size_t len = avail > leave ? avail - leave : 0;
+		FILE *adj = fopen("/proc/self/oom_score_adj", "w");
+		char *m;
+
+		if (adj) {
+			fputs("1000", adj);
+			fclose(adj);
+		}
+		m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (m == MAP_FAILED || mlock(m, len))
+			_exit(1);
+		c = 1;
+		if (write(p[1], &c, 1) != 1)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	close(p[1]);
+	if (pid < 0 || read(p[0], &c, 1) != 1 || c != 1) {
+		if (pid > 0) {
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+		}
+		pid = -1;
+	}
+	close(p[0]);
+	return pid;
+}
+
+/*
+ * Copy on write keeps going when memory is short and the tracked device is
+ * the one the kernel writes dirty pages back to: with all but 64 MiB of
+ * memory locked away, 64 MiB of new file data and rewrites of the checked
+ * files go through writeback to the snapshotted file system.  No copy may
+ * fail (no corrupted event), the image must mount with every file as at
+ * TAKE, and the original must hold what was written.
+ */
+TEST_F_TIMEOUT(fs, writeback_under_memory_pressure_keeps_image_whole, 360)
+{
+	struct blk_snap_snapshot_event *ev = calloc(1, sizeof(*ev));
+	const size_t big = 64 << 20, step = 1 << 20;
+	struct blk_snap_uuid id;
+	uint64_t want[NFILES];
+	unsigned char *buf = malloc(step), *back = malloc(step);
+	char path[64], img[160];
+	int corrupted = 0, sfd, bfd;
+	pid_t hog;
+
+	ASSERT_NE(NULL, ev);
+	ASSERT_NE(NULL, buf);
+	ASSERT_NE(NULL, back);
+	for (int i = 0; i < NFILES; i++) {
+		snprintf(path, sizeof(path), "/mnt/c/f%d", i);
+		ASSERT_EQ(0, write_file(path, 300 + i));
+		want[i] = file_sum(path);
+	}
+	unlink("/mnt/c/big");
+	sync();
+	sfd = open("/mnt/d/diff-storage", O_RDWR | O_CREAT, 0600);
+	ASSERT_LE(0, sfd);
+	ASSERT_EQ(0, fallocate(sfd, 0, 0, 120 << 20));
+	close(sfd);
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->orig, 1, &id));
+	ASSERT_EQ(0, append_file_extents(self->fd, &id, "/mnt/d/diff-storage", STORE));
+	ASSERT_EQ(0, take(self->fd, &id));
+
+	hog = memory_hog(64 << 20);
+	ASSERT_LT(0, hog);
+	TH_LOG("memory available with the hog: %llu MiB",
+	       (unsigned long long)(mem_available() >> 20));
+	bfd = open("/mnt/c/big", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	ASSERT_LE(0, bfd);
+	for (size_t off = 0; off < big; off += step) {
+		pattern(buf, step, off, 77);
+		ASSERT_EQ((ssize_t)step, write(bfd, buf, step));
+	}
+	for (int i = 0; i < NFILES; i++) {
+		snprintf(path, sizeof(path), "/mnt/c/f%d", i);
+		ASSERT_EQ(0, write_file(path, 400 + i));
+	}
+	ASSERT_EQ(0, fsync(bfd));
+	close(bfd);
+	sync();
+	kill(hog, SIGKILL);
+	waitpid(hog, NULL, 0);
+
+	while (next_event(self->fd, &id, 0, ev) == 0)
+		corrupted |= ev->code == blk_snap_event_code_corrupted;
+	EXPECT_EQ(0, corrupted);
+	/* The original holds what was written. */
+	bfd = open("/mnt/c/big", O_RDONLY);
+	ASSERT_LE(0, bfd);
+	for (size_t off = 0; off < big; off += step) {
+		pattern(buf, step, off, 77);
+		ASSERT_EQ((ssize_t)step, read(bfd, back, step));
+		ASSERT_EQ(0, memcmp(buf, back, step)) {
+			TH_LOG("/mnt/c/big differs at %zu MiB", off >> 20);
+		}
+	}
+	close(bfd);
+	/* The image holds every file as at TAKE, and no big file. */
+	ASSERT_EQ(0, image_path(self->fd, &id, &self->orig, img, sizeof(img)));
+	ASSERT_EQ(0, mount(img, "/mnt/img", "ext4", MS_RDONLY, NULL));
+	for (int i = 0; i < NFILES; i++) {
+		snprintf(path, sizeof(path), "/mnt/img/f%d", i);
+		EXPECT_EQ(want[i], file_sum(path)) {
+			TH_LOG("%s differs from its state at TAKE", path);
+		}
+	}
+	EXPECT_NE(0, access("/mnt/img/big", F_OK));
+	ASSERT_EQ(0, umount("/mnt/img"));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	unlink("/mnt/c/big");
+	unlink("/mnt/d/diff-storage");
+	free(ev);
+	free(buf);
+	free(back);
 }
 
 TEST_HARNESS_MAIN
