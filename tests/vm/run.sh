@@ -86,6 +86,16 @@ for d in disk0 disk1 disk2 disk3 disk4 disk5:4k disk6:4k disk7; do
 	disks+=(-drive "file=$OUT/${d%:4k}.img,if=none,id=d$n,format=raw,cache=unsafe" -device "$dev")
 	n=$((n + 1))
 done
+# Hot-pluggable disks hp0..hp2: SCSI disks on a virtio-scsi controller
+# (targets 0..2), which QEMU unplugs with device_del when a selftest
+# prints "BSVM-UNPLUG hpN" (removal.c).
+disks+=(-device virtio-scsi-pci,id=scsi0)
+for i in 0 1 2; do
+	truncate -s 0 "$OUT/hp$i.img"
+	truncate -s 32M "$OUT/hp$i.img"
+	disks+=(-drive "file=$OUT/hp$i.img,if=none,id=hpd$i,format=raw,cache=unsafe"
+		-device "scsi-hd,bus=scsi0.0,scsi-id=$i,lun=0,drive=hpd$i,id=hp$i")
+done
 
 cmdline="console=ttyS0 rdinit=/init panic=-1 bsvm_mode=$mode"
 cmdline="$cmdline rcupdate.rcu_cpu_stall_timeout=300 hung_task_timeout_secs=240"
@@ -98,6 +108,7 @@ cmdline="$cmdline kmemleak=on"
 qemu=(qemu-system-x86_64 -machine pc -accel tcg -cpu max,la57=off -smp 2 -m "$VM_MEM"
 	-kernel "$KERNEL" -initrd "$OUT/initramfs.cpio.gz" -append "$cmdline"
 	-display none -monitor none -no-reboot
+	-qmp "unix:$OUT/qmp.sock,server=on,wait=off"
 	"${disks[@]}")
 
 if [ "$mode" = shell ]; then
@@ -105,6 +116,7 @@ if [ "$mode" = shell ]; then
 fi
 
 : >"$OUT/results.log"
+: >"$OUT/qmp.log"
 say "booting the test kernel (TCG, timeout ${VM_TIMEOUT}s)"
 timeout --kill-after=10 "$VM_TIMEOUT" "${qemu[@]}" \
 	-serial "file:$OUT/console.log" -serial "file:$OUT/results.log" &
@@ -116,13 +128,24 @@ else
 	tail -n +1 -s 0.2 -f --pid="$qpid" "$OUT/results.log" | sed -u 's/^/  | /' &
 fi
 tpid=$!
+# Hot-unplug requests from the selftests.
+tail -n +1 -s 0.2 -f --pid="$qpid" "$OUT/results.log" | while IFS= read -r line; do
+	case "$line" in
+	*"BSVM-UNPLUG hp"[0-9]*)
+		id=$(printf '%s\n' "$line" | sed -n 's/.*BSVM-UNPLUG \(hp[0-9]\).*/\1/p')
+		"$here/qmp.py" "$OUT/qmp.sock" device_del "id=$id" >>"$OUT/qmp.log" 2>&1 ||
+			echo "device_del $id failed" >>"$OUT/qmp.log"
+		;;
+	esac
+done &
+upid=$!
 set +e
 wait "$qpid"
 qrc=$?
 set -e
 # tail ends by itself once QEMU is gone and it has shown the last lines.
-( sleep 5; kill "$tpid" 2>/dev/null ) &
-wait "$tpid" 2>/dev/null || true
+( sleep 5; kill "$tpid" "$upid" 2>/dev/null ) &
+wait "$tpid" "$upid" 2>/dev/null || true
 
 if [ "$mode" = demo ]; then
 	. "$here/splats.sh"
