@@ -15,3 +15,16 @@ pub mod ctl;
 pub mod fiemap;
 pub mod storage;
 pub mod util;
+
+#[cfg(test)]
+mod version_tests {
+    /// One version everywhere: the VERSION file (which the packages use),
+    /// the tool's Cargo version and the module's VERSION answer.
+    #[test]
+    fn versions_agree() {
+        let file = include_str!("../../VERSION").trim();
+        assert_eq!(file, env!("CARGO_PKG_VERSION"));
+        let v = crate::uapi::VERSION;
+        assert_eq!(file, format!("{}.{}.{}", v.major, v.minor, v.revision));
+    }
+}

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use blksnap::backup;
 use blksnap::ctl::{Control, CtlError, SnapEvent};
@@ -23,7 +23,14 @@ use blksnap::util::{dev_label, dev_path, dev_to_string, human_bytes, json_str, p
 
 /// Snapshots of live block devices and changed block tracking, for backup.
 #[derive(Parser, Debug)]
-#[command(name = "blksnap", version, propagate_version = true)]
+#[command(
+    name = "blksnap",
+    version,
+    propagate_version = true,
+    after_long_help = "Exit status: 0 success, 1 failure, 2 bad usage, 3 module not loaded or \
+                       not permitted, 4 an image was corrupted during a backup, 5 an incremental \
+                       backup cannot continue its chain (a full backup is needed), 130 interrupted."
+)]
 struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
@@ -44,6 +51,13 @@ enum Cmd {
     Tracker(TrackerCmd),
     /// Back up devices: snapshot, copy each image (or only its changes), destroy.
     Backup(BackupArgs),
+    /// Write the manual page (man) or a shell's completions (bash, zsh,
+    /// fish) to standard output; used when packaging.
+    #[command(hide = true)]
+    Generate {
+        /// man, bash, zsh or fish
+        what: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -228,8 +242,30 @@ fn run(cli: &Cli) -> Result<(), Fail> {
         Cmd::Snapshot(c) => snapshot(c, json)?,
         Cmd::Tracker(c) => tracker(c, json)?,
         Cmd::Backup(a) => do_backup(a, json)?,
+        Cmd::Generate { what } => generate(what)?,
     }
     Ok(())
+}
+
+/// The manual page or the completions of one shell, on standard output.
+fn generate(what: &str) -> Result<(), Fail> {
+    use clap_complete::Shell;
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let mut cmd = Cli::command();
+    let shell = match what {
+        "man" => {
+            return clap_mangen::Man::new(cmd).section("8").render(&mut out).map_err(|e| Fail(1, format!("writing the manual page: {e}")));
+        }
+        "bash" => Shell::Bash,
+        "zsh" => Shell::Zsh,
+        "fish" => Shell::Fish,
+        _ => return Err(Fail(2, format!("generate: {what}: expected man, bash, zsh or fish"))),
+    };
+    // Into memory first: `generate` panics on a write error.
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "blksnap", &mut buf);
+    out.write_all(&buf).map_err(|e| Fail(1, format!("writing the completions: {e}")))
 }
 
 fn devs(list: &[String]) -> Result<Vec<BlkSnapDev>, Fail> {
