@@ -13,6 +13,10 @@
 #   build-kernel.sh --kdir     print the path the current inputs map to
 #
 # BLKSNAP_CACHE overrides the cache root (default ~/.cache/blksnap).
+# BLKSNAP_FLAVOUR=production builds the packaged kernel instead (make
+# packages): base.config + production.config, no test devices and no
+# debugging, built with bindeb-pkg; its Debian packages end up in the
+# tree's debs/ directory.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/scripts/versions.env"
@@ -23,7 +27,21 @@ RECIPE=1
 CACHE=${BLKSNAP_CACHE:-$HOME/.cache/blksnap}
 JOBS=${JOBS:-$(($(nproc) + 1))}
 TARBALL=/usr/src/$KERNEL_SOURCE_PKG.tar.xz
-FRAGMENTS="$top/scripts/kconfig/base.config $top/scripts/kconfig/debug.config"
+FLAVOUR=${BLKSNAP_FLAVOUR:-test}
+case "$FLAVOUR" in
+test)
+	PREFIX=kernel
+	FRAGMENTS="$top/scripts/kconfig/base.config $top/scripts/kconfig/test.config $top/scripts/kconfig/debug.config"
+	;;
+production)
+	PREFIX=pkgkernel
+	FRAGMENTS="$top/scripts/kconfig/base.config $top/scripts/kconfig/production.config"
+	;;
+*)
+	echo "BLKSNAP_FLAVOUR=$FLAVOUR: test or production" >&2
+	exit 2
+	;;
+esac
 
 say() { printf '[kernel] %s\n' "$*" >&2; }
 die() { printf '[kernel] error: %s\n' "$*" >&2; exit 1; }
@@ -34,7 +52,7 @@ patch_list() {
 
 cache_key() {
 	{
-		echo "recipe $RECIPE"
+		echo "recipe $RECIPE flavour $FLAVOUR"
 		dpkg-query -W -f='${Package} ${Version}\n' "$KERNEL_SOURCE_PKG" 2>/dev/null ||
 			echo "no $KERNEL_SOURCE_PKG"
 		for p in $(patch_list); do
@@ -48,7 +66,7 @@ cache_key() {
 	} | sha256sum | cut -c1-16
 }
 
-KDIR=$CACHE/kernel-$(cache_key)
+KDIR=$CACHE/$PREFIX-$(cache_key)
 if [ "${1:-}" = "--kdir" ]; then
 	echo "$KDIR"
 	exit 0
@@ -71,8 +89,8 @@ fi
 
 # Failed or interrupted builds are of no use; of the finished ones, keep
 # the newest other one (switching back to it is then free) and drop the rest.
-rm -rf "$CACHE"/kernel-*.tmp
-for old in $(ls -dt "$CACHE"/kernel-*/.blksnap-complete 2>/dev/null | sed 's#/.blksnap-complete$##' |
+rm -rf "$CACHE"/"$PREFIX"-*.tmp
+for old in $(ls -dt "$CACHE"/"$PREFIX"-*/.blksnap-complete 2>/dev/null | sed 's#/.blksnap-complete$##' |
 	grep -vx "$KDIR" | tail -n +2); do
 	say "pruning old build $old"
 	rm -rf "$old"
@@ -92,7 +110,7 @@ for p in $(patch_list); do
 done
 
 log=$KDIR.tmp/build.log
-say "configuring (tinyconfig + fragments, LLVM=1)"
+say "configuring the $FLAVOUR kernel (tinyconfig + fragments, LLVM=1)"
 make LLVM=1 tinyconfig >"$log" 2>&1
 ./scripts/kconfig/merge_config.sh -m .config $FRAGMENTS >>"$log" 2>&1
 make LLVM=1 olddefconfig >>"$log" 2>&1
@@ -109,8 +127,10 @@ for f in $FRAGMENTS; do
 done
 [ -z "$missing" ] || die "options dropped from .config:$missing (see $log; is the Rust toolchain complete?)"
 
-say "compiling with -j$JOBS (about 13 minutes on 2 cores; log: $log)"
-make LLVM=1 -j"$JOBS" >>"$log" 2>&1 &
+target=
+[ "$FLAVOUR" = production ] && target=bindeb-pkg
+say "compiling ${target:+($target) }with -j$JOBS (about 6 minutes on 2 cores; log: $log)"
+make LLVM=1 -j"$JOBS" $target >>"$log" 2>&1 &
 mk=$!
 while kill -0 "$mk" 2>/dev/null; do
 	sleep 30
@@ -124,6 +144,13 @@ if ! wait "$mk"; then
 fi
 [ -f arch/x86/boot/bzImage ] && [ -f Module.symvers ] && [ -f rust/kernel.o ] ||
 	die "build finished without bzImage, Module.symvers or the Rust kernel crate"
+if [ "$FLAVOUR" = production ]; then
+	# bindeb-pkg leaves its output beside the tree: keep it in the tree.
+	mkdir -p debs
+	mv ../linux-*_*.deb ../linux-upstream_*.buildinfo ../linux-upstream_*.changes debs/ 2>/dev/null || true
+	ls debs/linux-image-*.deb debs/linux-headers-*.deb >/dev/null 2>&1 ||
+		die "bindeb-pkg made no linux-image or linux-headers package"
+fi
 touch .blksnap-complete
 cd /
 mv "$KDIR.tmp" "$KDIR"
