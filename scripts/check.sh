@@ -81,15 +81,24 @@ else
 	fail "cargo test (tools/) did not run"
 fi
 
+step "Rust hygiene"
+# The module as the kernel formats its own Rust (the tree's .rustfmt.toml);
+# the tool crate, which shares the ABI and logic sources, likewise.
+run "module formatted (rustfmt, the kernel's .rustfmt.toml)" \
+	rustfmt --edition 2021 --config-path "$KDIR/.rustfmt.toml" --check "$top/src/blksnap.rs"
+run "tools formatted (cargo fmt)" sh -c "cd '$top/tools' && cargo fmt --check"
+run "tools pass clippy" sh -c "cd '$top/tools' && cargo clippy --locked --all-targets -- -D warnings"
+
 step "module"
 module_ok=0
-if run "blksnap.ko builds" make -s module KDIR="$KDIR"; then
+# Built with clippy-driver (CLIPPY=1): the lints come with the build.
+if run "blksnap.ko builds" make -s module KDIR="$KDIR" CLIPPY=1; then
 	module_ok=1
 	if grep -E '^(warning|error)' "$B/step.log" >/dev/null; then
 		grep -E '^(warning|error)' -A4 "$B/step.log" | head -30 | sed 's/^/    /'
-		fail "blksnap.ko builds without warnings"
+		fail "blksnap.ko builds without warnings (rustc and clippy)"
 	else
-		pass "blksnap.ko builds without warnings"
+		pass "blksnap.ko builds without warnings (rustc and clippy)"
 	fi
 fi
 

@@ -44,10 +44,20 @@ struct Blksnap {
 impl kernel::Module for Blksnap {
     fn init(module: &'static ThisModule) -> Result<Self> {
         let bios = BioSetOwner::init()?;
-        let ctl = Registration::register(c_str!("blksnap"), 0o600, ctl::Control::new(module)?, module)?;
+        let ctl =
+            Registration::register(c_str!("blksnap"), 0o600, ctl::Control::new(module)?, module)?;
         let v = uapi::VERSION;
-        pr_info!("version {}.{}.{}.{} loaded\n", v.major, v.minor, v.revision, v.build);
-        Ok(Blksnap { _ctl: ctl, _bios: bios })
+        pr_info!(
+            "version {}.{}.{}.{} loaded\n",
+            v.major,
+            v.minor,
+            v.revision,
+            v.build
+        );
+        Ok(Blksnap {
+            _ctl: ctl,
+            _bios: bios,
+        })
     }
 }
 

@@ -18,21 +18,21 @@ use kernel::{c_str, new_mutex, page::PAGE_SIZE, ThisModule};
 
 use crate::diff_area::DiffArea;
 use crate::event_queue::{EventQueue, WaitError};
-use crate::kernel_ext::errno::{ealready, eopnotsupp};
-use crate::kernel_ext::gendisk::{BioDisk, BlockMajor};
-use crate::kernel_ext::workqueue::WorkQueue;
-use crate::storage::Storage;
 use crate::kernel_ext::block::{BdevFile, DevT};
 use crate::kernel_ext::cred;
 use crate::kernel_ext::errno::enodata;
+use crate::kernel_ext::errno::{ealready, eopnotsupp};
 use crate::kernel_ext::filter::Attached;
+use crate::kernel_ext::gendisk::{BioDisk, BlockMajor};
 use crate::kernel_ext::inflight::WatchPool;
 use crate::kernel_ext::mem::zeroed_box;
 use crate::kernel_ext::misc::FileOperations;
 use crate::kernel_ext::params::Param;
 use crate::kernel_ext::random::random_uuid;
+use crate::kernel_ext::workqueue::WorkQueue;
 use crate::logic::events::Event;
 use crate::slots::Slots;
+use crate::storage::Storage;
 use crate::tracker::Tracker;
 use crate::uapi;
 
@@ -210,7 +210,11 @@ impl State {
     /// `also` holds images being made, not yet in any snapshot.
     fn free_minor(&self, also: &[Image]) -> u32 {
         let used = |n: u32| {
-            also.iter().any(|i| i.minor == n) || self.snapshots.iter().any(|s| s.images.iter().any(|i| i.minor == n))
+            also.iter().any(|i| i.minor == n)
+                || self
+                    .snapshots
+                    .iter()
+                    .any(|s| s.images.iter().any(|i| i.minor == n))
         };
         let mut n = 0;
         while used(n) {
@@ -252,7 +256,10 @@ impl State {
     /// Forgets the trackers of devices that went away, unless a snapshot
     /// still names them (it fails at TAKE, or its image fails reads).
     fn purge_gone(&mut self) {
-        while let Some(t) = self.trackers.remove_first(|t| t.tracker.is_gone() && t.snapshot.is_none()) {
+        while let Some(t) = self
+            .trackers
+            .remove_first(|t| t.tracker.is_gone() && t.snapshot.is_none())
+        {
             drop(t);
         }
     }
@@ -276,7 +283,10 @@ impl Drop for Control {
         // before the queue and the image major go.
         let (snapshots, trackers) = {
             let mut st = self.state.lock();
-            (core::mem::replace(&mut st.snapshots, Slots::new()), core::mem::replace(&mut st.trackers, Slots::new()))
+            (
+                core::mem::replace(&mut st.snapshots, Slots::new()),
+                core::mem::replace(&mut st.trackers, Slots::new()),
+            )
         };
         drop(snapshots);
         drop(trackers);
@@ -288,14 +298,27 @@ impl Drop for Control {
 impl Control {
     pub(crate) fn new(module: &'static ThisModule) -> Result<Self> {
         let state = KBox::pin_init(
-            new_mutex!(State { trackers: Slots::new(), snapshots: Slots::new() }, "blksnap_state"),
+            new_mutex!(
+                State {
+                    trackers: Slots::new(),
+                    snapshots: Slots::new()
+                },
+                "blksnap_state"
+            ),
             GFP_KERNEL,
         )?;
         let copy_wq = Arc::new(WorkQueue::new(c_str!("blksnap_copy"), 0)?, GFP_KERNEL)?;
         let io_wq = Arc::new(WorkQueue::new(c_str!("blksnap_io"), 0)?, GFP_KERNEL)?;
         let major = BlockMajor::register(c_str!("blksnap-image"))?;
         let pool = Arc::new(WatchPool::new(WATCH_RESERVE)?, GFP_KERNEL)?;
-        Ok(Control { state, copy_wq, io_wq, major, module, pool })
+        Ok(Control {
+            state,
+            copy_wq,
+            io_wq,
+            major,
+            module,
+            pool,
+        })
     }
 
     fn version(&self, arg: usize) -> Result<isize> {
@@ -313,7 +336,7 @@ impl Control {
         for _ in 0..req.count {
             let d: uapi::BlkSnapDev = reader.read()?;
             let dev = dev_of(&d)?;
-            if devs.iter().any(|x| *x == dev) {
+            if devs.contains(&dev) {
                 return Err(EINVAL);
             }
             devs.push(dev, GFP_KERNEL)?;
@@ -365,7 +388,11 @@ impl Control {
                 Attached::attach(bdev.hold(), tracker.clone())?
             };
             pr_info!("tracking {}:{}\n", bdev.dev().major(), bdev.dev().minor());
-            st.trackers.insert(TrackerEntry { tracker, _filter: filter, snapshot: None })?;
+            st.trackers.insert(TrackerEntry {
+                tracker,
+                _filter: filter,
+                snapshot: None,
+            })?;
         }
 
         let id = random_uuid();
@@ -374,8 +401,18 @@ impl Control {
                 t.snapshot = Some(id);
             }
         }
-        events.push(Event::low_free_space(EventQueue::now(), Param::DiffStorageMinimum.get()));
-        st.snapshots.insert(Snapshot { id, devices: devs, taken: false, events, storage, images: KVec::new() })?;
+        events.push(Event::low_free_space(
+            EventQueue::now(),
+            Param::DiffStorageMinimum.get(),
+        ));
+        st.snapshots.insert(Snapshot {
+            id,
+            devices: devs,
+            taken: false,
+            events,
+            storage,
+            images: KVec::new(),
+        })?;
 
         req.id = uapi::BlkSnapUuid { b: id };
         if let Err(e) = write_arg(arg, &req) {
@@ -430,10 +467,16 @@ impl Control {
         let mut st = self.state.lock();
         st.purge_gone();
         let infos = st.trackers.iter().map(|t| t.tracker.info());
-        collect_out(req.cbt_info_array, req.count, st.trackers.len() as u32, infos, |n| {
-            req.count = n;
-            write_arg(arg, &req)
-        })
+        collect_out(
+            req.cbt_info_array,
+            req.count,
+            st.trackers.len() as u32,
+            infos,
+            |n| {
+                req.count = n;
+                write_arg(arg, &req)
+            },
+        )
     }
 
     fn tracker_read_cbt_map(&self, arg: usize) -> Result<isize> {
@@ -452,7 +495,10 @@ impl Control {
             t.tracker.clone()
         };
         let offset = req.offset as usize;
-        let total = tracker.map_len().saturating_sub(offset).min(req.length as usize);
+        let total = tracker
+            .map_len()
+            .saturating_sub(offset)
+            .min(req.length as usize);
         if total == 0 {
             return Ok(0);
         }
@@ -480,7 +526,11 @@ impl Control {
             return Err(EINVAL);
         }
         let dev = dev_of(&req.dev_id)?;
-        let tracker = self.state.lock().tracker_of(dev, self.major.major()).ok_or(ENODEV)?;
+        let tracker = self
+            .state
+            .lock()
+            .tracker_of(dev, self.major.major())
+            .ok_or(ENODEV)?;
         // All or nothing: every range is read and checked before any is marked.
         for r in read_ranges(req.dirty_blocks_array, req.count)?.iter() {
             tracker.mark_dirty(r.sector_offset, r.sector_count);
@@ -521,7 +571,11 @@ impl Control {
         // the check and the append.
         let st = self.state.lock();
         let storage = st.snapshot(&req.id.b)?.storage.clone();
-        if st.snapshots.iter().any(|s| s.storage.overlaps(bdev.whole_dev(), &abs)) {
+        if st
+            .snapshots
+            .iter()
+            .any(|s| s.storage.overlaps(bdev.whole_dev(), &abs))
+        {
             return Err(EINVAL);
         }
         storage.append(bdev, &mut pairs)?;
@@ -625,7 +679,14 @@ impl Control {
                     return Err(ENOMEM);
                 }
             };
-            images.push(Image { area: a.clone(), disk: Some(disk), minor }, GFP_KERNEL)?;
+            images.push(
+                Image {
+                    area: a.clone(),
+                    disk: Some(disk),
+                    minor,
+                },
+                GFP_KERNEL,
+            )?;
         }
         let snap = st.snapshot_mut(&req.id.b)?;
         snap.images = images;
@@ -641,14 +702,26 @@ impl Control {
         let infos = snap.images.iter().map(|img| {
             let o = img.area.dev();
             uapi::BlkSnapImageInfo {
-                orig_dev_id: uapi::BlkSnapDev { mj: o.major(), mn: o.minor() },
-                image_dev_id: uapi::BlkSnapDev { mj: major, mn: img.minor },
+                orig_dev_id: uapi::BlkSnapDev {
+                    mj: o.major(),
+                    mn: o.minor(),
+                },
+                image_dev_id: uapi::BlkSnapDev {
+                    mj: major,
+                    mn: img.minor,
+                },
             }
         });
-        collect_out(req.image_info_array, req.count, snap.images.len() as u32, infos, |n| {
-            req.count = n;
-            write_arg(arg, &req)
-        })
+        collect_out(
+            req.image_info_array,
+            req.count,
+            snap.images.len() as u32,
+            infos,
+            |n| {
+                req.count = n;
+                write_arg(arg, &req)
+            },
+        )
     }
 
     fn snapshot_wait_event(&self, arg: usize) -> Result<isize> {

@@ -45,11 +45,11 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use kernel::alloc::flags::__GFP_NOWARN;
 use kernel::alloc::flags::{GFP_ATOMIC, GFP_KERNEL};
 use kernel::page::{Page, PAGE_SIZE};
 use kernel::prelude::*;
 use kernel::rbtree::{RBTree, RBTreeNodeReservation};
-use kernel::alloc::flags::__GFP_NOWARN;
 use kernel::sync::{Arc, CondVar, Mutex, SpinLock};
 use kernel::workqueue::{Work, WorkItem};
 use kernel::{impl_has_work, new_condvar, new_mutex, new_spinlock, new_work, pin_init};
@@ -90,7 +90,12 @@ struct Chunk {
 
 impl Chunk {
     fn new(state: State) -> Self {
-        Self { state, readers: 0, held: BioList::new(), storage: None }
+        Self {
+            state,
+            readers: 0,
+            held: BioList::new(),
+            storage: None,
+        }
     }
 
     /// A write to the original may go on.
@@ -247,7 +252,9 @@ impl DiffArea {
         for _ in 1..COPIES_AT_ONCE {
             spare.push(None, GFP_KERNEL)?;
         }
-        let keep = Param::FreeDiffBufferPoolSize.get().clamp(1, COPIES_AT_ONCE.into());
+        let keep = Param::FreeDiffBufferPoolSize
+            .get()
+            .clamp(1, COPIES_AT_ONCE.into());
         Arc::pin_init(
             pin_init!(Self {
                 orig,
@@ -312,8 +319,18 @@ impl DiffArea {
         if !self.corrupted.swap(true, Ordering::AcqRel) && !self.going.load(Ordering::Acquire) {
             let dev = self.dev();
             let errno = -err.to_errno();
-            pr_err!("image of {}:{} is corrupted (error {})\n", dev.major(), dev.minor(), errno);
-            self.events.push(Event::corrupted(EventQueue::now(), dev.major(), dev.minor(), errno));
+            pr_err!(
+                "image of {}:{} is corrupted (error {})\n",
+                dev.major(),
+                dev.minor(),
+                errno
+            );
+            self.events.push(Event::corrupted(
+                EventQueue::now(),
+                dev.major(),
+                dev.minor(),
+                errno,
+            ));
         }
     }
 
@@ -328,7 +345,7 @@ impl DiffArea {
         }
         {
             let c = self.chunks.lock();
-            if c.closed || (first..end).all(|i| c.map.get(&i).map_or(false, Chunk::writable)) {
+            if c.closed || (first..end).all(|i| c.map.get(&i).is_some_and(Chunk::writable)) {
                 return;
             }
         }
@@ -364,7 +381,11 @@ impl DiffArea {
     /// now if a slot is free, noting it in `start`, or queues it. The caller
     /// made room in both.
     fn start_or_queue(c: &mut Chunks, idx: u32, start: &mut KVec<(Arc<CopyWork>, u32)>) {
-        let slot = if start.len() < start.capacity() { c.idle.iter_mut().find_map(Option::take) } else { None };
+        let slot = if start.len() < start.capacity() {
+            c.idle.iter_mut().find_map(Option::take)
+        } else {
+            None
+        };
         if let Some(slot) = slot {
             // Within capacity: no allocation under the lock.
             let _ = start.push((slot, idx), GFP_ATOMIC);
@@ -404,9 +425,10 @@ impl DiffArea {
         // Room for the new entries, the copies to start and the queue, made
         // before the lock; what does not fit is started on a later pass.
         let want = (end - first).min(COPY_AHEAD) as usize;
-        let (Ok(mut reservations), Ok(mut to_start)) =
-            (KVec::with_capacity(want, GFP_KERNEL), KVec::<(Arc<CopyWork>, u32)>::with_capacity(want, GFP_KERNEL))
-        else {
+        let (Ok(mut reservations), Ok(mut to_start)) = (
+            KVec::with_capacity(want, GFP_KERNEL),
+            KVec::<(Arc<CopyWork>, u32)>::with_capacity(want, GFP_KERNEL),
+        ) else {
             self.corrupt(ENOMEM);
             bio.resubmit();
             return;
@@ -544,7 +566,13 @@ impl DiffArea {
         let npages = bytes.div_ceil(PAGE_SIZE);
         let mut buffer = self.get_buffer();
         let pages = buffer.pages.get_mut(..npages).ok_or(EINVAL)?;
-        page_io(&self.orig, self.geometry.unit_start(idx), pages, bytes, false)?;
+        page_io(
+            &self.orig,
+            self.geometry.unit_start(idx),
+            pages,
+            bytes,
+            false,
+        )?;
         // The last chunk of a device whose size is not a whole number of
         // pages ends inside its last page: that page goes to storage whole,
         // so its tail is zeroed (no stale memory on the disk).
@@ -562,7 +590,12 @@ impl DiffArea {
     /// A copy ended (or could not start): records the chunk's state, hands
     /// the copy slot to the oldest queued chunk, and lets the writes that
     /// waited for the chunk go on.
-    fn finish_copy(self: &Arc<Self>, slot: Arc<CopyWork>, idx: u32, result: Result<(Region, Arc<BdevFile>)>) {
+    fn finish_copy(
+        self: &Arc<Self>,
+        slot: Arc<CopyWork>,
+        idx: u32,
+        result: Result<(Region, Arc<BdevFile>)>,
+    ) {
         let err = result.as_ref().err().copied();
         let (mut released, next) = self.settle(slot, idx, result);
         self.settled.notify_all();
@@ -590,7 +623,11 @@ impl DiffArea {
         let mut next = None;
         let mut guard = self.chunks.lock();
         let c = &mut *guard;
-        match if c.closed { None } else { c.queued.pop(&c.ring) } {
+        match if c.closed {
+            None
+        } else {
+            c.queued.pop(&c.ring)
+        } {
             Some(n) => next = Some((slot, n)),
             // The slot came from `idle`, which has a place for every slot.
             None => {
@@ -641,7 +678,11 @@ impl DiffArea {
 
     /// Chooses where an image read of chunk `idx` goes, counting a reader of
     /// the original.
-    fn read_source(&self, idx: u32, reservation: &mut Option<RBTreeNodeReservation<u32, Chunk>>) -> Result<Source> {
+    fn read_source(
+        &self,
+        idx: u32,
+        reservation: &mut Option<RBTreeNodeReservation<u32, Chunk>>,
+    ) -> Result<Source> {
         let mut c = self.chunks.lock();
         match c.map.get_mut(&idx) {
             Some(chunk) => match chunk.state {
@@ -673,7 +714,9 @@ impl DiffArea {
                 if chunk.writable() {
                     released = chunk.held.take();
                 }
-                forget = chunk.readers == 0 && matches!(chunk.state, State::Original) && chunk.held.is_empty();
+                forget = chunk.readers == 0
+                    && matches!(chunk.state, State::Original)
+                    && chunk.held.is_empty();
             }
             if forget {
                 // Keep memory proportional to changes, not to reads.
@@ -727,7 +770,10 @@ impl DiffArea {
                 }
                 Self::start_or_queue(c, idx, &mut to_start);
                 drop(guard);
-                self.spawn_copies(core::mem::replace(&mut to_start, KVec::with_capacity(1, GFP_KERNEL)?));
+                self.spawn_copies(core::mem::replace(
+                    &mut to_start,
+                    KVec::with_capacity(1, GFP_KERNEL)?,
+                ));
                 guard = self.chunks.lock();
                 continue;
             }
@@ -741,7 +787,15 @@ impl DiffArea {
     /// cannot take a part that is not aligned to them: such a part goes
     /// through a bounce buffer of whole blocks (read, and for a write,
     /// modify and write back, one at a time per device).
-    fn storage_io(&self, bio: &OwnedBio, done: u32, part: u32, dev: &BdevFile, sector: u64, write: bool) -> Result {
+    fn storage_io(
+        &self,
+        bio: &OwnedBio,
+        done: u32,
+        part: u32,
+        dev: &BdevFile,
+        sector: u64,
+        write: bool,
+    ) -> Result {
         let lbs = u64::from(dev.logical_block_size() >> 9).max(1);
         let n = u64::from(part >> 9);
         if sector % lbs == 0 && n % lbs == 0 {
@@ -767,7 +821,15 @@ impl DiffArea {
     /// [`Self::storage_io`] on a chunk's copy in storage: if that fails,
     /// the snapshot's data is lost or cannot be reached, so the image is
     /// corrupted (the event tells user space), not just this bio failed.
-    fn stored_io(&self, bio: &OwnedBio, done: u32, part: u32, dev: &BdevFile, sector: u64, write: bool) -> Result {
+    fn stored_io(
+        &self,
+        bio: &OwnedBio,
+        done: u32,
+        part: u32,
+        dev: &BdevFile,
+        sector: u64,
+        write: bool,
+    ) -> Result {
         let r = self.storage_io(bio, done, part, dev, sector, write);
         if let Err(e) = r {
             if e != ENOMEM {
@@ -803,7 +865,8 @@ impl DiffArea {
         while done < total {
             let (idx, _) = self.geometry.units_of(sector, 1).ok_or(EIO)?;
             let chunk_end = self.geometry.unit_start(idx) + self.geometry.unit_len(idx);
-            let part = u32::try_from(((chunk_end - sector) * 512).min(u64::from(total - done))).map_err(|_| EIO)?;
+            let part = u32::try_from(((chunk_end - sector) * 512).min(u64::from(total - done)))
+                .map_err(|_| EIO)?;
             let in_chunk = sector - self.geometry.unit_start(idx);
             if write {
                 let (region, dev) = self.ensure_stored(idx)?;

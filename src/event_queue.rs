@@ -81,7 +81,9 @@ impl EventQueue {
             match self.cond.wait_interruptible_timeout(&mut q, left) {
                 kernel::sync::CondVarTimeoutResult::Woken { jiffies } => left = jiffies,
                 kernel::sync::CondVarTimeoutResult::Timeout => left = 0,
-                kernel::sync::CondVarTimeoutResult::Signal { .. } => return Err(WaitError::Interrupted),
+                kernel::sync::CondVarTimeoutResult::Signal { .. } => {
+                    return Err(WaitError::Interrupted)
+                }
             }
         }
     }

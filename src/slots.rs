@@ -38,7 +38,10 @@ impl<T> Slots<T> {
 
     /// Removes and returns the first entry that `pred` accepts.
     pub(crate) fn remove_first(&mut self, mut pred: impl FnMut(&T) -> bool) -> Option<T> {
-        self.slots.iter_mut().find(|s| s.as_ref().map_or(false, &mut pred))?.take()
+        self.slots
+            .iter_mut()
+            .find(|s| s.as_ref().is_some_and(&mut pred))?
+            .take()
     }
 
     pub(crate) fn len(&self) -> usize {

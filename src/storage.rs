@@ -68,14 +68,25 @@ impl Storage {
             Some(i) => i,
             None => st.devs.len(),
         };
-        let existing = st.ranges.iter().filter(|r| r.dev as usize == idx).map(|r| (r.start, r.len));
+        let existing = st
+            .ranges
+            .iter()
+            .filter(|r| r.dev as usize == idx)
+            .map(|r| (r.start, r.len));
         validate_ranges(ranges, existing, bdev.nr_sectors(), align).map_err(|_| EINVAL)?;
         st.ranges.reserve(ranges.len(), GFP_KERNEL)?;
         if idx == st.devs.len() {
             st.devs.push(bdev, GFP_KERNEL)?;
         }
         for &(start, len) in ranges.iter() {
-            st.ranges.push(StorageRange { dev: idx as u32, start, len }, GFP_KERNEL)?;
+            st.ranges.push(
+                StorageRange {
+                    dev: idx as u32,
+                    start,
+                    len,
+                },
+                GFP_KERNEL,
+            )?;
             st.alloc.appended(len);
         }
         drop(st);
@@ -106,7 +117,8 @@ impl Storage {
     /// Allocates `len` sectors, waiting for more storage if there is none.
     pub(crate) fn alloc(&self, len: u64) -> Result<(Region, Arc<BdevFile>)> {
         let minimum = Param::DiffStorageMinimum.get();
-        let mut left = msecs_to_jiffies(Param::DiffStorageWaitMs.get().min(u64::from(u32::MAX)) as u32);
+        let mut left =
+            msecs_to_jiffies(Param::DiffStorageWaitMs.get().min(u64::from(u32::MAX)) as u32);
         let mut st = self.state.lock();
         loop {
             let st_ref = &mut *st;
@@ -115,14 +127,20 @@ impl Storage {
             }
             if let Some(region) = st_ref.alloc.alloc(&st_ref.ranges, len) {
                 if st_ref.alloc.low_space_due(minimum / 2) {
-                    self.events.push(Event::low_free_space(EventQueue::now(), minimum));
+                    self.events
+                        .push(Event::low_free_space(EventQueue::now(), minimum));
                 }
-                let dev = st_ref.devs.get(region.dev as usize).cloned().ok_or(EINVAL)?;
+                let dev = st_ref
+                    .devs
+                    .get(region.dev as usize)
+                    .cloned()
+                    .ok_or(EINVAL)?;
                 return Ok((region, dev));
             }
             // Nothing free: ask for more (once per append) and wait.
             if st_ref.alloc.low_space_due(u64::MAX) {
-                self.events.push(Event::low_free_space(EventQueue::now(), minimum));
+                self.events
+                    .push(Event::low_free_space(EventQueue::now(), minimum));
             }
             if left == 0 {
                 return Err(ENOSPC);

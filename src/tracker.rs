@@ -175,7 +175,11 @@ impl Tracker {
         let fresh = new_cbt(capacity)?;
         let old = core::mem::replace(&mut self.cbt.lock().cbt, fresh);
         drop(old);
-        pr_info!("{}:{} changed size: change tracking restarts\n", self.dev().major(), self.dev().minor());
+        pr_info!(
+            "{}:{} changed size: change tracking restarts\n",
+            self.dev().major(),
+            self.dev().minor()
+        );
         Ok(())
     }
 
@@ -194,7 +198,11 @@ impl Tracker {
         while self.inflight.count() != 0 {
             if (Ktime::ktime_get() - start).to_ns() > DRAIN_LIMIT_NS {
                 let dev = self.dev();
-                pr_warn!("{}:{}: writes in flight did not complete: TAKE gives up\n", dev.major(), dev.minor());
+                pr_warn!(
+                    "{}:{}: writes in flight did not complete: TAKE gives up\n",
+                    dev.major(),
+                    dev.minor()
+                );
                 return Err(EBUSY);
             }
             sleep_interruptible(1)?;
@@ -239,11 +247,16 @@ impl Tracker {
         let cbt = &st.cbt;
         let g = cbt.geometry();
         uapi::BlkSnapCbtInfo {
-            dev_id: uapi::BlkSnapDev { mj: dev.major(), mn: dev.minor() },
+            dev_id: uapi::BlkSnapDev {
+                mj: dev.major(),
+                mn: dev.minor(),
+            },
             blk_size: g.unit_bytes(),
             device_capacity: g.capacity().saturating_mul(512),
             blk_count: g.count(),
-            generation_id: uapi::BlkSnapUuid { b: *cbt.generation() },
+            generation_id: uapi::BlkSnapUuid {
+                b: *cbt.generation(),
+            },
             snap_number: cbt.previous_number(),
             ..Default::default()
         }

@@ -68,14 +68,17 @@ pub const IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP: u32 =
 pub const IOCTL_BLK_SNAP_TRACKER_MARK_DIRTY_BLOCKS: u32 =
     ior::<BlkSnapTrackerMarkDirtyBlocks>(nr::TRACKER_MARK_DIRTY_BLOCKS);
 pub const IOCTL_BLK_SNAP_SNAPSHOT_CREATE: u32 = iow::<BlkSnapSnapshotCreate>(nr::SNAPSHOT_CREATE);
-pub const IOCTL_BLK_SNAP_SNAPSHOT_DESTROY: u32 = ior::<BlkSnapSnapshotDestroy>(nr::SNAPSHOT_DESTROY);
+pub const IOCTL_BLK_SNAP_SNAPSHOT_DESTROY: u32 =
+    ior::<BlkSnapSnapshotDestroy>(nr::SNAPSHOT_DESTROY);
 pub const IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE: u32 =
     iow::<BlkSnapSnapshotAppendStorage>(nr::SNAPSHOT_APPEND_STORAGE);
 pub const IOCTL_BLK_SNAP_SNAPSHOT_TAKE: u32 = ior::<BlkSnapSnapshotTake>(nr::SNAPSHOT_TAKE);
-pub const IOCTL_BLK_SNAP_SNAPSHOT_COLLECT: u32 = iow::<BlkSnapSnapshotCollect>(nr::SNAPSHOT_COLLECT);
+pub const IOCTL_BLK_SNAP_SNAPSHOT_COLLECT: u32 =
+    iow::<BlkSnapSnapshotCollect>(nr::SNAPSHOT_COLLECT);
 pub const IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES: u32 =
     iow::<BlkSnapSnapshotCollectImages>(nr::SNAPSHOT_COLLECT_IMAGES);
-pub const IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT: u32 = iow::<BlkSnapSnapshotEvent>(nr::SNAPSHOT_WAIT_EVENT);
+pub const IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT: u32 =
+    iow::<BlkSnapSnapshotEvent>(nr::SNAPSHOT_WAIT_EVENT);
 
 /// `enum blk_snap_event_codes`.
 pub const BLK_SNAP_EVENT_CODE_LOW_FREE_SPACE: u32 = 0;
@@ -83,7 +86,12 @@ pub const BLK_SNAP_EVENT_CODE_LOW_FREE_SPACE: u32 = 0;
 pub const BLK_SNAP_EVENT_CODE_CORRUPTED: u32 = 1;
 
 /// The ABI version this module serves.
-pub const VERSION: BlkSnapVersion = BlkSnapVersion { major: 1, minor: 0, revision: 0, build: 0 };
+pub const VERSION: BlkSnapVersion = BlkSnapVersion {
+    major: 1,
+    minor: 0,
+    revision: 0,
+    build: 0,
+};
 
 /// `struct blk_snap_version`.
 #[repr(C)]

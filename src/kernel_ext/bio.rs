@@ -91,7 +91,10 @@ impl Bio {
     /// Whether the bio changes the data on the device (writes, discards,
     /// zeroing, secure erase).
     pub(crate) fn changes_data(&self) -> bool {
-        matches!(self.op(), BioOp::Write | BioOp::Discard | BioOp::SecureErase | BioOp::WriteZeroes)
+        matches!(
+            self.op(),
+            BioOp::Write | BioOp::Discard | BioOp::SecureErase | BioOp::WriteZeroes
+        )
     }
 
     fn opf(&self) -> u32 {
@@ -194,7 +197,10 @@ impl<'a> Iterator for Segments<'a> {
         let vec = unsafe { bindings::bio_iter_bvec(self.bio.raw(), self.iter) };
         // SAFETY: As above; `bv_len` bytes remain in the iterator.
         unsafe { bindings::bio_advance_iter_single(self.bio.raw(), &mut self.iter, vec.bv_len) };
-        Some(Segment { vec, _bio: self.bio })
+        Some(Segment {
+            vec,
+            _bio: self.bio,
+        })
     }
 }
 
@@ -220,7 +226,8 @@ impl<'a> IncomingBio<'a> {
     /// on return, the caller gives the bio up to the [`OwnedBio`].
     pub(super) unsafe fn new(ptr: *mut bindings::bio, taken: &'a core::cell::Cell<bool>) -> Self {
         // SAFETY: The caller promises the bio is live for `'a`.
-        Self { bio: unsafe { Bio::from_raw(ptr) }, taken }
+        let bio = unsafe { Bio::from_raw(ptr) };
+        Self { bio, taken }
     }
 
     /// Takes the bio over: the submit path stops here, and the returned
@@ -229,7 +236,9 @@ impl<'a> IncomingBio<'a> {
         self.taken.set(true);
         // INVARIANT: the submitter's path is told (through `taken`) to leave
         // the bio to us.
-        OwnedBio { ptr: NonNull::from(&self.bio.0).cast() }
+        OwnedBio {
+            ptr: NonNull::from(&self.bio.0).cast(),
+        }
     }
 }
 
@@ -263,7 +272,8 @@ impl OwnedBio {
     /// `ptr` is a live bio the caller owns and gives up.
     pub(super) unsafe fn from_raw(ptr: *mut bindings::bio) -> Self {
         // SAFETY: The caller promises a live, non-NULL bio it owns.
-        Self { ptr: unsafe { NonNull::new_unchecked(ptr) } }
+        let ptr = unsafe { NonNull::new_unchecked(ptr) };
+        Self { ptr }
     }
 
     /// Sends the bio on to its device, past the device's filter.
@@ -346,7 +356,8 @@ impl BioSetOwner {
         let flags = bindings::BIOSET_NEED_BVECS | bindings::BIOSET_NEED_RESCUER;
         // SAFETY: `BIO_SET` is not initialised: the flag was clear, and
         // only we set it.
-        let ret = unsafe { bindings::bioset_init(BIO_SET.0.get(), BIO_SET_RESERVE, 0, flags as i32) };
+        let ret =
+            unsafe { bindings::bioset_init(BIO_SET.0.get(), BIO_SET_RESERVE, 0, flags as i32) };
         if ret != 0 {
             BIO_SET_LIVE.store(false, Ordering::Release);
             return Err(kernel::error::Error::from_errno(ret));
@@ -378,7 +389,11 @@ fn bio_set() -> Result<*mut bindings::bio_set> {
 /// # Safety
 ///
 /// `bdev` must be an open block device; the caller owns the returned bio.
-unsafe fn alloc_bio(bdev: *mut bindings::block_device, vecs: u16, opf: u32) -> Result<*mut bindings::bio> {
+unsafe fn alloc_bio(
+    bdev: *mut bindings::block_device,
+    vecs: u16,
+    opf: u32,
+) -> Result<*mut bindings::bio> {
     let set = bio_set()?;
     // SAFETY: `set` is initialised (checked above; the owner outlives the
     // module's I/O). With a sleeping allocation mode the mempool-backed
@@ -464,12 +479,20 @@ impl OwnedBio {
     /// Performs bytes `[skip, skip + len)` of this bio's transfer on `target`
     /// at `sector`, waiting for completion; the I/O bypasses filters.
     /// `skip` and `len` are multiples of 512.
-    pub(crate) fn io_part(&self, skip: u32, len: u32, target: &super::block::BdevFile, sector: u64) -> Result {
+    pub(crate) fn io_part(
+        &self,
+        skip: u32,
+        len: u32,
+        target: &super::block::BdevFile,
+        sector: u64,
+    ) -> Result {
         let set = bio_set()?;
         // SAFETY: We own the source bio; the clone shares its pages, which
         // stay valid until we complete the source, after this call. `set` is
         // initialised (checked above).
-        let clone = unsafe { bindings::bio_alloc_clone(target.as_raw(), self.ptr.as_ptr(), bindings::GFP_NOIO, set) };
+        let clone = unsafe {
+            bindings::bio_alloc_clone(target.as_raw(), self.ptr.as_ptr(), bindings::GFP_NOIO, set)
+        };
         if clone.is_null() {
             return Err(kernel::error::code::ENOMEM);
         }
@@ -498,7 +521,10 @@ impl OwnedBio {
         into_bio: bool,
     ) -> Result {
         use kernel::page::PAGE_SIZE;
-        let total = pages.len().checked_mul(PAGE_SIZE).ok_or(kernel::error::code::EINVAL)?;
+        let total = pages
+            .len()
+            .checked_mul(PAGE_SIZE)
+            .ok_or(kernel::error::code::EINVAL)?;
         if at.checked_add(len).map_or(true, |end| end > total) {
             return Err(kernel::error::code::EINVAL);
         }
@@ -533,9 +559,17 @@ impl OwnedBio {
                     let bio_base = bindings::kmap_local_page(seg.vec.bv_page).cast::<u8>();
                     let buf_base = bindings::kmap_local_page(page.as_ptr()).cast::<u8>();
                     if into_bio {
-                        core::ptr::copy_nonoverlapping(buf_base.add(in_page), bio_base.add(seg_off), step);
+                        core::ptr::copy_nonoverlapping(
+                            buf_base.add(in_page),
+                            bio_base.add(seg_off),
+                            step,
+                        );
                     } else {
-                        core::ptr::copy_nonoverlapping(bio_base.add(seg_off), buf_base.add(in_page), step);
+                        core::ptr::copy_nonoverlapping(
+                            bio_base.add(seg_off),
+                            buf_base.add(in_page),
+                            step,
+                        );
                     }
                     bindings::kunmap_local(buf_base.cast());
                     bindings::kunmap_local(bio_base.cast());
@@ -571,7 +605,10 @@ unsafe impl Send for BioList {}
 
 impl BioList {
     pub(crate) const fn new() -> Self {
-        Self { head: None, tail: None }
+        Self {
+            head: None,
+            tail: None,
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -150,7 +150,12 @@ impl BdevFile {
         // SAFETY: A NULL holder with NULL holder ops is a plain, non-exclusive
         // open, valid for any device number.
         let file = from_err_ptr(unsafe {
-            bindings::bdev_file_open_by_dev(dev.raw(), mode, core::ptr::null_mut(), core::ptr::null())
+            bindings::bdev_file_open_by_dev(
+                dev.raw(),
+                mode,
+                core::ptr::null_mut(),
+                core::ptr::null(),
+            )
         })?;
         let file = NonNull::new(file).ok_or(kernel::error::code::ENODEV)?;
         // SAFETY: `file` is a block device file we hold.
@@ -162,7 +167,10 @@ impl BdevFile {
         };
         // INVARIANT: `file` is ours and `bdev` is its device, valid while
         // the file is held.
-        Ok(Self { file, bdev: Bdev(bdev) })
+        Ok(Self {
+            file,
+            bdev: Bdev(bdev),
+        })
     }
 
     /// The device numbers of the partitions of this device if it is a whole
@@ -173,7 +181,9 @@ impl BdevFile {
             let room = u32::try_from(raw.capacity()).unwrap_or(u32::MAX);
             // SAFETY: `bdev` is valid (type invariant) and `raw` has room for
             // `room` device numbers; the function writes at most that many.
-            let n = unsafe { bindings::blk_filter_list_partitions(self.as_raw(), raw.as_mut_ptr(), room) };
+            let n = unsafe {
+                bindings::blk_filter_list_partitions(self.as_raw(), raw.as_mut_ptr(), room)
+            };
             if n <= room {
                 // SAFETY: The first `n` elements were initialised above.
                 unsafe { raw.set_len(n as usize) };
@@ -195,7 +205,10 @@ impl BdevFile {
     pub(crate) fn freeze(&self) -> Result<Frozen<'_>> {
         freeze_one(self)?;
         // INVARIANT: the freeze above succeeded; `parts` starts empty.
-        let mut frozen = Frozen { bdev: self, parts: KVec::new() };
+        let mut frozen = Frozen {
+            bdev: self,
+            parts: KVec::new(),
+        };
         for dev in self.partitions()?.iter() {
             // A partition removed since the listing has nothing to freeze.
             let Ok(file) = BdevFile::open(*dev, false) else {
@@ -222,7 +235,12 @@ fn thaw_one(bdev: &BdevFile) {
     // balances a freeze it holds.
     let ret = unsafe { bindings::bdev_thaw(bdev.as_raw()) };
     if ret != 0 {
-        kernel::pr_warn!("thawing device {}:{} failed: {}\n", bdev.dev().major(), bdev.dev().minor(), ret);
+        kernel::pr_warn!(
+            "thawing device {}:{} failed: {}\n",
+            bdev.dev().major(),
+            bdev.dev().minor(),
+            ret
+        );
     }
 }
 
@@ -235,7 +253,9 @@ impl BdevFile {
         // (and its disk) from being freed.
         unsafe { bindings::get_device(&mut (*self.as_raw()).bd_device) };
         // INVARIANT: one reference taken above, dropped in `Drop`.
-        BdevRef { bdev: Bdev(self.bdev.0) }
+        BdevRef {
+            bdev: Bdev(self.bdev.0),
+        }
     }
 }
 

@@ -112,7 +112,8 @@ unsafe extern "C" fn submit_bio_callback<T: FilterOps>(
     let taken = Cell::new(false);
     // SAFETY: `bio` is being submitted and stays live during the call; if
     // the callback takes it, we report that to the block layer below.
-    inner.data.submit_bio(unsafe { IncomingBio::new(bio, &taken) });
+    let incoming = unsafe { IncomingBio::new(bio, &taken) };
+    inner.data.submit_bio(incoming);
     taken.get()
 }
 

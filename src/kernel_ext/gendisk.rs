@@ -32,7 +32,10 @@ impl BlockMajor {
         if ret < 0 {
             return Err(Error::from_errno(ret));
         }
-        Ok(Self { major: ret as u32, name })
+        Ok(Self {
+            major: ret as u32,
+            name,
+        })
     }
 
     pub(crate) fn major(&self) -> u32 {
@@ -99,15 +102,24 @@ impl<T: DiskOps> BioDisk<T> {
         data: Arc<T>,
         module: &'static ThisModule,
     ) -> Result<Self> {
-        if !block_size.is_power_of_two() || !(512..=kernel::page::PAGE_SIZE as u32).contains(&block_size) {
+        if !block_size.is_power_of_two()
+            || !(512..=kernel::page::PAGE_SIZE as u32).contains(&block_size)
+        {
             return Err(kernel::error::code::EINVAL);
         }
         // SAFETY: All-zero is a valid `block_device_operations` (no callbacks).
-        let mut ops: bindings::block_device_operations = unsafe { MaybeUninit::zeroed().assume_init() };
+        let mut ops: bindings::block_device_operations =
+            unsafe { MaybeUninit::zeroed().assume_init() };
         ops.owner = module.as_ptr();
         ops.submit_bio = Some(submit_bio_callback::<T>);
         ops.free_disk = Some(free_disk_callback::<T>);
-        let dd = KBox::into_raw(KBox::new(DiskData { fops: Opaque::new(ops), data }, GFP_KERNEL)?);
+        let dd = KBox::into_raw(KBox::new(
+            DiskData {
+                fops: Opaque::new(ops),
+                data,
+            },
+            GFP_KERNEL,
+        )?);
 
         // SAFETY: All-zero limits mean "defaults" to the block layer.
         let mut lim: bindings::queue_limits = unsafe { MaybeUninit::zeroed().assume_init() };
@@ -143,7 +155,9 @@ impl<T: DiskOps> BioDisk<T> {
             bindings::set_capacity(d, sectors);
         }
         // SAFETY: The disk is fully set up; on failure we still own it.
-        let ret = unsafe { bindings::device_add_disk(core::ptr::null_mut(), disk.as_ptr(), core::ptr::null_mut()) };
+        let ret = unsafe {
+            bindings::device_add_disk(core::ptr::null_mut(), disk.as_ptr(), core::ptr::null_mut())
+        };
         if let Err(e) = to_result(ret) {
             // SAFETY: Never added, so `free_disk` will not run: drop our
             // reference, then the data.
@@ -154,14 +168,23 @@ impl<T: DiskOps> BioDisk<T> {
             return Err(e);
         }
         // INVARIANT: added, with `DiskData` left to `free_disk`.
-        Ok(Self { disk, _data: core::marker::PhantomData })
+        Ok(Self {
+            disk,
+            _data: core::marker::PhantomData,
+        })
     }
 
     /// The disk's device number.
     pub(crate) fn dev(&self) -> super::block::DevT {
         // SAFETY: The disk is alive while we hold our reference (type invariant).
-        let (major, minor) = unsafe { ((*self.disk.as_ptr()).major, (*self.disk.as_ptr()).first_minor) };
-        super::block::DevT::new(major as u32, minor as u32).unwrap_or(super::block::DevT::from_raw(0))
+        let (major, minor) = unsafe {
+            (
+                (*self.disk.as_ptr()).major,
+                (*self.disk.as_ptr()).first_minor,
+            )
+        };
+        super::block::DevT::new(major as u32, minor as u32)
+            .unwrap_or(super::block::DevT::from_raw(0))
     }
 }
 

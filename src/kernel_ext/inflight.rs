@@ -28,7 +28,12 @@ pub(crate) struct InFlight {
 
 impl InFlight {
     pub(crate) fn new() -> Result<Arc<Self>> {
-        Ok(Arc::new(Self { count: AtomicUsize::new(0) }, GFP_KERNEL)?)
+        Ok(Arc::new(
+            Self {
+                count: AtomicUsize::new(0),
+            },
+            GFP_KERNEL,
+        )?)
     }
 
     /// Counts one bio from now on; the count drops when the returned entry
@@ -98,7 +103,9 @@ impl WatchPool {
             )
         };
         // INVARIANT: a pool of `Watch`-sized elements, or none.
-        Ok(Self { pool: NonNull::new(pool).ok_or(ENOMEM)? })
+        Ok(Self {
+            pool: NonNull::new(pool).ok_or(ENOMEM)?,
+        })
     }
 }
 
@@ -126,9 +133,14 @@ impl IncomingBio<'_> {
     /// `REQ_NOWAIT` bio that finds no record free at once fails with
     /// `EAGAIN`; other bios wait for one.
     pub(crate) fn watch(&self, pool: &WatchPool, entry: Entry) -> Result {
-        let gfp = if self.is_nowait() { bindings::GFP_NOWAIT } else { bindings::GFP_NOIO };
+        let gfp = if self.is_nowait() {
+            bindings::GFP_NOWAIT
+        } else {
+            bindings::GFP_NOIO
+        };
         // SAFETY: `pool` is live (type invariant).
-        let rec = unsafe { bindings::mempool_alloc_noprof(pool.pool.as_ptr(), gfp) }.cast::<Watch>();
+        let rec =
+            unsafe { bindings::mempool_alloc_noprof(pool.pool.as_ptr(), gfp) }.cast::<Watch>();
         if rec.is_null() {
             return Err(EAGAIN);
         }
@@ -140,7 +152,12 @@ impl IncomingBio<'_> {
         // SAFETY: `rec` is a fresh, kmalloc-aligned `Watch`-sized element;
         // the bio's fields are ours to swap (above).
         unsafe {
-            rec.write(Watch { end_io: (*bio).bi_end_io, private: (*bio).bi_private, pool: pool.pool, entry });
+            rec.write(Watch {
+                end_io: (*bio).bi_end_io,
+                private: (*bio).bi_private,
+                pool: pool.pool,
+                entry,
+            });
             (*bio).bi_end_io = Some(watch_end);
             (*bio).bi_private = rec.cast();
         }

@@ -28,7 +28,10 @@ impl NoIo {
         // SAFETY: Always allowed in task context; undone in `Drop` on the
         // same task (the type is not `Send`).
         let flags = unsafe { kernel::bindings::memalloc_noio_save() };
-        Self { flags, _not_send: core::marker::PhantomData }
+        Self {
+            flags,
+            _not_send: core::marker::PhantomData,
+        }
     }
 }
 
@@ -41,7 +44,9 @@ impl Drop for NoIo {
 
 /// Zeroes bytes `[from, PAGE_SIZE)` of `page`.
 pub(crate) fn zero_page_tail(page: &mut kernel::page::Page, from: usize) -> kernel::error::Result {
-    let len = kernel::page::PAGE_SIZE.checked_sub(from).ok_or(kernel::error::code::EINVAL)?;
+    let len = kernel::page::PAGE_SIZE
+        .checked_sub(from)
+        .ok_or(kernel::error::code::EINVAL)?;
     // SAFETY: `&mut` gives us the page alone, so no one reads or writes it
     // meanwhile; `fill_zero_raw` checks that the range lies in the page.
     unsafe { page.fill_zero_raw(from, len) }

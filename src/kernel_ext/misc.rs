@@ -87,7 +87,12 @@ impl<T: FileOperations> Registration<T> {
         misc.mode = mode;
 
         let inner = KBox::pin(
-            Inner { misc: Opaque::new(misc), fops: Opaque::new(fops), handler, _pin: PhantomPinned },
+            Inner {
+                misc: Opaque::new(misc),
+                fops: Opaque::new(fops),
+                handler,
+                _pin: PhantomPinned,
+            },
             GFP_KERNEL,
         )?;
         let misc_ptr = inner.misc.get();
@@ -138,7 +143,7 @@ unsafe extern "C" fn ioctl_callback<T: FileOperations>(
     // registration, so `Inner<T>` is alive and pinned for this call; only
     // shared references to it are ever made.
     let handler = unsafe { &(*inner).handler };
-    match handler.ioctl(cmd, arg as usize) {
+    match handler.ioctl(cmd, arg) {
         Ok(v) => v as kernel::ffi::c_long,
         Err(e) => e.to_errno() as kernel::ffi::c_long,
     }

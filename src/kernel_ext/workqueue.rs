@@ -39,7 +39,9 @@ impl WorkQueue {
             bindings::alloc_workqueue(c"%s".as_ptr().cast(), flags, max_active, name.as_char_ptr())
         };
         // INVARIANT: a fresh workqueue, ours alone.
-        Ok(Self { ptr: NonNull::new(ptr).ok_or(ENOMEM)? })
+        Ok(Self {
+            ptr: NonNull::new(ptr).ok_or(ENOMEM)?,
+        })
     }
 
     fn queue(&self) -> &Queue {

@@ -58,14 +58,26 @@ pub struct Cbt<M: PagedBytes> {
 
 impl<M: PagedBytes> Cbt<M> {
     /// A fresh tracker: both maps must be zeroed.
-    pub fn new(geometry: Geometry, active: M, snapshot: M, generation: [u8; 16]) -> Result<Self, CbtError> {
+    pub fn new(
+        geometry: Geometry,
+        active: M,
+        snapshot: M,
+        generation: [u8; 16],
+    ) -> Result<Self, CbtError> {
         let need = geometry.count() as usize;
         for m in [&active, &snapshot] {
             if m.pages().saturating_mul(M::PAGE) < need {
                 return Err(CbtError::MapTooSmall);
             }
         }
-        Ok(Self { geometry, active, snapshot, active_number: 1, previous_number: 0, generation })
+        Ok(Self {
+            geometry,
+            active,
+            snapshot,
+            active_number: 1,
+            previous_number: 0,
+            generation,
+        })
     }
 
     /// The tracking geometry.
@@ -98,7 +110,12 @@ impl<M: PagedBytes> Cbt<M> {
     /// Records a write of `len` sectors at `sector` in the active map.
     pub fn mark_write(&mut self, sector: u64, len: u64) {
         if let Some((first, end)) = self.geometry.units_of(sector, len) {
-            raise(&mut self.active, first as usize, end as usize, self.active_number);
+            raise(
+                &mut self.active,
+                first as usize,
+                end as usize,
+                self.active_number,
+            );
         }
     }
 
@@ -108,8 +125,18 @@ impl<M: PagedBytes> Cbt<M> {
     /// and in the one read after the next snapshot.
     pub fn mark_dirty(&mut self, sector: u64, len: u64) {
         if let Some((first, end)) = self.geometry.units_of(sector, len) {
-            raise(&mut self.active, first as usize, end as usize, self.active_number);
-            raise(&mut self.snapshot, first as usize, end as usize, self.previous_number);
+            raise(
+                &mut self.active,
+                first as usize,
+                end as usize,
+                self.active_number,
+            );
+            raise(
+                &mut self.snapshot,
+                first as usize,
+                end as usize,
+                self.previous_number,
+            );
         }
     }
 
@@ -118,7 +145,9 @@ impl<M: PagedBytes> Cbt<M> {
     pub fn switch(&mut self, new_generation: impl FnOnce() -> [u8; 16]) {
         let count = self.geometry.count() as usize;
         for i in 0..pages_for::<M>(count) {
-            self.snapshot.page_mut(i).copy_from_slice(self.active.page(i));
+            self.snapshot
+                .page_mut(i)
+                .copy_from_slice(self.active.page(i));
         }
         self.previous_number = self.active_number;
         if self.active_number == u8::MAX {

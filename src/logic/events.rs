@@ -29,7 +29,11 @@ impl Event {
     pub fn low_free_space(time_ns: i64, sectors: u64) -> Self {
         let mut data = [0u8; EVENT_PAYLOAD];
         data[..8].copy_from_slice(&sectors.to_ne_bytes());
-        Self { code: CODE_LOW_FREE_SPACE, time_ns, data }
+        Self {
+            code: CODE_LOW_FREE_SPACE,
+            time_ns,
+            data,
+        }
     }
 
     /// A corrupted event for device `mj:mn` with positive errno `err`.
@@ -38,7 +42,11 @@ impl Event {
         data[..4].copy_from_slice(&mj.to_ne_bytes());
         data[4..8].copy_from_slice(&mn.to_ne_bytes());
         data[8..12].copy_from_slice(&err.to_ne_bytes());
-        Self { code: CODE_CORRUPTED, time_ns, data }
+        Self {
+            code: CODE_CORRUPTED,
+            time_ns,
+            data,
+        }
     }
 }
 
@@ -52,7 +60,12 @@ pub struct EventRing<const N: usize> {
 
 impl<const N: usize> EventRing<N> {
     pub const fn new() -> Self {
-        Self { slots: [None; N], head: 0, len: 0, lost: 0 }
+        Self {
+            slots: [None; N],
+            head: 0,
+            len: 0,
+            lost: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -90,7 +103,9 @@ impl<const N: usize> EventRing<N> {
 
     /// Removes the oldest event of `code`, closing the gap.
     fn drop_oldest(&mut self, code: u32) -> bool {
-        let Some(pos) = (0..self.len).find(|&i| self.slots[self.slot(i)].map(|e| e.code) == Some(code)) else {
+        let Some(pos) =
+            (0..self.len).find(|&i| self.slots[self.slot(i)].map(|e| e.code) == Some(code))
+        else {
             return false;
         };
         for i in pos..self.len - 1 {

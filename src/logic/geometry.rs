@@ -36,7 +36,12 @@ impl Geometry {
     /// The unit size for a device of `capacity` sectors: `1 << min_shift`
     /// bytes, doubled while more than `max_count` units are needed, but not
     /// past `1 << max_shift`.
-    pub fn new(capacity: u64, min_shift: u32, max_shift: u32, max_count: u64) -> Result<Self, GeometryError> {
+    pub fn new(
+        capacity: u64,
+        min_shift: u32,
+        max_shift: u32,
+        max_count: u64,
+    ) -> Result<Self, GeometryError> {
         if min_shift < SECTOR_SHIFT || min_shift > max_shift || max_shift >= 32 || max_count == 0 {
             return Err(GeometryError::BadParameters);
         }
@@ -45,7 +50,11 @@ impl Geometry {
             shift += 1;
         }
         let count = u32::try_from(units(capacity, shift)).map_err(|_| GeometryError::TooLarge)?;
-        Ok(Self { capacity, shift, count })
+        Ok(Self {
+            capacity,
+            shift,
+            count,
+        })
     }
 
     /// Device size in sectors.

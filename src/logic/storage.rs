@@ -105,7 +105,13 @@ pub struct Allocator {
 
 impl Allocator {
     pub const fn new() -> Self {
-        Self { range: 0, offset: 0, total: 0, consumed: 0, armed: true }
+        Self {
+            range: 0,
+            offset: 0,
+            total: 0,
+            consumed: 0,
+            armed: true,
+        }
     }
 
     /// Records that a range of `len` sectors was appended to the list. Arms
@@ -135,7 +141,11 @@ impl Allocator {
             if self.offset + pad + len <= r.len {
                 self.offset += pad + len;
                 self.consumed = self.consumed.saturating_add(pad + len);
-                return Some(Region { dev: r.dev, sector: at + pad, len });
+                return Some(Region {
+                    dev: r.dev,
+                    sector: at + pad,
+                    len,
+                });
             }
             // The rest of this range is too short: skip it.
             self.consumed = self.consumed.saturating_add(r.len - self.offset);

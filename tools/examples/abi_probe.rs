@@ -54,32 +54,91 @@ fn main() {
     ioctl!(IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT);
 
     println!("const BLK_SNAP {}", BLK_SNAP);
-    println!("const blk_snap_event_code_low_free_space {}", BLK_SNAP_EVENT_CODE_LOW_FREE_SPACE);
-    println!("const blk_snap_event_code_corrupted {}", BLK_SNAP_EVENT_CODE_CORRUPTED);
+    println!(
+        "const blk_snap_event_code_low_free_space {}",
+        BLK_SNAP_EVENT_CODE_LOW_FREE_SPACE
+    );
+    println!(
+        "const blk_snap_event_code_corrupted {}",
+        BLK_SNAP_EVENT_CODE_CORRUPTED
+    );
     println!("const BLK_SNAP_CTL {}", BLK_SNAP_CTL);
     println!("const BLK_SNAP_IMAGE_NAME {}", BLK_SNAP_IMAGE_NAME);
 
-    strukt!(BlkSnapVersion { major: u16, minor: u16, revision: u16, build: u16 });
+    strukt!(BlkSnapVersion {
+        major: u16,
+        minor: u16,
+        revision: u16,
+        build: u16
+    });
     strukt!(BlkSnapDev { mj: u32, mn: u32 });
     strukt!(BlkSnapTrackerRemove { dev_id: BlkSnapDev });
     strukt!(BlkSnapUuid { b: [u8; 16] });
-    strukt!(BlkSnapCbtInfo { dev_id: BlkSnapDev, blk_size: u32, device_capacity: u64,
-        blk_count: u32, generation_id: BlkSnapUuid, snap_number: u8 });
-    strukt!(BlkSnapTrackerCollect { count: u32, cbt_info_array: u64 });
-    strukt!(BlkSnapTrackerReadCbtBitmap { dev_id: BlkSnapDev, offset: u32, length: u32, buff: u64 });
-    strukt!(BlkSnapBlockRange { sector_offset: u64, sector_count: u64 });
-    strukt!(BlkSnapTrackerMarkDirtyBlocks { dev_id: BlkSnapDev, count: u32,
-        dirty_blocks_array: u64 });
-    strukt!(BlkSnapSnapshotCreate { count: u32, dev_id_array: u64, id: BlkSnapUuid });
+    strukt!(BlkSnapCbtInfo {
+        dev_id: BlkSnapDev,
+        blk_size: u32,
+        device_capacity: u64,
+        blk_count: u32,
+        generation_id: BlkSnapUuid,
+        snap_number: u8
+    });
+    strukt!(BlkSnapTrackerCollect {
+        count: u32,
+        cbt_info_array: u64
+    });
+    strukt!(BlkSnapTrackerReadCbtBitmap {
+        dev_id: BlkSnapDev,
+        offset: u32,
+        length: u32,
+        buff: u64
+    });
+    strukt!(BlkSnapBlockRange {
+        sector_offset: u64,
+        sector_count: u64
+    });
+    strukt!(BlkSnapTrackerMarkDirtyBlocks {
+        dev_id: BlkSnapDev,
+        count: u32,
+        dirty_blocks_array: u64
+    });
+    strukt!(BlkSnapSnapshotCreate {
+        count: u32,
+        dev_id_array: u64,
+        id: BlkSnapUuid
+    });
     strukt!(BlkSnapSnapshotDestroy { id: BlkSnapUuid });
-    strukt!(BlkSnapSnapshotAppendStorage { id: BlkSnapUuid, dev_id: BlkSnapDev, count: u32,
-        ranges: u64 });
+    strukt!(BlkSnapSnapshotAppendStorage {
+        id: BlkSnapUuid,
+        dev_id: BlkSnapDev,
+        count: u32,
+        ranges: u64
+    });
     strukt!(BlkSnapSnapshotTake { id: BlkSnapUuid });
-    strukt!(BlkSnapSnapshotCollect { count: u32, ids: u64 });
-    strukt!(BlkSnapImageInfo { orig_dev_id: BlkSnapDev, image_dev_id: BlkSnapDev });
-    strukt!(BlkSnapSnapshotCollectImages { id: BlkSnapUuid, count: u32, image_info_array: u64 });
-    strukt!(BlkSnapSnapshotEvent { id: BlkSnapUuid, timeout_ms: u32, code: u32, time_label: i64,
-        data: [u8; EVENT_DATA_SIZE] });
-    strukt!(BlkSnapEventLowFreeSpace { requested_nr_sect: u64 });
-    strukt!(BlkSnapEventCorrupted { orig_dev_id: BlkSnapDev, err_code: i32 });
+    strukt!(BlkSnapSnapshotCollect {
+        count: u32,
+        ids: u64
+    });
+    strukt!(BlkSnapImageInfo {
+        orig_dev_id: BlkSnapDev,
+        image_dev_id: BlkSnapDev
+    });
+    strukt!(BlkSnapSnapshotCollectImages {
+        id: BlkSnapUuid,
+        count: u32,
+        image_info_array: u64
+    });
+    strukt!(BlkSnapSnapshotEvent {
+        id: BlkSnapUuid,
+        timeout_ms: u32,
+        code: u32,
+        time_label: i64,
+        data: [u8; EVENT_DATA_SIZE]
+    });
+    strukt!(BlkSnapEventLowFreeSpace {
+        requested_nr_sect: u64
+    });
+    strukt!(BlkSnapEventCorrupted {
+        orig_dev_id: BlkSnapDev,
+        err_code: i32
+    });
 }

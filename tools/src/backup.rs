@@ -55,7 +55,11 @@ pub struct Chain {
 
 impl Chain {
     pub fn of(info: &crate::uapi::BlkSnapCbtInfo) -> Self {
-        Self { generation: info.generation_id, number: info.snap_number, capacity: info.device_capacity }
+        Self {
+            generation: info.generation_id,
+            number: info.snap_number,
+            capacity: info.device_capacity,
+        }
     }
 }
 
@@ -88,15 +92,23 @@ pub fn check_incremental(
         )));
     }
     if after.capacity != before.capacity {
-        return Err(FullNeeded(format!("the device changed size ({} to {} bytes)", before.capacity, after.capacity)));
+        return Err(FullNeeded(format!(
+            "the device changed size ({} to {} bytes)",
+            before.capacity, after.capacity
+        )));
     }
     let wrapped = after.generation != before.generation && after.number == u8::MAX;
     if after.generation != before.generation && !wrapped {
-        return Err(FullNeeded("change tracking restarted during the snapshot".into()));
+        return Err(FullNeeded(
+            "change tracking restarted during the snapshot".into(),
+        ));
     }
     if let Some(len) = target_len {
         if len != after.capacity {
-            return Err(FullNeeded(format!("the target holds {len} bytes, the device {}", after.capacity)));
+            return Err(FullNeeded(format!(
+                "the target holds {len} bytes, the device {}",
+                after.capacity
+            )));
         }
     }
     Ok(())
@@ -146,7 +158,10 @@ impl Drop for SnapshotGuard<'_> {
     fn drop(&mut self) {
         match self.ctl.snapshot_destroy(&self.id) {
             Ok(()) => (self.log)(&format!("snapshot {} destroyed", uuid_to_string(&self.id))),
-            Err(e) => (self.log)(&format!("WARNING: destroying snapshot {}: {e}", uuid_to_string(&self.id))),
+            Err(e) => (self.log)(&format!(
+                "WARNING: destroying snapshot {}: {e}",
+                uuid_to_string(&self.id)
+            )),
         }
         self.sd.remove_files();
     }
@@ -167,13 +182,25 @@ struct Progress<'a> {
 impl<'a> Progress<'a> {
     fn new(what: String, total: u64, log: &'a dyn Fn(&str)) -> Self {
         let now = Instant::now();
-        Self { what, total, done: 0, start: now, last: now, tty: std::io::stderr().is_terminal(), log }
+        Self {
+            what,
+            total,
+            done: 0,
+            start: now,
+            last: now,
+            tty: std::io::stderr().is_terminal(),
+            log,
+        }
     }
 
     fn add(&mut self, n: u64) {
         self.done += n;
         let now = Instant::now();
-        let every = if self.tty { Duration::from_millis(200) } else { Duration::from_secs(5) };
+        let every = if self.tty {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(5)
+        };
         if now.duration_since(self.last) >= every {
             self.last = now;
             self.show(false);
@@ -183,16 +210,31 @@ impl<'a> Progress<'a> {
     fn show(&self, end: bool) {
         let secs = self.start.elapsed().as_secs_f64().max(0.001);
         let rate = self.done as f64 / secs;
-        let pct = if self.total == 0 { 100.0 } else { self.done as f64 * 100.0 / self.total as f64 };
-        let eta = if rate > 0.0 { (self.total.saturating_sub(self.done)) as f64 / rate } else { 0.0 };
+        let pct = if self.total == 0 {
+            100.0
+        } else {
+            self.done as f64 * 100.0 / self.total as f64
+        };
+        let eta = if rate > 0.0 {
+            (self.total.saturating_sub(self.done)) as f64 / rate
+        } else {
+            0.0
+        };
         let line = format!(
             "{}: {:5.1}% {} / {}, {}/s, ETA {:.0}s",
-            self.what, pct, human_bytes(self.done), human_bytes(self.total), human_bytes(rate as u64), eta
+            self.what,
+            pct,
+            human_bytes(self.done),
+            human_bytes(self.total),
+            human_bytes(rate as u64),
+            eta
         );
         if self.tty {
             let width = 24;
             let filled = ((pct / 100.0) * width as f64) as usize;
-            let bar: String = (0..width).map(|i| if i < filled { '#' } else { '.' }).collect();
+            let bar: String = (0..width)
+                .map(|i| if i < filled { '#' } else { '.' })
+                .collect();
             eprint!("\r[{bar}] {line}   ");
             if end {
                 eprintln!();
@@ -204,15 +246,25 @@ impl<'a> Progress<'a> {
 }
 
 /// Copies `[off, off + len)` of `src` to the same place in `dst`.
-fn copy_range(src: &File, dst: &File, off: u64, len: u64, buf: &mut [u8], p: &mut Progress, stop: &AtomicBool) -> Result<(), String> {
+fn copy_range(
+    src: &File,
+    dst: &File,
+    off: u64,
+    len: u64,
+    buf: &mut [u8],
+    p: &mut Progress,
+    stop: &AtomicBool,
+) -> Result<(), String> {
     let mut done = 0;
     while done < len {
         if stop.load(Ordering::Relaxed) {
             return Err("interrupted".into());
         }
         let n = (len - done).min(buf.len() as u64) as usize;
-        src.read_exact_at(&mut buf[..n], off + done).map_err(|e| format!("reading the image at {}: {e}", off + done))?;
-        dst.write_all_at(&buf[..n], off + done).map_err(|e| format!("writing the target at {}: {e}", off + done))?;
+        src.read_exact_at(&mut buf[..n], off + done)
+            .map_err(|e| format!("reading the image at {}: {e}", off + done))?;
+        dst.write_all_at(&buf[..n], off + done)
+            .map_err(|e| format!("writing the target at {}: {e}", off + done))?;
         done += n as u64;
         p.add(n as u64);
     }
@@ -224,7 +276,12 @@ fn device_size(f: &mut File) -> Result<u64, String> {
 }
 
 /// Runs a backup; `stop` is set by Ctrl-C.
-pub fn run(ctl: &Control, opts: &Options, stop: &AtomicBool, log: &(dyn Fn(&str) + Sync)) -> Result<Report, String> {
+pub fn run(
+    ctl: &Control,
+    opts: &Options,
+    stop: &AtomicBool,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Report, String> {
     if opts.devices.len() != opts.targets.len() {
         return Err("give one --target for each device".into());
     }
@@ -232,12 +289,22 @@ pub fn run(ctl: &Control, opts: &Options, stop: &AtomicBool, log: &(dyn Fn(&str)
         return Err("an incremental backup needs one --since and one --generation for each device, in order".into());
     }
     let start = Instant::now();
-    let id = ctl.snapshot_create(&opts.devices).map_err(|e| e.to_string())?;
-    log(&format!("snapshot {} created for {} device(s)", uuid_to_string(&id), opts.devices.len()));
+    let id = ctl
+        .snapshot_create(&opts.devices)
+        .map_err(|e| e.to_string())?;
+    log(&format!(
+        "snapshot {} created for {} device(s)",
+        uuid_to_string(&id),
+        opts.devices.len()
+    ));
     let mut guard = SnapshotGuard {
         ctl,
         id,
-        sd: StorageDir::new(opts.storage_dir.clone(), opts.storage_step, opts.storage_limit),
+        sd: StorageDir::new(
+            opts.storage_dir.clone(),
+            opts.storage_step,
+            opts.storage_limit,
+        ),
         log,
     };
     // The module asks for storage at once; the first file answers it.
@@ -253,9 +320,18 @@ pub fn run(ctl: &Control, opts: &Options, stop: &AtomicBool, log: &(dyn Fn(&str)
     let images = ctl.snapshot_images(&id).map_err(|e| e.to_string())?;
     let mut plan = Vec::new();
     for (i, (dev, target)) in opts.devices.iter().zip(&opts.targets).enumerate() {
-        let info = trackers.iter().find(|t| t.dev_id == *dev).ok_or("a device has no tracker")?;
-        let was = before.iter().find(|t| t.dev_id == *dev).ok_or("a device has no tracker")?;
-        let img = images.iter().find(|i| i.orig_dev_id == *dev).ok_or("a device has no image")?;
+        let info = trackers
+            .iter()
+            .find(|t| t.dev_id == *dev)
+            .ok_or("a device has no tracker")?;
+        let was = before
+            .iter()
+            .find(|t| t.dev_id == *dev)
+            .ok_or("a device has no tracker")?;
+        let img = images
+            .iter()
+            .find(|i| i.orig_dev_id == *dev)
+            .ok_or("a device has no image")?;
         let path = dev_path(&img.image_dev_id).ok_or("the image has no /dev node")?;
         let (before, after) = (Chain::of(was), Chain::of(info));
         let since = opts.since.get(i).copied();
@@ -264,7 +340,14 @@ pub fn run(ctl: &Control, opts: &Options, stop: &AtomicBool, log: &(dyn Fn(&str)
             check_incremental(*since, generation, &before, &after, target_len)
                 .map_err(|e| format!("{}: {e}", dev_label(dev)))?;
         }
-        plan.push(Planned { dev: *dev, target: target.clone(), image: path, info: *info, since, next: next_since(&before, &after) });
+        plan.push(Planned {
+            dev: *dev,
+            target: target.clone(),
+            image: path,
+            info: *info,
+            since,
+            next: next_since(&before, &after),
+        });
     }
 
     let watcher_stop = AtomicBool::new(false);
@@ -279,7 +362,10 @@ pub fn run(ctl: &Control, opts: &Options, stop: &AtomicBool, log: &(dyn Fn(&str)
     });
     let devices = result?;
     if !stats.corrupted.is_empty() {
-        return Err(format!("the snapshot was corrupted during the copy: {}", stats.corrupted.join("; ")));
+        return Err(format!(
+            "the snapshot was corrupted during the copy: {}",
+            stats.corrupted.join("; ")
+        ));
     }
     Ok(Report {
         snapshot: id,
@@ -309,20 +395,42 @@ struct Planned {
     next: (u8, BlkSnapUuid),
 }
 
-fn copy_all(ctl: &Control, plan: &[Planned], stop: &AtomicBool, log: &dyn Fn(&str)) -> Result<Vec<DeviceReport>, String> {
+fn copy_all(
+    ctl: &Control,
+    plan: &[Planned],
+    stop: &AtomicBool,
+    log: &dyn Fn(&str),
+) -> Result<Vec<DeviceReport>, String> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
-    for Planned { dev, target, image, info, since, next } in plan {
+    for Planned {
+        dev,
+        target,
+        image,
+        info,
+        since,
+        next,
+    } in plan
+    {
         let mut src = File::open(image).map_err(|e| format!("{}: {e}", image.display()))?;
         let capacity = device_size(&mut src)?;
         let copied = match since {
             None => {
-                let dst = OpenOptions::new().write(true).create(true).truncate(false).open(target)
+                let dst = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(target)
                     .map_err(|e| format!("{}: {e}", target.display()))?;
-                if dst.metadata().map(|m| m.file_type().is_file()).unwrap_or(false) {
+                if dst
+                    .metadata()
+                    .map(|m| m.file_type().is_file())
+                    .unwrap_or(false)
+                {
                     dst.set_len(capacity).map_err(|e| e.to_string())?;
                 }
-                let mut p = Progress::new(format!("full copy of {}", dev_label(dev)), capacity, log);
+                let mut p =
+                    Progress::new(format!("full copy of {}", dev_label(dev)), capacity, log);
                 copy_range(&src, &dst, 0, capacity, &mut buf, &mut p, stop)?;
                 p.show(true);
                 dst.sync_all().map_err(|e| e.to_string())?;
@@ -330,9 +438,14 @@ fn copy_all(ctl: &Control, plan: &[Planned], stop: &AtomicBool, log: &dyn Fn(&st
             }
             Some((since, _)) => {
                 let dst = OpenOptions::new().write(true).open(target).map_err(|e| {
-                    format!("{}: {e}: an incremental backup updates the copy made earlier", target.display())
+                    format!(
+                        "{}: {e}: an incremental backup updates the copy made earlier",
+                        target.display()
+                    )
                 })?;
-                let map = ctl.read_cbt_map(*dev, info.blk_count).map_err(|e| e.to_string())?;
+                let map = ctl
+                    .read_cbt_map(*dev, info.blk_count)
+                    .map_err(|e| e.to_string())?;
                 let bs = u64::from(info.blk_size);
                 let runs: Vec<(u64, u64)> = changed_runs(&map, *since)
                     .map(|(first, n)| {
@@ -343,9 +456,17 @@ fn copy_all(ctl: &Control, plan: &[Planned], stop: &AtomicBool, log: &dyn Fn(&st
                 let total: u64 = runs.iter().map(|r| r.1).sum();
                 log(&format!(
                     "{}: {} changed block(s) of {} since snapshot {}: {} to copy",
-                    dev_label(dev), runs.iter().map(|r| r.1.div_ceil(bs)).sum::<u64>(), human_bytes(bs), since, human_bytes(total)
+                    dev_label(dev),
+                    runs.iter().map(|r| r.1.div_ceil(bs)).sum::<u64>(),
+                    human_bytes(bs),
+                    since,
+                    human_bytes(total)
                 ));
-                let mut p = Progress::new(format!("incremental copy of {}", dev_label(dev)), total, log);
+                let mut p = Progress::new(
+                    format!("incremental copy of {}", dev_label(dev)),
+                    total,
+                    log,
+                );
                 for (off, len) in runs {
                     copy_range(&src, &dst, off, len, &mut buf, &mut p, stop)?;
                 }
@@ -354,7 +475,14 @@ fn copy_all(ctl: &Control, plan: &[Planned], stop: &AtomicBool, log: &dyn Fn(&st
                 total
             }
         };
-        out.push(DeviceReport { dev: *dev, target: target.clone(), capacity, copied, next_since: next.0, generation: next.1 });
+        out.push(DeviceReport {
+            dev: *dev,
+            target: target.clone(),
+            capacity,
+            copied,
+            next_since: next.0,
+            generation: next.1,
+        });
     }
     Ok(out)
 }
@@ -364,7 +492,11 @@ mod tests {
     use super::*;
 
     fn chain(g: u8, number: u8, capacity: u64) -> Chain {
-        Chain { generation: BlkSnapUuid { b: [g; 16] }, number, capacity }
+        Chain {
+            generation: BlkSnapUuid { b: [g; 16] },
+            number,
+            capacity,
+        }
     }
 
     #[test]
@@ -414,7 +546,10 @@ mod tests {
         copy_range(&src, &dst, 1000, 100, &mut [0u8; 64], &mut p, &stop).unwrap();
         let got = std::fs::read(&b).unwrap();
         assert!(got[..1000].iter().all(|&x| x == 0));
-        assert_eq!(&got[1000..1100], &(1000..1100u32).map(|i| i as u8).collect::<Vec<_>>()[..]);
+        assert_eq!(
+            &got[1000..1100],
+            &(1000..1100u32).map(|i| i as u8).collect::<Vec<_>>()[..]
+        );
         assert!(got[1100..].iter().all(|&x| x == 0));
         stop.store(true, Ordering::Relaxed);
         assert!(copy_range(&src, &dst, 0, 10, &mut [0u8; 64], &mut p, &stop).is_err());

@@ -46,7 +46,11 @@ impl std::fmt::Display for CtlError {
                 uapi::BLK_SNAP_CTL
             ),
             CtlError::Permission => {
-                write!(f, "{}: permission denied: blksnap needs root (CAP_SYS_ADMIN)", uapi::BLK_SNAP_CTL)
+                write!(
+                    f,
+                    "{}: permission denied: blksnap needs root (CAP_SYS_ADMIN)",
+                    uapi::BLK_SNAP_CTL
+                )
             }
             CtlError::Ioctl { call, err } => {
                 write!(f, "{call} failed: {}", errno_text(err))?;
@@ -68,8 +72,12 @@ fn hint(call: &str, errno: i32) -> Option<&'static str> {
         (_, libc::EPERM) if call == "READ_CBT_MAP" => "the device must be in a taken snapshot",
         (_, libc::EPERM) => "run as root",
         (_, libc::ESRCH) => "no snapshot with that id: see `blksnap snapshot list`",
-        (_, libc::EBUSY) if call == "TRACKER_REMOVE" => "the device is in a snapshot: destroy it first",
-        (_, libc::EBUSY) => "a device is already in a snapshot, or a disk and its partition were named",
+        (_, libc::EBUSY) if call == "TRACKER_REMOVE" => {
+            "the device is in a snapshot: destroy it first"
+        }
+        (_, libc::EBUSY) => {
+            "a device is already in a snapshot, or a disk and its partition were named"
+        }
         (_, libc::ENOSPC) => "append storage first",
         (_, libc::EALREADY) => "the snapshot is already taken",
         (_, libc::ENODEV) => "no such block device, or it is not tracked",
@@ -113,16 +121,28 @@ pub fn errno_name(n: i32) -> &'static str {
 /// A snapshot event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SnapEvent {
-    LowFreeSpace { time_ns: i64, requested_sectors: u64 },
-    Corrupted { time_ns: i64, dev: BlkSnapDev, errno: i32 },
-    Unknown { time_ns: i64, code: u32 },
+    LowFreeSpace {
+        time_ns: i64,
+        requested_sectors: u64,
+    },
+    Corrupted {
+        time_ns: i64,
+        dev: BlkSnapDev,
+        errno: i32,
+    },
+    Unknown {
+        time_ns: i64,
+        code: u32,
+    },
 }
 
 /// The collect protocol from user space: ask for the count, then fill an
 /// array that big, asking again if more entries appeared in between.
 /// `call` issues the ioctl with a pointer to the array (or NULL) and its
 /// room, and returns the count reported.
-fn collect<T: Clone + Default>(mut call: impl FnMut(*mut T, u32) -> Result<u32, CtlError>) -> Result<Vec<T>, CtlError> {
+fn collect<T: Clone + Default>(
+    mut call: impl FnMut(*mut T, u32) -> Result<u32, CtlError>,
+) -> Result<Vec<T>, CtlError> {
     loop {
         let need = call(std::ptr::null_mut(), 0)?;
         let mut v = vec![T::default(); need as usize];
@@ -160,7 +180,10 @@ impl Control {
         // to are set up by the callers below to the sizes they announce.
         let ret = unsafe { libc::ioctl(self.file.as_raw_fd(), request as _, arg as *mut T) };
         if ret < 0 {
-            Err(CtlError::Ioctl { call, err: io::Error::last_os_error() })
+            Err(CtlError::Ioctl {
+                call,
+                err: io::Error::last_os_error(),
+            })
         } else {
             Ok(ret)
         }
@@ -187,11 +210,21 @@ impl Control {
     /// IOCTL_BLK_SNAP_SNAPSHOT_DESTROY.
     pub fn snapshot_destroy(&self, id: &BlkSnapUuid) -> Result<(), CtlError> {
         let mut arg = BlkSnapSnapshotDestroy { id: *id };
-        self.ioctl("SNAPSHOT_DESTROY", IOCTL_BLK_SNAP_SNAPSHOT_DESTROY, &mut arg).map(|_| ())
+        self.ioctl(
+            "SNAPSHOT_DESTROY",
+            IOCTL_BLK_SNAP_SNAPSHOT_DESTROY,
+            &mut arg,
+        )
+        .map(|_| ())
     }
 
     /// IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE.
-    pub fn append_storage(&self, id: &BlkSnapUuid, dev: BlkSnapDev, ranges: &[BlkSnapBlockRange]) -> Result<(), CtlError> {
+    pub fn append_storage(
+        &self,
+        id: &BlkSnapUuid,
+        dev: BlkSnapDev,
+        ranges: &[BlkSnapBlockRange],
+    ) -> Result<(), CtlError> {
         let mut arg = BlkSnapSnapshotAppendStorage {
             id: *id,
             dev_id: dev,
@@ -199,20 +232,34 @@ impl Control {
             ranges: ranges.as_ptr() as u64,
             ..Default::default()
         };
-        self.ioctl("SNAPSHOT_APPEND_STORAGE", IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE, &mut arg).map(|_| ())
+        self.ioctl(
+            "SNAPSHOT_APPEND_STORAGE",
+            IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE,
+            &mut arg,
+        )
+        .map(|_| ())
     }
 
     /// IOCTL_BLK_SNAP_SNAPSHOT_TAKE.
     pub fn snapshot_take(&self, id: &BlkSnapUuid) -> Result<(), CtlError> {
         let mut arg = BlkSnapSnapshotTake { id: *id };
-        self.ioctl("SNAPSHOT_TAKE", IOCTL_BLK_SNAP_SNAPSHOT_TAKE, &mut arg).map(|_| ())
+        self.ioctl("SNAPSHOT_TAKE", IOCTL_BLK_SNAP_SNAPSHOT_TAKE, &mut arg)
+            .map(|_| ())
     }
 
     /// IOCTL_BLK_SNAP_SNAPSHOT_COLLECT: every snapshot id.
     pub fn snapshot_list(&self) -> Result<Vec<BlkSnapUuid>, CtlError> {
         collect(|ptr, count| {
-            let mut arg = BlkSnapSnapshotCollect { count, ids: ptr as u64, ..Default::default() };
-            self.ioctl("SNAPSHOT_COLLECT", IOCTL_BLK_SNAP_SNAPSHOT_COLLECT, &mut arg)?;
+            let mut arg = BlkSnapSnapshotCollect {
+                count,
+                ids: ptr as u64,
+                ..Default::default()
+            };
+            self.ioctl(
+                "SNAPSHOT_COLLECT",
+                IOCTL_BLK_SNAP_SNAPSHOT_COLLECT,
+                &mut arg,
+            )?;
             Ok(arg.count)
         })
     }
@@ -220,14 +267,27 @@ impl Control {
     /// IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES.
     pub fn snapshot_images(&self, id: &BlkSnapUuid) -> Result<Vec<BlkSnapImageInfo>, CtlError> {
         collect(|ptr, count| {
-            let mut arg = BlkSnapSnapshotCollectImages { id: *id, count, image_info_array: ptr as u64, ..Default::default() };
-            self.ioctl("SNAPSHOT_COLLECT_IMAGES", IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES, &mut arg)?;
+            let mut arg = BlkSnapSnapshotCollectImages {
+                id: *id,
+                count,
+                image_info_array: ptr as u64,
+                ..Default::default()
+            };
+            self.ioctl(
+                "SNAPSHOT_COLLECT_IMAGES",
+                IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES,
+                &mut arg,
+            )?;
             Ok(arg.count)
         })
     }
 
     /// IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT: `Ok(None)` on timeout.
-    pub fn wait_event(&self, id: &BlkSnapUuid, timeout_ms: u32) -> Result<Option<SnapEvent>, CtlError> {
+    pub fn wait_event(
+        &self,
+        id: &BlkSnapUuid,
+        timeout_ms: u32,
+    ) -> Result<Option<SnapEvent>, CtlError> {
         let mut ev = Box::new(BlkSnapSnapshotEvent {
             id: *id,
             timeout_ms,
@@ -235,7 +295,11 @@ impl Control {
             time_label: 0,
             data: [0; EVENT_DATA_SIZE],
         });
-        match self.ioctl("SNAPSHOT_WAIT_EVENT", IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT, &mut *ev) {
+        match self.ioctl(
+            "SNAPSHOT_WAIT_EVENT",
+            IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT,
+            &mut *ev,
+        ) {
             Ok(_) => {}
             Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(None),
             Err(e) => return Err(e),
@@ -249,17 +313,27 @@ impl Control {
             },
             BLK_SNAP_EVENT_CODE_CORRUPTED => SnapEvent::Corrupted {
                 time_ns: ev.time_label,
-                dev: BlkSnapDev { mj: word(0), mn: word(4) },
+                dev: BlkSnapDev {
+                    mj: word(0),
+                    mn: word(4),
+                },
                 errno: word(8) as i32,
             },
-            code => SnapEvent::Unknown { time_ns: ev.time_label, code },
+            code => SnapEvent::Unknown {
+                time_ns: ev.time_label,
+                code,
+            },
         }))
     }
 
     /// IOCTL_BLK_SNAP_TRACKER_COLLECT.
     pub fn tracker_list(&self) -> Result<Vec<BlkSnapCbtInfo>, CtlError> {
         collect(|ptr, count| {
-            let mut arg = BlkSnapTrackerCollect { count, cbt_info_array: ptr as u64, ..Default::default() };
+            let mut arg = BlkSnapTrackerCollect {
+                count,
+                cbt_info_array: ptr as u64,
+                ..Default::default()
+            };
             self.ioctl("TRACKER_COLLECT", IOCTL_BLK_SNAP_TRACKER_COLLECT, &mut arg)?;
             Ok(arg.count)
         })
@@ -268,7 +342,8 @@ impl Control {
     /// IOCTL_BLK_SNAP_TRACKER_REMOVE.
     pub fn tracker_remove(&self, dev: BlkSnapDev) -> Result<(), CtlError> {
         let mut arg = BlkSnapTrackerRemove { dev_id: dev };
-        self.ioctl("TRACKER_REMOVE", IOCTL_BLK_SNAP_TRACKER_REMOVE, &mut arg).map(|_| ())
+        self.ioctl("TRACKER_REMOVE", IOCTL_BLK_SNAP_TRACKER_REMOVE, &mut arg)
+            .map(|_| ())
     }
 
     /// IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP, the whole map.
@@ -283,7 +358,11 @@ impl Control {
                 length: chunk,
                 buff: map[off as usize..].as_mut_ptr() as u64,
             };
-            let n = self.ioctl("READ_CBT_MAP", IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP, &mut arg)?;
+            let n = self.ioctl(
+                "READ_CBT_MAP",
+                IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP,
+                &mut arg,
+            )?;
             if n <= 0 {
                 break;
             }
@@ -294,20 +373,33 @@ impl Control {
     }
 
     /// IOCTL_BLK_SNAP_TRACKER_MARK_DIRTY_BLOCKS.
-    pub fn mark_dirty(&self, dev: BlkSnapDev, ranges: &[BlkSnapBlockRange]) -> Result<(), CtlError> {
+    pub fn mark_dirty(
+        &self,
+        dev: BlkSnapDev,
+        ranges: &[BlkSnapBlockRange],
+    ) -> Result<(), CtlError> {
         let mut arg = BlkSnapTrackerMarkDirtyBlocks {
             dev_id: dev,
             count: ranges.len() as u32,
             dirty_blocks_array: ranges.as_ptr() as u64,
             ..Default::default()
         };
-        self.ioctl("MARK_DIRTY_BLOCKS", IOCTL_BLK_SNAP_TRACKER_MARK_DIRTY_BLOCKS, &mut arg).map(|_| ())
+        self.ioctl(
+            "MARK_DIRTY_BLOCKS",
+            IOCTL_BLK_SNAP_TRACKER_MARK_DIRTY_BLOCKS,
+            &mut arg,
+        )
+        .map(|_| ())
     }
 }
 
 impl std::fmt::Display for uapi::BlkSnapVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}.{}.{}", self.major, self.minor, self.revision, self.build)
+        write!(
+            f,
+            "{}.{}.{}.{}",
+            self.major, self.minor, self.revision, self.build
+        )
     }
 }
 
@@ -323,13 +415,18 @@ mod tests {
 
     #[test]
     fn missing_device_says_how_to_load() {
-        let e = Control::open_path(Path::new("/nonexistent/blksnap")).err().map(|e| e.to_string());
+        let e = Control::open_path(Path::new("/nonexistent/blksnap"))
+            .err()
+            .map(|e| e.to_string());
         assert!(e.unwrap_or_default().contains("modprobe blksnap"));
     }
 
     #[test]
     fn failed_calls_explain() {
-        let e = CtlError::Ioctl { call: "SNAPSHOT_TAKE", err: io::Error::from_raw_os_error(libc::ENOSPC) };
+        let e = CtlError::Ioctl {
+            call: "SNAPSHOT_TAKE",
+            err: io::Error::from_raw_os_error(libc::ENOSPC),
+        };
         let s = e.to_string();
         assert!(s.contains("ENOSPC") && s.contains("append storage"), "{s}");
     }

@@ -82,14 +82,23 @@ pub fn extents(file: &File) -> io::Result<Vec<Extent>> {
     let mut out = Vec::new();
     let mut start = 0u64;
     loop {
-        let mut buf = Box::new(FiemapBuf { hdr: FiemapHeader::default(), ext: [FiemapExtent::default(); 128] });
+        let mut buf = Box::new(FiemapBuf {
+            hdr: FiemapHeader::default(),
+            ext: [FiemapExtent::default(); 128],
+        });
         buf.hdr.start = start;
         buf.hdr.length = u64::MAX - start;
         buf.hdr.flags = FIEMAP_FLAG_SYNC;
         buf.hdr.extent_count = 128;
         // SAFETY: `buf` is a `struct fiemap` followed by room for the 128
         // extents its header announces.
-        let ret = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP as _, &mut *buf as *mut FiemapBuf) };
+        let ret = unsafe {
+            libc::ioctl(
+                file.as_raw_fd(),
+                FS_IOC_FIEMAP as _,
+                &mut *buf as *mut FiemapBuf,
+            )
+        };
         if ret < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -99,7 +108,12 @@ pub fn extents(file: &File) -> io::Result<Vec<Extent>> {
         }
         let mut last = false;
         for e in &buf.ext[..n] {
-            out.push(Extent { logical: e.logical, physical: e.physical, length: e.length, flags: e.flags });
+            out.push(Extent {
+                logical: e.logical,
+                physical: e.physical,
+                length: e.length,
+                flags: e.flags,
+            });
             start = e.logical + e.length;
             last |= e.flags & FIEMAP_EXTENT_LAST != 0;
         }
@@ -118,12 +132,20 @@ pub fn extents_to_ranges(ext: &[Extent]) -> Result<Vec<BlkSnapBlockRange>, Strin
             return Err(format!("an extent at offset {} is {why}", e.logical));
         }
         if e.physical % 512 != 0 || e.length % 512 != 0 || e.length == 0 {
-            return Err(format!("an extent at offset {} is not sector aligned", e.logical));
+            return Err(format!(
+                "an extent at offset {} is not sector aligned",
+                e.logical
+            ));
         }
-        let r = BlkSnapBlockRange { sector_offset: e.physical / 512, sector_count: e.length / 512 };
+        let r = BlkSnapBlockRange {
+            sector_offset: e.physical / 512,
+            sector_count: e.length / 512,
+        };
         // Merge physically adjacent extents.
         match ranges.last_mut() {
-            Some(prev) if prev.sector_offset + prev.sector_count == r.sector_offset => prev.sector_count += r.sector_count,
+            Some(prev) if prev.sector_offset + prev.sector_count == r.sector_offset => {
+                prev.sector_count += r.sector_count
+            }
             _ => ranges.push(r),
         }
     }
@@ -152,7 +174,11 @@ pub fn allocate(path: &Path, size: u64) -> Result<StorageFile, String> {
     if ret != 0 {
         let e = io::Error::last_os_error();
         let _ = std::fs::remove_file(path);
-        return Err(format!("cannot allocate {} bytes for {}: {e}", size, path.display()));
+        return Err(format!(
+            "cannot allocate {} bytes for {}: {e}",
+            size,
+            path.display()
+        ));
     }
     map_file(path, &file).inspect_err(|_| {
         let _ = std::fs::remove_file(path);
@@ -162,7 +188,10 @@ pub fn allocate(path: &Path, size: u64) -> Result<StorageFile, String> {
 /// Maps an existing file.
 pub fn map_file(path: &Path, file: &File) -> Result<StorageFile, String> {
     let md = file.metadata().map_err(|e| e.to_string())?;
-    let dev = BlkSnapDev { mj: libc::major(md.dev()), mn: libc::minor(md.dev()) };
+    let dev = BlkSnapDev {
+        mj: libc::major(md.dev()),
+        mn: libc::minor(md.dev()),
+    };
     if !Path::new(&format!("/sys/dev/block/{}:{}", dev.mj, dev.mn)).exists() {
         return Err(format!(
             "{} is on a file system without a block device of its own ({}:{}): put storage files on a disk-backed file system such as ext4 or xfs",
@@ -173,11 +202,17 @@ pub fn map_file(path: &Path, file: &File) -> Result<StorageFile, String> {
         format!("{}: FIEMAP failed ({e}): this file system cannot map files to sectors (tmpfs cannot); use ext4 or xfs", path.display())
     })?;
     let ranges = extents_to_ranges(&ext).map_err(|why| {
-        format!("{}: {why}: its sectors cannot be used as snapshot storage", path.display())
+        format!(
+            "{}: {why}: its sectors cannot be used as snapshot storage",
+            path.display()
+        )
     })?;
     let bytes = ranges.iter().map(|r| r.sector_count * 512).sum();
     if bytes < md.len() {
-        return Err(format!("{}: the file has holes; allocate it fully (fallocate)", path.display()));
+        return Err(format!(
+            "{}: the file has holes; allocate it fully (fallocate)",
+            path.display()
+        ));
     }
     Ok(StorageFile { dev, ranges, bytes })
 }
@@ -188,22 +223,52 @@ mod tests {
 
     #[test]
     fn ranges_merge_and_refuse() {
-        let e = |logical, physical, length, flags| Extent { logical, physical, length, flags };
-        let r = extents_to_ranges(&[e(0, 4096, 4096, 0), e(4096, 8192, 4096, 0x800), e(8192, 65536, 8192, 1)]).unwrap();
-        assert_eq!(r, vec![
-            BlkSnapBlockRange { sector_offset: 8, sector_count: 16 },
-            BlkSnapBlockRange { sector_offset: 128, sector_count: 16 },
-        ]);
-        assert!(extents_to_ranges(&[e(0, 0, 4096, FIEMAP_EXTENT_SHARED)]).unwrap_err().contains("shared"));
-        assert!(extents_to_ranges(&[e(0, 0, 4096, FIEMAP_EXTENT_DELALLOC)]).unwrap_err().contains("delayed"));
-        assert!(extents_to_ranges(&[e(0, 0, 4096, FIEMAP_EXTENT_DATA_INLINE)]).unwrap_err().contains("inline"));
-        assert!(extents_to_ranges(&[e(0, 100, 4096, 0)]).unwrap_err().contains("aligned"));
+        let e = |logical, physical, length, flags| Extent {
+            logical,
+            physical,
+            length,
+            flags,
+        };
+        let r = extents_to_ranges(&[
+            e(0, 4096, 4096, 0),
+            e(4096, 8192, 4096, 0x800),
+            e(8192, 65536, 8192, 1),
+        ])
+        .unwrap();
+        assert_eq!(
+            r,
+            vec![
+                BlkSnapBlockRange {
+                    sector_offset: 8,
+                    sector_count: 16
+                },
+                BlkSnapBlockRange {
+                    sector_offset: 128,
+                    sector_count: 16
+                },
+            ]
+        );
+        assert!(extents_to_ranges(&[e(0, 0, 4096, FIEMAP_EXTENT_SHARED)])
+            .unwrap_err()
+            .contains("shared"));
+        assert!(extents_to_ranges(&[e(0, 0, 4096, FIEMAP_EXTENT_DELALLOC)])
+            .unwrap_err()
+            .contains("delayed"));
+        assert!(
+            extents_to_ranges(&[e(0, 0, 4096, FIEMAP_EXTENT_DATA_INLINE)])
+                .unwrap_err()
+                .contains("inline")
+        );
+        assert!(extents_to_ranges(&[e(0, 100, 4096, 0)])
+            .unwrap_err()
+            .contains("aligned"));
     }
 
     /// FIEMAP on a real file, where the file system supports it.
     #[test]
     fn maps_a_real_file() {
-        let dir = std::env::var("BLKSNAP_FIEMAP_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+        let dir = std::env::var("BLKSNAP_FIEMAP_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
         let path = Path::new(&dir).join(format!("fiemap-test-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
         match allocate(&path, 1 << 20) {
@@ -216,7 +281,10 @@ mod tests {
             // must say so clearly.
             Err(e) => {
                 let _ = std::fs::remove_file(&path);
-                assert!(e.contains("FIEMAP") || e.contains("block device") || e.contains("allocate"), "{e}");
+                assert!(
+                    e.contains("FIEMAP") || e.contains("block device") || e.contains("allocate"),
+                    "{e}"
+                );
                 eprintln!("skipped: {e}");
             }
         }

@@ -26,7 +26,14 @@ impl StorageDir {
     /// Files of `step` bytes (or what is asked for, if more) in `dir`, at
     /// most `limit` bytes in all.
     pub fn new(dir: PathBuf, step: u64, limit: u64) -> Self {
-        Self { dir, limit, step: step.max(1 << 20), used: 0, files: Vec::new(), limit_reported: false }
+        Self {
+            dir,
+            limit,
+            step: step.max(1 << 20),
+            used: 0,
+            files: Vec::new(),
+            limit_reported: false,
+        }
     }
 
     pub fn used(&self) -> u64 {
@@ -37,21 +44,39 @@ impl StorageDir {
     /// near) for `id` and appends it; returns the bytes added. Requests are
     /// answered a step at a time: the module asks again while it is short,
     /// and the limit bounds the whole.
-    pub fn add(&mut self, ctl: &Control, id: &BlkSnapUuid, log: &dyn Fn(&str)) -> Result<u64, String> {
+    pub fn add(
+        &mut self,
+        ctl: &Control,
+        id: &BlkSnapUuid,
+        log: &dyn Fn(&str),
+    ) -> Result<u64, String> {
         let left = self.limit.saturating_sub(self.used);
         let size = self.step.min(left) & !4095;
         if size == 0 {
-            return Err(format!("storage limit of {} reached in {}", human_bytes(self.limit), self.dir.display()));
+            return Err(format!(
+                "storage limit of {} reached in {}",
+                human_bytes(self.limit),
+                self.dir.display()
+            ));
         }
-        let name = format!("blksnap-{}-{}.storage", &uuid_to_string(id)[..8], self.files.len());
+        let name = format!(
+            "blksnap-{}-{}.storage",
+            &uuid_to_string(id)[..8],
+            self.files.len()
+        );
         let path = self.dir.join(name);
         let sf = fiemap::allocate(&path, size)?;
         self.files.push(path.clone());
-        ctl.append_storage(id, sf.dev, &sf.ranges).map_err(|e| e.to_string())?;
+        ctl.append_storage(id, sf.dev, &sf.ranges)
+            .map_err(|e| e.to_string())?;
         self.used += size;
         log(&format!(
             "storage: added {} ({} extents on {}), {} of {} used",
-            human_bytes(size), sf.ranges.len(), dev_label(&sf.dev), human_bytes(self.used), human_bytes(self.limit)
+            human_bytes(size),
+            sf.ranges.len(),
+            dev_label(&sf.dev),
+            human_bytes(self.used),
+            human_bytes(self.limit)
         ));
         Ok(size)
     }
@@ -97,16 +122,24 @@ pub fn watch(
         }
         match ctl.wait_event(id, 250) {
             Ok(None) => continue,
-            Ok(Some(SnapEvent::LowFreeSpace { requested_sectors, .. })) => {
+            Ok(Some(SnapEvent::LowFreeSpace {
+                requested_sectors, ..
+            })) => {
                 stats.low_space_events += 1;
-                log(&format!("event: low free space, {} requested", human_bytes(requested_sectors * 512)));
+                log(&format!(
+                    "event: low free space, {} requested",
+                    human_bytes(requested_sectors * 512)
+                ));
                 if sd.used() < sd.limit {
                     if let Err(e) = sd.add(ctl, id, log) {
                         log(&format!("WARNING: cannot add storage: {e}"));
                     }
                 } else if !sd.limit_reported {
                     sd.limit_reported = true;
-                    log(&format!("WARNING: storage limit of {} reached: no more storage will be added", human_bytes(sd.limit)));
+                    log(&format!(
+                        "WARNING: storage limit of {} reached: no more storage will be added",
+                        human_bytes(sd.limit)
+                    ));
                 }
             }
             Ok(Some(SnapEvent::Corrupted { dev, errno, .. })) => {
@@ -118,7 +151,9 @@ pub fn watch(
                 log(&msg);
                 stats.corrupted.push(msg);
             }
-            Ok(Some(SnapEvent::Unknown { code, .. })) => log(&format!("event: unknown code {code}")),
+            Ok(Some(SnapEvent::Unknown { code, .. })) => {
+                log(&format!("event: unknown code {code}"))
+            }
             Err(e) if e.errno() == Some(libc::ESRCH) => return Ok(WatchEnd::SnapshotGone),
             Err(e) if e.errno() == Some(libc::EINTR) => continue,
             Err(e) => return Err(e.to_string()),

@@ -25,7 +25,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         _ => (s, 1),
     };
     let n: u64 = num.parse().map_err(|_| format!("bad size '{s}'"))?;
-    n.checked_mul(mult).ok_or_else(|| format!("size '{s}' too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size '{s}' too large"))
 }
 
 /// `1.5 GiB`-style rendering.
@@ -47,14 +48,23 @@ pub fn human_bytes(n: u64) -> String {
 /// Canonical 8-4-4-4-12 form.
 pub fn uuid_to_string(u: &BlkSnapUuid) -> String {
     let h: String = u.b.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// Parses a UUID with or without dashes.
 pub fn parse_uuid(s: &str) -> Result<BlkSnapUuid, String> {
     let hex: String = s.chars().filter(|c| *c != '-').collect();
     if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!("bad UUID '{s}': expected 32 hex digits, e.g. 0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"));
+        return Err(format!(
+            "bad UUID '{s}': expected 32 hex digits, e.g. 0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+        ));
     }
     let mut u = BlkSnapUuid::default();
     for (i, b) in u.b.iter_mut().enumerate() {
@@ -75,7 +85,10 @@ pub fn parse_dev(s: &str) -> Result<BlkSnapDev, String> {
         return Err(format!("{s} is not a block device"));
     }
     let rdev = md.rdev();
-    Ok(BlkSnapDev { mj: libc::major(rdev), mn: libc::minor(rdev) })
+    Ok(BlkSnapDev {
+        mj: libc::major(rdev),
+        mn: libc::minor(rdev),
+    })
 }
 
 pub fn dev_to_string(d: &BlkSnapDev) -> String {
@@ -134,7 +147,12 @@ mod tests {
 
     #[test]
     fn uuids_round_trip() {
-        let u = BlkSnapUuid { b: [0x0f, 0x1e, 0x2d, 0x3c, 0x4b, 0x5a, 0x69, 0x78, 0x87, 0x96, 0xa5, 0xb4, 0xc3, 0xd2, 0xe1, 0xf0] };
+        let u = BlkSnapUuid {
+            b: [
+                0x0f, 0x1e, 0x2d, 0x3c, 0x4b, 0x5a, 0x69, 0x78, 0x87, 0x96, 0xa5, 0xb4, 0xc3, 0xd2,
+                0xe1, 0xf0,
+            ],
+        };
         let s = uuid_to_string(&u);
         assert_eq!(s, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0");
         assert_eq!(parse_uuid(&s), Ok(u));
@@ -147,7 +165,9 @@ mod tests {
     fn devices() {
         assert_eq!(parse_dev("8:16"), Ok(BlkSnapDev { mj: 8, mn: 16 }));
         assert!(parse_dev("/nonexistent/dev").is_err());
-        assert!(parse_dev("/etc/hostname").unwrap_err().contains("not a block device"));
+        assert!(parse_dev("/etc/hostname")
+            .unwrap_err()
+            .contains("not a block device"));
         assert_eq!(dev_to_string(&BlkSnapDev { mj: 254, mn: 0 }), "254:0");
     }
 

@@ -56,7 +56,10 @@ fn fresh_tracker() {
 #[test]
 fn map_too_small() {
     let g = Geometry::new(100 * 128, 16, 26, 1 << 20).unwrap();
-    assert_eq!(Cbt::new(g, map(90), map(100), [0; 16]).err(), Some(CbtError::MapTooSmall));
+    assert_eq!(
+        Cbt::new(g, map(90), map(100), [0; 16]).err(),
+        Some(CbtError::MapTooSmall)
+    );
 }
 
 #[test]
@@ -144,7 +147,10 @@ fn reads_at_offsets() {
 
 #[test]
 fn runs_at_edges() {
-    assert_eq!(changed_runs(&[1, 1, 0, 1], 0).collect::<Vec<_>>(), vec![(0, 2), (3, 1)]);
+    assert_eq!(
+        changed_runs(&[1, 1, 0, 1], 0).collect::<Vec<_>>(),
+        vec![(0, 2), (3, 1)]
+    );
     assert_eq!(changed_runs(&[], 0).count(), 0);
 }
 

@@ -31,15 +31,30 @@ fn stops_at_maximum_shift() {
 
 #[test]
 fn too_many_units_is_an_error() {
-    assert_eq!(Geometry::new(u64::MAX, 9, 9, 1), Err(GeometryError::TooLarge));
+    assert_eq!(
+        Geometry::new(u64::MAX, 9, 9, 1),
+        Err(GeometryError::TooLarge)
+    );
 }
 
 #[test]
 fn bad_parameters() {
-    assert_eq!(Geometry::new(100, 8, 16, 1), Err(GeometryError::BadParameters));
-    assert_eq!(Geometry::new(100, 17, 16, 1), Err(GeometryError::BadParameters));
-    assert_eq!(Geometry::new(100, 16, 32, 1), Err(GeometryError::BadParameters));
-    assert_eq!(Geometry::new(100, 16, 20, 0), Err(GeometryError::BadParameters));
+    assert_eq!(
+        Geometry::new(100, 8, 16, 1),
+        Err(GeometryError::BadParameters)
+    );
+    assert_eq!(
+        Geometry::new(100, 17, 16, 1),
+        Err(GeometryError::BadParameters)
+    );
+    assert_eq!(
+        Geometry::new(100, 16, 32, 1),
+        Err(GeometryError::BadParameters)
+    );
+    assert_eq!(
+        Geometry::new(100, 16, 20, 0),
+        Err(GeometryError::BadParameters)
+    );
 }
 
 #[test]

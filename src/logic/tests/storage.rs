@@ -24,7 +24,10 @@ fn rejects_bad_ranges() {
     assert_eq!(v(&mut [(u64::MAX - 6, 8)], &[]), Err(RangeError::Unaligned));
     assert_eq!(v(&mut [(u64::MAX - 15, 8)], &[]), Err(RangeError::PastEnd));
     assert_eq!(v(&mut [(0, 16), (8, 8)], &[]), Err(RangeError::Overlap));
-    assert_eq!(v(&mut [(96, 16)], &[(100 - 4, 8)]), Err(RangeError::Overlap));
+    assert_eq!(
+        v(&mut [(96, 16)], &[(100 - 4, 8)]),
+        Err(RangeError::Overlap)
+    );
     assert_eq!(v(&mut [(0, 1000)], &[(500, 8)]), Err(RangeError::Overlap));
     assert_eq!(v(&mut [(504, 8)], &[(500, 8)]), Err(RangeError::Overlap));
     // Touching is not overlapping.
@@ -34,38 +37,93 @@ fn rejects_bad_ranges() {
 #[test]
 fn allocates_page_aligned_within_ranges() {
     let ranges = [
-        StorageRange { dev: 1, start: 3, len: 21 }, // room for one 8-sector region at 8
-        StorageRange { dev: 2, start: 100, len: 40 },
+        StorageRange {
+            dev: 1,
+            start: 3,
+            len: 21,
+        }, // room for one 8-sector region at 8
+        StorageRange {
+            dev: 2,
+            start: 100,
+            len: 40,
+        },
     ];
     let mut a = Allocator::new();
     for r in &ranges {
         a.appended(r.len);
     }
     assert_eq!(a.free(), 61);
-    assert_eq!(a.alloc(&ranges, 8), Some(Region { dev: 1, sector: 8, len: 8 }));
-    assert_eq!(a.alloc(&ranges, 8), Some(Region { dev: 1, sector: 16, len: 8 }));
+    assert_eq!(
+        a.alloc(&ranges, 8),
+        Some(Region {
+            dev: 1,
+            sector: 8,
+            len: 8
+        })
+    );
+    assert_eq!(
+        a.alloc(&ranges, 8),
+        Some(Region {
+            dev: 1,
+            sector: 16,
+            len: 8
+        })
+    );
     // 0 sectors left in range 0 ... next range, aligned to 104.
-    assert_eq!(a.alloc(&ranges, 16), Some(Region { dev: 2, sector: 104, len: 16 }));
-    assert_eq!(a.alloc(&ranges, 16), Some(Region { dev: 2, sector: 120, len: 16 }));
+    assert_eq!(
+        a.alloc(&ranges, 16),
+        Some(Region {
+            dev: 2,
+            sector: 104,
+            len: 16
+        })
+    );
+    assert_eq!(
+        a.alloc(&ranges, 16),
+        Some(Region {
+            dev: 2,
+            sector: 120,
+            len: 16
+        })
+    );
     assert_eq!(a.alloc(&ranges, 16), None);
     assert_eq!(a.free(), 0);
 }
 
 #[test]
 fn grows_with_appends() {
-    let mut list = vec![StorageRange { dev: 1, start: 0, len: 16 }];
+    let mut list = vec![StorageRange {
+        dev: 1,
+        start: 0,
+        len: 16,
+    }];
     let mut a = Allocator::new();
     a.appended(16);
     assert!(a.alloc(&list, 16).is_some());
     assert_eq!(a.alloc(&list, 16), None);
-    list.push(StorageRange { dev: 1, start: 64, len: 32 });
+    list.push(StorageRange {
+        dev: 1,
+        start: 64,
+        len: 32,
+    });
     a.appended(32);
-    assert_eq!(a.alloc(&list, 16), Some(Region { dev: 1, sector: 64, len: 16 }));
+    assert_eq!(
+        a.alloc(&list, 16),
+        Some(Region {
+            dev: 1,
+            sector: 64,
+            len: 16
+        })
+    );
 }
 
 #[test]
 fn low_space_fires_once_per_append() {
-    let list = [StorageRange { dev: 1, start: 0, len: 64 }];
+    let list = [StorageRange {
+        dev: 1,
+        start: 0,
+        len: 64,
+    }];
     let mut a = Allocator::new();
     a.appended(64);
     assert!(!a.low_space_due(32));

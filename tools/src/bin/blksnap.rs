@@ -19,7 +19,10 @@ use blksnap::fiemap;
 use blksnap::logic::cbt::changed_runs;
 use blksnap::storage::{watch, StorageDir, WatchEnd, WatchStats};
 use blksnap::uapi::{BlkSnapBlockRange, BlkSnapDev};
-use blksnap::util::{dev_label, dev_path, dev_to_string, human_bytes, json_str, parse_dev, parse_size, parse_uuid, uuid_to_string};
+use blksnap::util::{
+    dev_label, dev_path, dev_to_string, human_bytes, json_str, parse_dev, parse_size, parse_uuid,
+    uuid_to_string,
+};
 
 /// Snapshots of live block devices and changed block tracking, for backup.
 #[derive(Parser, Debug)]
@@ -173,10 +176,15 @@ struct BackupArgs {
 }
 
 fn parse_range(s: &str) -> Result<BlkSnapBlockRange, String> {
-    let (a, b) = s.split_once(':').ok_or_else(|| format!("bad range '{s}': use START:COUNT in sectors"))?;
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("bad range '{s}': use START:COUNT in sectors"))?;
     let sector_offset = a.parse().map_err(|_| format!("bad range start '{a}'"))?;
     let sector_count = b.parse().map_err(|_| format!("bad range count '{b}'"))?;
-    Ok(BlkSnapBlockRange { sector_offset, sector_count })
+    Ok(BlkSnapBlockRange {
+        sector_offset,
+        sector_count,
+    })
 }
 
 /// A failure and its exit code.
@@ -234,7 +242,10 @@ fn run(cli: &Cli) -> Result<(), Fail> {
         Cmd::Version => {
             let v = Control::open()?.version()?;
             if json {
-                println!("{{\"major\":{},\"minor\":{},\"revision\":{},\"build\":{}}}", v.major, v.minor, v.revision, v.build);
+                println!(
+                    "{{\"major\":{},\"minor\":{},\"revision\":{},\"build\":{}}}",
+                    v.major, v.minor, v.revision, v.build
+                );
             } else {
                 println!("blksnap {v}");
             }
@@ -255,21 +266,32 @@ fn generate(what: &str) -> Result<(), Fail> {
     let mut cmd = Cli::command();
     let shell = match what {
         "man" => {
-            return clap_mangen::Man::new(cmd).section("8").render(&mut out).map_err(|e| Fail(1, format!("writing the manual page: {e}")));
+            return clap_mangen::Man::new(cmd)
+                .section("8")
+                .render(&mut out)
+                .map_err(|e| Fail(1, format!("writing the manual page: {e}")));
         }
         "bash" => Shell::Bash,
         "zsh" => Shell::Zsh,
         "fish" => Shell::Fish,
-        _ => return Err(Fail(2, format!("generate: {what}: expected man, bash, zsh or fish"))),
+        _ => {
+            return Err(Fail(
+                2,
+                format!("generate: {what}: expected man, bash, zsh or fish"),
+            ))
+        }
     };
     // Into memory first: `generate` panics on a write error.
     let mut buf = Vec::new();
     clap_complete::generate(shell, &mut cmd, "blksnap", &mut buf);
-    out.write_all(&buf).map_err(|e| Fail(1, format!("writing the completions: {e}")))
+    out.write_all(&buf)
+        .map_err(|e| Fail(1, format!("writing the completions: {e}")))
 }
 
 fn devs(list: &[String]) -> Result<Vec<BlkSnapDev>, Fail> {
-    list.iter().map(|d| parse_dev(d).map_err(|e| Fail(2, e))).collect()
+    list.iter()
+        .map(|d| parse_dev(d).map_err(|e| Fail(2, e)))
+        .collect()
 }
 
 fn snapshot(c: &SnapCmd, json: bool) -> Result<(), Fail> {
@@ -303,34 +325,56 @@ fn snapshot(c: &SnapCmd, json: bool) -> Result<(), Fail> {
                 let items: Vec<String> = imgs
                     .iter()
                     .map(|i| {
-                        let path = dev_path(&i.image_dev_id).map(|p| p.display().to_string()).unwrap_or_default();
+                        let path = dev_path(&i.image_dev_id)
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default();
                         format!(
                             "{{\"original\":{},\"image\":{},\"path\":{}}}",
-                            json_str(&dev_to_string(&i.orig_dev_id)), json_str(&dev_to_string(&i.image_dev_id)), json_str(&path)
+                            json_str(&dev_to_string(&i.orig_dev_id)),
+                            json_str(&dev_to_string(&i.image_dev_id)),
+                            json_str(&path)
                         )
                     })
                     .collect();
                 println!("[{}]", items.join(","));
             } else {
                 for i in imgs {
-                    println!("{} -> {}", dev_label(&i.orig_dev_id), dev_label(&i.image_dev_id));
+                    println!(
+                        "{} -> {}",
+                        dev_label(&i.orig_dev_id),
+                        dev_label(&i.image_dev_id)
+                    );
                 }
             }
         }
         SnapCmd::WaitEvent { id, timeout_ms } => match ctl.wait_event(&id_of(id)?, *timeout_ms)? {
             None => return Err(Fail(1, format!("no event within {timeout_ms} ms"))),
-            Some(SnapEvent::LowFreeSpace { time_ns, requested_sectors }) => {
+            Some(SnapEvent::LowFreeSpace {
+                time_ns,
+                requested_sectors,
+            }) => {
                 if json {
                     println!("{{\"event\":\"low_free_space\",\"time_ns\":{time_ns},\"requested_sectors\":{requested_sectors}}}");
                 } else {
-                    println!("low_free_space: {} requested", human_bytes(requested_sectors * 512));
+                    println!(
+                        "low_free_space: {} requested",
+                        human_bytes(requested_sectors * 512)
+                    );
                 }
             }
-            Some(SnapEvent::Corrupted { time_ns, dev, errno }) => {
+            Some(SnapEvent::Corrupted {
+                time_ns,
+                dev,
+                errno,
+            }) => {
                 if json {
                     println!("{{\"event\":\"corrupted\",\"time_ns\":{time_ns},\"device\":{},\"errno\":{errno}}}", json_str(&dev_to_string(&dev)));
                 } else {
-                    println!("corrupted: image of {} ({})", dev_label(&dev), blksnap::ctl::errno_name(errno));
+                    println!(
+                        "corrupted: image of {} ({})",
+                        dev_label(&dev),
+                        blksnap::ctl::errno_name(errno)
+                    );
                 }
             }
             Some(SnapEvent::Unknown { code, .. }) => println!("event code {code}"),
@@ -341,20 +385,38 @@ fn snapshot(c: &SnapCmd, json: bool) -> Result<(), Fail> {
                 let size = a.size.unwrap_or(0);
                 let sf = fiemap::allocate(file, size)?;
                 ctl.append_storage(&id, sf.dev, &sf.ranges)?;
-                log(&format!("appended {} ({} extents on {})", human_bytes(sf.bytes), sf.ranges.len(), dev_label(&sf.dev)));
+                log(&format!(
+                    "appended {} ({} extents on {})",
+                    human_bytes(sf.bytes),
+                    sf.ranges.len(),
+                    dev_label(&sf.dev)
+                ));
             } else if let Some(dev) = &a.device {
                 let d = parse_dev(dev).map_err(|e| Fail(2, e))?;
                 ctl.append_storage(&id, d, &a.range)?;
             } else {
-                return Err(Fail(2, "give --file and --size, or --device and --range".into()));
+                return Err(Fail(
+                    2,
+                    "give --file and --size, or --device and --range".into(),
+                ));
             }
         }
-        SnapCmd::Watch { id, dir, limit, step } => {
+        SnapCmd::Watch {
+            id,
+            dir,
+            limit,
+            step,
+        } => {
             catch_signals();
             let id = id_of(id)?;
             let mut sd = StorageDir::new(dir.clone(), *step, *limit);
             let mut stats = WatchStats::default();
-            log(&format!("watching snapshot {} (storage in {}, at most {})", uuid_to_string(&id), dir.display(), human_bytes(*limit)));
+            log(&format!(
+                "watching snapshot {} (storage in {}, at most {})",
+                uuid_to_string(&id),
+                dir.display(),
+                human_bytes(*limit)
+            ));
             let end = watch(&ctl, &id, &mut sd, &INTERRUPTED, &log, &mut stats)?;
             match end {
                 WatchEnd::SnapshotGone => log("the snapshot is gone; storage files removed"),
@@ -387,18 +449,32 @@ fn tracker(c: &TrackerCmd, json: bool) -> Result<(), Fail> {
                     .collect();
                 println!("[{}]", items.join(","));
             } else {
-                println!("{:<24} {:>10} {:>10} {:>8} {:>5}  generation", "device", "capacity", "block", "blocks", "snap");
+                println!(
+                    "{:<24} {:>10} {:>10} {:>8} {:>5}  generation",
+                    "device", "capacity", "block", "blocks", "snap"
+                );
                 for t in list {
                     println!(
                         "{:<24} {:>10} {:>10} {:>8} {:>5}  {}",
-                        dev_label(&t.dev_id), human_bytes(t.device_capacity), human_bytes(u64::from(t.blk_size)),
-                        t.blk_count, t.snap_number, uuid_to_string(&t.generation_id)
+                        dev_label(&t.dev_id),
+                        human_bytes(t.device_capacity),
+                        human_bytes(u64::from(t.blk_size)),
+                        t.blk_count,
+                        t.snap_number,
+                        uuid_to_string(&t.generation_id)
                     );
                 }
             }
         }
-        TrackerCmd::Remove { device } => ctl.tracker_remove(parse_dev(device).map_err(|e| Fail(2, e))?)?,
-        TrackerCmd::Cbt { device, since, generation, raw } => {
+        TrackerCmd::Remove { device } => {
+            ctl.tracker_remove(parse_dev(device).map_err(|e| Fail(2, e))?)?
+        }
+        TrackerCmd::Cbt {
+            device,
+            since,
+            generation,
+            raw,
+        } => {
             let dev = parse_dev(device).map_err(|e| Fail(2, e))?;
             let info = ctl
                 .tracker_list()?
@@ -407,32 +483,56 @@ fn tracker(c: &TrackerCmd, json: bool) -> Result<(), Fail> {
                 .ok_or_else(|| Fail(1, format!("{} is not tracked", dev_label(&dev))))?;
             if let Some(g) = generation {
                 if parse_uuid(g).map_err(|e| Fail(2, e))? != info.generation_id {
-                    return Err(Fail(1, format!("generation is {}, not {g}: changes cannot be compared", uuid_to_string(&info.generation_id))));
+                    return Err(Fail(
+                        1,
+                        format!(
+                            "generation is {}, not {g}: changes cannot be compared",
+                            uuid_to_string(&info.generation_id)
+                        ),
+                    ));
                 }
             }
             let map = ctl.read_cbt_map(dev, info.blk_count)?;
             if let Some(path) = raw {
-                std::fs::write(path, &map).map_err(|e| Fail(1, format!("{}: {e}", path.display())))?;
+                std::fs::write(path, &map)
+                    .map_err(|e| Fail(1, format!("{}: {e}", path.display())))?;
             }
             let bs = u64::from(info.blk_size);
-            let runs: Vec<(u64, u64)> = changed_runs(&map, *since).map(|(f, n)| (f as u64 * bs, n as u64 * bs)).collect();
+            let runs: Vec<(u64, u64)> = changed_runs(&map, *since)
+                .map(|(f, n)| (f as u64 * bs, n as u64 * bs))
+                .collect();
             let total: u64 = runs.iter().map(|r| r.1).sum();
             if json {
-                let items: Vec<String> = runs.iter().map(|(o, l)| format!("{{\"offset\":{o},\"length\":{l}}}")).collect();
+                let items: Vec<String> = runs
+                    .iter()
+                    .map(|(o, l)| format!("{{\"offset\":{o},\"length\":{l}}}"))
+                    .collect();
                 println!(
                     "{{\"device\":{},\"generation\":{},\"snap_number\":{},\"since\":{since},\"block_size\":{bs},\"changed_bytes\":{total},\"ranges\":[{}]}}",
                     json_str(&dev_to_string(&dev)), json_str(&uuid_to_string(&info.generation_id)), info.snap_number, items.join(",")
                 );
             } else {
-                println!("{}: generation {}, snapshot {}, blocks of {}", dev_label(&dev), uuid_to_string(&info.generation_id), info.snap_number, human_bytes(bs));
+                println!(
+                    "{}: generation {}, snapshot {}, blocks of {}",
+                    dev_label(&dev),
+                    uuid_to_string(&info.generation_id),
+                    info.snap_number,
+                    human_bytes(bs)
+                );
                 println!("{:>16} {:>16}", "offset", "length");
                 for (o, l) in &runs {
                     println!("{o:>16} {l:>16}");
                 }
-                println!("{} changed since snapshot {since} in {} range(s)", human_bytes(total), runs.len());
+                println!(
+                    "{} changed since snapshot {since} in {} range(s)",
+                    human_bytes(total),
+                    runs.len()
+                );
             }
         }
-        TrackerCmd::MarkDirty { device, ranges } => ctl.mark_dirty(parse_dev(device).map_err(|e| Fail(2, e))?, ranges)?,
+        TrackerCmd::MarkDirty { device, ranges } => {
+            ctl.mark_dirty(parse_dev(device).map_err(|e| Fail(2, e))?, ranges)?
+        }
     }
     Ok(())
 }
@@ -441,7 +541,10 @@ fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
     catch_signals();
     let ctl = Control::open()?;
     if a.since.len() != a.generation.len() {
-        return Err(Fail(2, "give as many --generation as --since, one pair for each device".into()));
+        return Err(Fail(
+            2,
+            "give as many --generation as --since, one pair for each device".into(),
+        ));
     }
     let mut since = Vec::new();
     for (n, g) in a.since.iter().zip(&a.generation) {
@@ -457,7 +560,9 @@ fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
     };
     let report = match backup::run(&ctl, &opts, &INTERRUPTED, &log) {
         Ok(r) => r,
-        Err(e) if INTERRUPTED.load(Ordering::Relaxed) => return Err(Fail(130, format!("interrupted: {e}"))),
+        Err(e) if INTERRUPTED.load(Ordering::Relaxed) => {
+            return Err(Fail(130, format!("interrupted: {e}")))
+        }
         Err(e) if e.contains("CORRUPTED") => return Err(Fail(4, e)),
         Err(e) if e.contains("a full backup is needed") => return Err(Fail(5, e)),
         Err(e) => return Err(Fail(1, e)),
@@ -482,19 +587,36 @@ fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
         for d in &report.devices {
             println!(
                 "{}: copied {} of {} to {}",
-                dev_label(&d.dev), human_bytes(d.copied), human_bytes(d.capacity), d.target.display()
+                dev_label(&d.dev),
+                human_bytes(d.copied),
+                human_bytes(d.capacity),
+                d.target.display()
             );
         }
         // One command for all devices: each keeps its own chain.
         let mut next = String::from("next incremental: blksnap backup");
         for d in &report.devices {
-            next += &format!(" {}", dev_path(&d.dev).map(|p| p.display().to_string()).unwrap_or_else(|| dev_to_string(&d.dev)));
+            next += &format!(
+                " {}",
+                dev_path(&d.dev)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| dev_to_string(&d.dev))
+            );
         }
         for d in &report.devices {
-            next += &format!(" --target {} --since {} --generation {}", d.target.display(), d.next_since, uuid_to_string(&d.generation));
+            next += &format!(
+                " --target {} --since {} --generation {}",
+                d.target.display(),
+                d.next_since,
+                uuid_to_string(&d.generation)
+            );
         }
         println!("  {next} --storage-dir {}", a.storage_dir.display());
-        println!("done in {:.1}s, {} of storage used", report.seconds, human_bytes(report.storage_used));
+        println!(
+            "done in {:.1}s, {} of storage used",
+            report.seconds,
+            human_bytes(report.storage_used)
+        );
     }
     Ok(())
 }
@@ -512,8 +634,17 @@ mod tests {
     #[test]
     fn parses_backup_incremental() {
         let c = Cli::try_parse_from([
-            "blksnap", "backup", "/dev/vdc", "--target", "/b/full.img", "--storage-dir", "/s",
-            "--since", "3", "--generation", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+            "blksnap",
+            "backup",
+            "/dev/vdc",
+            "--target",
+            "/b/full.img",
+            "--storage-dir",
+            "/s",
+            "--since",
+            "3",
+            "--generation",
+            "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
         ])
         .unwrap();
         match c.cmd {
@@ -523,12 +654,38 @@ mod tests {
             }
             _ => panic!("not a backup"),
         }
-        assert!(Cli::try_parse_from(["blksnap", "backup", "/dev/vdc", "--target", "x", "--storage-dir", "/s", "--since", "3"]).is_err());
+        assert!(Cli::try_parse_from([
+            "blksnap",
+            "backup",
+            "/dev/vdc",
+            "--target",
+            "x",
+            "--storage-dir",
+            "/s",
+            "--since",
+            "3"
+        ])
+        .is_err());
         // Two devices, each with its own chain.
         let c = Cli::try_parse_from([
-            "blksnap", "backup", "/dev/vdc", "/dev/vdd", "--target", "/b/c.img", "--target", "/b/d.img",
-            "--storage-dir", "/s", "--since", "3", "--generation", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
-            "--since", "0", "--generation", "1f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+            "blksnap",
+            "backup",
+            "/dev/vdc",
+            "/dev/vdd",
+            "--target",
+            "/b/c.img",
+            "--target",
+            "/b/d.img",
+            "--storage-dir",
+            "/s",
+            "--since",
+            "3",
+            "--generation",
+            "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+            "--since",
+            "0",
+            "--generation",
+            "1f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
         ])
         .unwrap();
         match c.cmd {
@@ -542,9 +699,25 @@ mod tests {
 
     #[test]
     fn parses_ranges_and_sizes() {
-        assert_eq!(parse_range("8:16"), Ok(BlkSnapBlockRange { sector_offset: 8, sector_count: 16 }));
+        assert_eq!(
+            parse_range("8:16"),
+            Ok(BlkSnapBlockRange {
+                sector_offset: 8,
+                sector_count: 16
+            })
+        );
         assert!(parse_range("8").is_err());
-        let c = Cli::try_parse_from(["blksnap", "snapshot", "watch", "0f1e2d3c4b5a69788796a5b4c3d2e1f0", "--dir", "/s", "--limit", "2G"]).unwrap();
+        let c = Cli::try_parse_from([
+            "blksnap",
+            "snapshot",
+            "watch",
+            "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+            "--dir",
+            "/s",
+            "--limit",
+            "2G",
+        ])
+        .unwrap();
         match c.cmd {
             Cmd::Snapshot(SnapCmd::Watch { limit, step, .. }) => {
                 assert_eq!(limit, 2 << 30);
@@ -556,7 +729,23 @@ mod tests {
 
     #[test]
     fn append_needs_a_source() {
-        assert!(Cli::try_parse_from(["blksnap", "snapshot", "append-storage", "x", "--file", "/f"]).is_err());
-        assert!(Cli::try_parse_from(["blksnap", "snapshot", "append-storage", "x", "--device", "8:1"]).is_err());
+        assert!(Cli::try_parse_from([
+            "blksnap",
+            "snapshot",
+            "append-storage",
+            "x",
+            "--file",
+            "/f"
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from([
+            "blksnap",
+            "snapshot",
+            "append-storage",
+            "x",
+            "--device",
+            "8:1"
+        ])
+        .is_err());
     }
 }
