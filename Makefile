@@ -22,7 +22,7 @@ KERNEL_DEP := kernel
 endif
 
 .PHONY: all demo check deps kernel module tool selftests host-test vm-test \
-	vm-shell fuzz clean help
+	vm-shell fuzz packages package-check clean help
 
 all: module tool
 
@@ -31,6 +31,8 @@ help:
 	@echo "make check   build everything, run every test, print 'N passed, M failed'"
 	@echo "steps: deps kernel module tool selftests host-test vm-test vm-shell clean"
 	@echo "more: fuzz N=<calls> [SEED=<seed>] (the ioctl fuzzer alone)"
+	@echo "packaging: packages (Debian packages in build/packages/),"
+	@echo "           package-check (install and run them in a Debian 12 VM, as root)"
 	@echo "options: KDIR=<kernel tree> (module against another kernel), T=<test> (vm-test)"
 
 demo:
@@ -38,6 +40,13 @@ demo:
 
 check:
 	@$(TOP)/scripts/check.sh
+
+packages:
+	@$(TOP)/scripts/install-deps.sh --packaging
+	@$(TOP)/scripts/package/build-packages.sh
+
+package-check:
+	@$(TOP)/scripts/package/package-check.sh
 
 deps:
 	@$(TOP)/scripts/install-deps.sh

@@ -3,8 +3,8 @@
 #
 # Install everything blksnap needs on a Debian 12 x86_64 machine: the kernel
 # build toolchain (LLVM=1), the Rust pieces Rust for Linux wants, QEMU and a
-# static busybox for the test VM.  Idempotent: a second run does nothing but
-# check.
+# static busybox for the test VM (with --packaging, the Debian packaging
+# tools too).  Idempotent: a second run does nothing but check.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/versions.env"
@@ -17,6 +17,10 @@ SUDO=
 pkgs="clang lld llvm libclang-dev flex bison bc libelf-dev libssl-dev cpio
       xz-utils zstd make gcc g++ libc6-dev file musl-tools qemu-system-x86 busybox-static
       e2fsprogs fdisk kmod python3 rsync"
+# --packaging: also what `make packages` and `make package-check` need.
+if [ "${1:-}" = --packaging ]; then
+	pkgs="$pkgs dpkg-dev debhelper fakeroot lintian debootstrap"
+fi
 
 missing=
 for p in $pkgs; do
