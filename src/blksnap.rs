@@ -20,6 +20,7 @@ mod event_queue;
 mod kernel_ext;
 mod logic;
 mod slots;
+mod snapshot;
 mod storage;
 mod tracker;
 mod uapi;

@@ -16,24 +16,16 @@ use kernel::types::{AsBytes, FromBytes};
 use kernel::uaccess::{UserSlice, UserSliceReader};
 use kernel::{c_str, new_mutex, page::PAGE_SIZE, ThisModule};
 
-use crate::diff_area::DiffArea;
-use crate::event_queue::{EventQueue, WaitError};
-use crate::kernel_ext::block::{BdevFile, DevT};
+use crate::event_queue::WaitError;
+use crate::kernel_ext::block::DevT;
 use crate::kernel_ext::cred;
 use crate::kernel_ext::errno::enodata;
-use crate::kernel_ext::errno::{ealready, eopnotsupp};
-use crate::kernel_ext::filter::Attached;
-use crate::kernel_ext::gendisk::{BioDisk, BlockMajor};
+use crate::kernel_ext::gendisk::BlockMajor;
 use crate::kernel_ext::inflight::WatchPool;
 use crate::kernel_ext::mem::zeroed_box;
 use crate::kernel_ext::misc::FileOperations;
-use crate::kernel_ext::params::Param;
-use crate::kernel_ext::random::random_uuid;
 use crate::kernel_ext::workqueue::WorkQueue;
-use crate::logic::events::Event;
-use crate::slots::Slots;
-use crate::storage::Storage;
-use crate::tracker::Tracker;
+use crate::snapshot::{open_dev, ImageEnv, State};
 use crate::uapi;
 
 /// Most devices in one snapshot.
@@ -105,164 +97,8 @@ fn read_ranges(ptr: u64, count: u32) -> Result<KVVec<uapi::BlkSnapBlockRange>> {
     Ok(ranges)
 }
 
-/// Writes `blksnap-image<n>` into `buf`; returns its length.
-fn fmt_image_name(buf: &mut [u8; 32], n: u32) -> usize {
-    let prefix = uapi::BLK_SNAP_IMAGE_NAME.as_bytes();
-    let mut len = prefix.len().min(buf.len());
-    buf[..len].copy_from_slice(&prefix[..len]);
-    let mut digits = [0u8; 10];
-    let mut k = 0;
-    let mut v = n;
-    loop {
-        digits[k] = b'0' + (v % 10) as u8;
-        k += 1;
-        v /= 10;
-        if v == 0 || k == digits.len() {
-            break;
-        }
-    }
-    while k > 0 && len < buf.len() {
-        k -= 1;
-        buf[len] = digits[k];
-        len += 1;
-    }
-    len
-}
-
-/// Opens device `dev`: `ENODEV` if there is none (whatever the block layer
-/// said), but a shortage of memory stays `ENOMEM`.
-fn open_dev(dev: DevT, write: bool) -> Result<BdevFile> {
-    BdevFile::open(dev, write).map_err(|e| if e == ENOMEM { ENOMEM } else { ENODEV })
-}
-
 fn dev_of(d: &uapi::BlkSnapDev) -> Result<DevT> {
     DevT::new(d.mj, d.mn).ok_or(ENODEV)
-}
-
-/// A tracked device.
-struct TrackerEntry {
-    tracker: Arc<Tracker>,
-    /// Keeps the filter attached; dropping it detaches.
-    _filter: Attached<Tracker>,
-    /// The snapshot the device is in.
-    snapshot: Option<[u8; 16]>,
-}
-
-/// A device of a taken snapshot: its copy-on-write state and its image.
-struct Image {
-    area: Arc<DiffArea>,
-    disk: Option<BioDisk<DiffArea>>,
-    minor: u32,
-}
-
-/// A snapshot: a set of tracked devices.
-struct Snapshot {
-    id: [u8; 16],
-    devices: KVec<DevT>,
-    taken: bool,
-    events: Arc<EventQueue>,
-    storage: Arc<Storage>,
-    /// After TAKE, one per device.
-    images: KVec<Image>,
-}
-
-impl Drop for Snapshot {
-    fn drop(&mut self) {
-        // Copies waiting for storage give up at once; writes stop being
-        // copied, the images go (no image bio starts once a disk is
-        // deleted), then every held write is let go.
-        for img in self.images.iter() {
-            img.area.set_going();
-        }
-        self.storage.close();
-        for img in self.images.iter() {
-            drop(img.area.tracker().end_snapshot());
-        }
-        for img in self.images.iter_mut() {
-            drop(img.disk.take());
-            img.area.close();
-        }
-        self.events.close();
-    }
-}
-
-/// Everything the ioctls work on; guarded by one mutex that the I/O path
-/// never takes.
-struct State {
-    trackers: Slots<TrackerEntry>,
-    snapshots: Slots<Snapshot>,
-}
-
-impl State {
-    fn tracker(&self, dev: DevT) -> Option<&TrackerEntry> {
-        self.trackers.find(|t| t.tracker.dev() == dev)
-    }
-
-    fn snapshot(&self, id: &[u8; 16]) -> Result<&Snapshot> {
-        self.snapshots.find(|s| &s.id == id).ok_or(ESRCH)
-    }
-
-    fn snapshot_mut(&mut self, id: &[u8; 16]) -> Result<&mut Snapshot> {
-        self.snapshots.iter_mut().find(|s| &s.id == id).ok_or(ESRCH)
-    }
-
-    /// The lowest image number no image uses.
-    /// `also` holds images being made, not yet in any snapshot.
-    fn free_minor(&self, also: &[Image]) -> u32 {
-        let used = |n: u32| {
-            also.iter().any(|i| i.minor == n)
-                || self
-                    .snapshots
-                    .iter()
-                    .any(|s| s.images.iter().any(|i| i.minor == n))
-        };
-        let mut n = 0;
-        while used(n) {
-            n += 1;
-        }
-        n
-    }
-
-    /// The tracker of an original device, or of the original of an image.
-    fn tracker_of(&self, dev: DevT, image_major: u32) -> Option<Arc<Tracker>> {
-        if dev.major() == image_major {
-            return self
-                .snapshots
-                .iter()
-                .flat_map(|s| s.images.iter())
-                .find(|i| i.minor == dev.minor())
-                .map(|i| i.area.tracker().clone());
-        }
-        self.tracker(dev).map(|t| t.tracker.clone())
-    }
-
-    /// `EBUSY` if tracking `dev` (on whole disk `whole`) would overlap a
-    /// tracked disk or partition other than `dev` itself.
-    fn check_overlap(&self, dev: DevT, whole: DevT) -> Result {
-        for t in self.trackers.iter() {
-            let other = t.tracker.bdev();
-            if other.dev() == dev {
-                continue;
-            }
-            // A disk and one of its partitions: a bio meets one filter
-            // only, so the two could never both see every write.
-            if other.dev() == whole || other.whole_dev() == dev {
-                return Err(EBUSY);
-            }
-        }
-        Ok(())
-    }
-
-    /// Forgets the trackers of devices that went away, unless a snapshot
-    /// still names them (it fails at TAKE, or its image fails reads).
-    fn purge_gone(&mut self) {
-        while let Some(t) = self
-            .trackers
-            .remove_first(|t| t.tracker.is_gone() && t.snapshot.is_none())
-        {
-            drop(t);
-        }
-    }
 }
 
 /// State behind `/dev/blksnap`.
@@ -281,15 +117,8 @@ impl Drop for Control {
     fn drop(&mut self) {
         // Unload: end every snapshot and tracker, then wait for the workers
         // before the queue and the image major go.
-        let (snapshots, trackers) = {
-            let mut st = self.state.lock();
-            (
-                core::mem::replace(&mut st.snapshots, Slots::new()),
-                core::mem::replace(&mut st.trackers, Slots::new()),
-            )
-        };
-        drop(snapshots);
-        drop(trackers);
+        let all = self.state.lock().take_all();
+        drop(all);
         self.io_wq.drain();
         self.copy_wq.drain();
     }
@@ -297,16 +126,7 @@ impl Drop for Control {
 
 impl Control {
     pub(crate) fn new(module: &'static ThisModule) -> Result<Self> {
-        let state = KBox::pin_init(
-            new_mutex!(
-                State {
-                    trackers: Slots::new(),
-                    snapshots: Slots::new()
-                },
-                "blksnap_state"
-            ),
-            GFP_KERNEL,
-        )?;
+        let state = KBox::pin_init(new_mutex!(State::new(), "blksnap_state"), GFP_KERNEL)?;
         let copy_wq = Arc::new(WorkQueue::new(c_str!("blksnap_copy"), 0)?, GFP_KERNEL)?;
         let io_wq = Arc::new(WorkQueue::new(c_str!("blksnap_io"), 0)?, GFP_KERNEL)?;
         let major = BlockMajor::register(c_str!("blksnap-image"))?;
@@ -341,110 +161,28 @@ impl Control {
             }
             devs.push(dev, GFP_KERNEL)?;
         }
-
         let mut st = self.state.lock();
-        // A device that went away and came back (same number) starts over.
-        st.purge_gone();
-        // Check every device before changing anything. New devices are open
-        // only for the attach; their trackers then hold them by reference.
-        let mut fresh: KVec<BdevFile> = KVec::new();
-        for &dev in devs.iter() {
-            if let Some(t) = st.tracker(dev) {
-                if t.snapshot.is_some() {
-                    return Err(EBUSY);
-                }
-                st.check_overlap(dev, t.tracker.bdev().whole_dev())?;
-                continue;
-            }
-            let bdev = open_dev(dev, false)?;
-            // Copy-on-write would have to follow write pointers.
-            if bdev.is_zoned() {
-                return Err(eopnotsupp());
-            }
-            st.check_overlap(bdev.dev(), bdev.whole_dev())?;
-            // Disk and partition both named in this one call.
-            for other in fresh.iter() {
-                if other.dev() == bdev.whole_dev() || other.whole_dev() == bdev.dev() {
-                    return Err(EBUSY);
-                }
-            }
-            fresh.push(bdev, GFP_KERNEL)?;
-        }
-        for &dev in devs.iter() {
-            if let Some(t) = st.tracker(dev) {
-                t.tracker.check_resize()?;
-            }
-        }
-        let events = EventQueue::new()?;
-        let storage = Storage::new(events.clone())?;
-        st.snapshots.reserve(1)?;
-        st.trackers.reserve(fresh.len())?;
-        // Start tracking on the new devices, with their file systems frozen
-        // so that no write slips past the attach half-done.
-        for bdev in fresh.into_iter() {
-            let tracker = Tracker::new(bdev.hold(), self.pool.clone())?;
-            let filter = {
-                let _frozen = bdev.freeze()?;
-                Attached::attach(bdev.hold(), tracker.clone())?
-            };
-            pr_info!("tracking {}:{}\n", bdev.dev().major(), bdev.dev().minor());
-            st.trackers.insert(TrackerEntry {
-                tracker,
-                _filter: filter,
-                snapshot: None,
-            })?;
-        }
-
-        let id = random_uuid();
-        for t in st.trackers.iter_mut() {
-            if devs.iter().any(|d| *d == t.tracker.dev()) {
-                t.snapshot = Some(id);
-            }
-        }
-        events.push(Event::low_free_space(
-            EventQueue::now(),
-            Param::DiffStorageMinimum.get(),
-        ));
-        st.snapshots.insert(Snapshot {
-            id,
-            devices: devs,
-            taken: false,
-            events,
-            storage,
-            images: KVec::new(),
-        })?;
-
+        let id = st.create(devs, &self.pool)?;
         req.id = uapi::BlkSnapUuid { b: id };
         if let Err(e) = write_arg(arg, &req) {
             // Nobody can name the snapshot: take it back.
-            Self::destroy_locked(&mut st, &id)?;
+            st.destroy(&id)?;
             return Err(e);
         }
         Ok(0)
     }
 
-    fn destroy_locked(st: &mut State, id: &[u8; 16]) -> Result {
-        let snap = st.snapshots.remove_first(|s| &s.id == id).ok_or(ESRCH)?;
-        for t in st.trackers.iter_mut() {
-            if t.snapshot.as_ref() == Some(id) {
-                t.snapshot = None;
-            }
-        }
-        drop(snap);
-        Ok(())
-    }
-
     fn snapshot_destroy(&self, arg: usize) -> Result<isize> {
         let req: uapi::BlkSnapSnapshotDestroy = read_arg(arg)?;
-        Self::destroy_locked(&mut self.state.lock(), &req.id.b)?;
+        self.state.lock().destroy(&req.id.b)?;
         Ok(0)
     }
 
     fn snapshot_collect(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::BlkSnapSnapshotCollect = read_arg(arg)?;
         let st = self.state.lock();
-        let ids = st.snapshots.iter().map(|s| uapi::BlkSnapUuid { b: s.id });
-        collect_out(req.ids, req.count, st.snapshots.len() as u32, ids, |n| {
+        let ids = st.ids().map(|b| uapi::BlkSnapUuid { b });
+        collect_out(req.ids, req.count, st.snapshot_count() as u32, ids, |n| {
             req.count = n;
             write_arg(arg, &req)
         })
@@ -453,12 +191,7 @@ impl Control {
     fn tracker_remove(&self, arg: usize) -> Result<isize> {
         let req: uapi::BlkSnapTrackerRemove = read_arg(arg)?;
         let dev = dev_of(&req.dev_id)?;
-        let mut st = self.state.lock();
-        if st.tracker(dev).ok_or(ENODEV)?.snapshot.is_some() {
-            return Err(EBUSY);
-        }
-        drop(st.trackers.remove_first(|t| t.tracker.dev() == dev));
-        pr_info!("stopped tracking {}:{}\n", dev.major(), dev.minor());
+        self.state.lock().remove_tracker(dev)?;
         Ok(0)
     }
 
@@ -466,11 +199,11 @@ impl Control {
         let mut req: uapi::BlkSnapTrackerCollect = read_arg(arg)?;
         let mut st = self.state.lock();
         st.purge_gone();
-        let infos = st.trackers.iter().map(|t| t.tracker.info());
+        let infos = st.trackers().map(|t| t.info());
         collect_out(
             req.cbt_info_array,
             req.count,
-            st.trackers.len() as u32,
+            st.tracker_count() as u32,
             infos,
             |n| {
                 req.count = n;
@@ -482,18 +215,7 @@ impl Control {
     fn tracker_read_cbt_map(&self, arg: usize) -> Result<isize> {
         let req: uapi::BlkSnapTrackerReadCbtBitmap = read_arg(arg)?;
         let dev = dev_of(&req.dev_id)?;
-        let tracker = {
-            let st = self.state.lock();
-            let t = st.tracker(dev).ok_or(ENODEV)?;
-            let taken = match &t.snapshot {
-                Some(id) => st.snapshots.iter().any(|s| &s.id == id && s.taken),
-                None => false,
-            };
-            if !taken {
-                return Err(EPERM);
-            }
-            t.tracker.clone()
-        };
+        let tracker = self.state.lock().taken_tracker(dev)?;
         let offset = req.offset as usize;
         let total = tracker
             .map_len()
@@ -540,7 +262,7 @@ impl Control {
 
     fn snapshot_append_storage(&self, arg: usize) -> Result<isize> {
         let req: uapi::BlkSnapSnapshotAppendStorage = read_arg(arg)?;
-        self.state.lock().snapshot(&req.id.b)?;
+        self.state.lock().events(&req.id.b)?;
         if req.count == 0 || req.count > MAX_RANGES {
             return Err(EINVAL);
         }
@@ -569,159 +291,45 @@ impl Control {
 
         // Under the state lock, so that no other append slips in between
         // the check and the append.
-        let st = self.state.lock();
-        let storage = st.snapshot(&req.id.b)?.storage.clone();
-        if st
-            .snapshots
-            .iter()
-            .any(|s| s.storage.overlaps(bdev.whole_dev(), &abs))
-        {
-            return Err(EINVAL);
-        }
-        storage.append(bdev, &mut pairs)?;
+        self.state
+            .lock()
+            .append_storage(&req.id.b, bdev, &mut pairs, &abs)?;
         Ok(0)
     }
 
     fn snapshot_take(&self, arg: usize) -> Result<isize> {
         let req: uapi::BlkSnapSnapshotTake = read_arg(arg)?;
-        let mut st = self.state.lock();
-        let snap = st.snapshot(&req.id.b)?;
-        if snap.taken {
-            return Err(ealready());
-        }
-        if snap.storage.total() == 0 {
-            return Err(ENOSPC);
-        }
-        // The snapshot holds its devices open from now on: their images
-        // read from them.
-        let mut trackers = KVec::with_capacity(snap.devices.len(), GFP_KERNEL)?;
-        let mut origs = KVec::with_capacity(snap.devices.len(), GFP_KERNEL)?;
-        for &dev in snap.devices.iter() {
-            let t = st.tracker(dev).ok_or(ENODEV)?;
-            if t.tracker.is_gone() {
-                return Err(ENODEV);
-            }
-            let orig = open_dev(dev, false)?;
-            if !t.tracker.bdev().is(&orig) {
-                // Another device took the number of the one tracked.
-                return Err(ENODEV);
-            }
-            trackers.push(t.tracker.clone(), GFP_KERNEL)?;
-            origs.push(Arc::new(orig, GFP_KERNEL)?, GFP_KERNEL)?;
-        }
-        for t in trackers.iter() {
-            t.check_resize()?;
-        }
-        let mut areas = KVec::with_capacity(trackers.len(), GFP_KERNEL)?;
-        for (t, orig) in trackers.iter().zip(origs.iter()) {
-            areas.push(
-                DiffArea::new(
-                    t.clone(),
-                    orig.clone(),
-                    snap.storage.clone(),
-                    snap.events.clone(),
-                    self.copy_wq.clone(),
-                    self.io_wq.clone(),
-                )?,
-                GFP_KERNEL,
-            )?;
-        }
-        let mut images = KVec::with_capacity(areas.len(), GFP_KERNEL)?;
-
-        // One instant for all devices: freeze every file system, hold new
-        // writes, wait for those in flight, switch every map and start copy
-        // on write, let the writes go, thaw. A raw write racing TAKE is thus
-        // wholly before the snapshot (in the image, in the map taken now) or
-        // wholly after it (copied first).
-        {
-            let mut frozen = KVec::with_capacity(origs.len(), GFP_KERNEL)?;
-            for orig in origs.iter() {
-                frozen.push(orig.freeze()?, GFP_KERNEL)?;
-            }
-            let mut holds = KVec::with_capacity(trackers.len(), GFP_KERNEL)?;
-            for t in trackers.iter() {
-                holds.push(t.hold_writes(), GFP_KERNEL)?;
-            }
-            for t in trackers.iter() {
-                t.drain()?;
-            }
-            for (t, a) in trackers.iter().zip(areas.iter()) {
-                t.start_snapshot(a.clone());
-            }
-        }
-
-        for a in areas.iter() {
-            let minor = st.free_minor(&images);
-            let mut name = [0u8; 32];
-            let len = fmt_image_name(&mut name, minor);
-            let disk = match BioDisk::add(
-                &name[..len],
-                self.major.major(),
-                minor,
-                a.capacity(),
-                a.logical_block_size(),
-                a.clone(),
-                self.module,
-            ) {
-                Ok(d) => d,
-                Err(_) => {
-                    // Our side of the disk (name, number, size, block size)
-                    // is checked, so the block layer failed for want of
-                    // resources: under allocation failures it can say
-                    // EINVAL as well as ENOMEM. Report ENOMEM.
-                    // Undo: no copy on write without images.
-                    for t in trackers.iter() {
-                        drop(t.end_snapshot());
-                    }
-                    for a in areas.iter() {
-                        a.close();
-                    }
-                    return Err(ENOMEM);
-                }
-            };
-            images.push(
-                Image {
-                    area: a.clone(),
-                    disk: Some(disk),
-                    minor,
-                },
-                GFP_KERNEL,
-            )?;
-        }
-        let snap = st.snapshot_mut(&req.id.b)?;
-        snap.images = images;
-        snap.taken = true;
+        let env = ImageEnv {
+            major: self.major.major(),
+            module: self.module,
+            copy_wq: self.copy_wq.clone(),
+            io_wq: self.io_wq.clone(),
+        };
+        self.state.lock().take(&req.id.b, &env)?;
         Ok(0)
     }
 
     fn snapshot_collect_images(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::BlkSnapSnapshotCollectImages = read_arg(arg)?;
         let st = self.state.lock();
-        let snap = st.snapshot(&req.id.b)?;
         let major = self.major.major();
-        let infos = snap.images.iter().map(|img| {
-            let o = img.area.dev();
-            uapi::BlkSnapImageInfo {
+        let count = st.images(&req.id.b)?.count() as u32;
+        let infos = st
+            .images(&req.id.b)?
+            .map(|(o, minor)| uapi::BlkSnapImageInfo {
                 orig_dev_id: uapi::BlkSnapDev {
                     mj: o.major(),
                     mn: o.minor(),
                 },
                 image_dev_id: uapi::BlkSnapDev {
                     mj: major,
-                    mn: img.minor,
+                    mn: minor,
                 },
-            }
-        });
-        collect_out(
-            req.image_info_array,
-            req.count,
-            snap.images.len() as u32,
-            infos,
-            |n| {
-                req.count = n;
-                write_arg(arg, &req)
-            },
-        )
+            });
+        collect_out(req.image_info_array, req.count, count, infos, |n| {
+            req.count = n;
+            write_arg(arg, &req)
+        })
     }
 
     fn snapshot_wait_event(&self, arg: usize) -> Result<isize> {
@@ -733,10 +341,7 @@ impl Control {
             ev.id = id;
             ev.timeout_ms = timeout_ms;
         }
-        let events = {
-            let st = self.state.lock();
-            st.snapshot(&ev.id.b)?.events.clone()
-        };
+        let events = self.state.lock().events(&ev.id.b)?;
         let got = match events.wait(ev.timeout_ms) {
             Ok(e) => e,
             Err(WaitError::Timeout) => return Err(ENOENT),

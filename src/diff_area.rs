@@ -67,7 +67,7 @@ use crate::logic::fifo::Fifo;
 use crate::logic::geometry::Geometry;
 use crate::logic::storage::{Region, PAGE_SECTORS};
 use crate::storage::Storage;
-use crate::tracker::Tracker;
+use crate::tracker::{CopyOnWrite, Tracker};
 
 #[derive(Clone, Copy)]
 enum State {
@@ -125,6 +125,18 @@ struct Chunks {
 /// is per device, so that one snapshot waiting for storage never takes the
 /// copy slots of another.
 const COPIES_AT_ONCE: u32 = 16;
+
+impl CopyOnWrite for DiffArea {
+    fn on_write(self: Arc<Self>, bio: IncomingBio<'_>) {
+        self.write(bio);
+    }
+
+    /// The original went away (hot-unplug, driver removal): the image is
+    /// corrupted.
+    fn original_gone(&self) {
+        self.corrupt(ENODEV);
+    }
+}
 
 /// One copy slot of a device: a work item made at TAKE, so that starting a
 /// copy allocates nothing. A slot that finishes a copy starts the next one
@@ -307,12 +319,6 @@ impl DiffArea {
         self.going.store(true, Ordering::Release);
     }
 
-    /// The original went away (hot-unplug, driver removal): the image is
-    /// corrupted. Called from the filter's detach, so it must not sleep.
-    pub(crate) fn original_gone(&self) {
-        self.corrupt(ENODEV);
-    }
-
     /// Marks the image corrupted (once) and tells user space, unless the
     /// snapshot is going anyway.
     fn corrupt(&self, err: Error) {
@@ -336,7 +342,7 @@ impl DiffArea {
 
     /// The filter's write path: lets `bio` go on if every chunk it covers is
     /// saved, else takes it over until they are.
-    pub(crate) fn on_write(self: &Arc<Self>, bio: IncomingBio<'_>) {
+    fn write(self: &Arc<Self>, bio: IncomingBio<'_>) {
         let Some((first, end)) = self.geometry.units_of(bio.sector(), bio.sectors()) else {
             return;
         };

@@ -18,7 +18,6 @@ use kernel::sync::{Arc, CondVar, SpinLock};
 use kernel::time::Ktime;
 use kernel::{new_condvar, new_spinlock, pin_init};
 
-use crate::diff_area::DiffArea;
 use crate::kernel_ext::bio::{BlkStatus, IncomingBio};
 use crate::kernel_ext::block::{BdevRef, DevT};
 use crate::kernel_ext::filter::FilterOps;
@@ -89,11 +88,24 @@ fn new_cbt(capacity: u64) -> Result<Cbt<PageMap>> {
     Cbt::new(g, PageMap::new(bytes)?, PageMap::new(bytes)?, random_uuid()).map_err(|_| ENOMEM)
 }
 
+/// Copy on write of a device in a taken snapshot, as the tracker sees it:
+/// where its writes go once they are marked in the CBT. (The tracker does
+/// not know how copies are made: `diff_area.rs` implements this.)
+pub(crate) trait CopyOnWrite: Send + Sync {
+    /// A write to the device, after the CBT has marked it: let it go on or
+    /// take it over until the data it overwrites is saved.
+    fn on_write(self: Arc<Self>, bio: IncomingBio<'_>);
+
+    /// The device went away. Called from the filter's detach: must not
+    /// sleep.
+    fn original_gone(&self);
+}
+
 /// What the write path needs, under one lock: the CBT and, while the device
 /// is in a taken snapshot, its copy-on-write state.
 pub(crate) struct TrackState {
     cbt: Cbt<PageMap>,
-    diff: Option<Arc<DiffArea>>,
+    diff: Option<Arc<dyn CopyOnWrite>>,
     /// TAKE is switching: new writes wait (see [`Tracker::hold_writes`]).
     holding: bool,
 }
@@ -213,14 +225,14 @@ impl Tracker {
     /// TAKE: at one instant for this device's writes, switches the maps
     /// (the snapshot map becomes what the active map is) and starts copy on
     /// write into `diff`.
-    pub(crate) fn start_snapshot(&self, diff: Arc<DiffArea>) {
+    pub(crate) fn start_snapshot(&self, diff: Arc<dyn CopyOnWrite>) {
         let mut st = self.cbt.lock();
         st.cbt.switch(random_uuid);
         st.diff = Some(diff);
     }
 
     /// Stops copy on write (DESTROY); returns the area that was in use.
-    pub(crate) fn end_snapshot(&self) -> Option<Arc<DiffArea>> {
+    pub(crate) fn end_snapshot(&self) -> Option<Arc<dyn CopyOnWrite>> {
         self.cbt.lock().diff.take()
     }
 

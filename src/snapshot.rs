@@ -1,0 +1,486 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Snapshots and the trackers of their devices: their lifecycle (CREATE,
+//! APPEND_STORAGE, TAKE, DESTROY) and the rules between them (a device in
+//! one snapshot at a time, a disk and its partitions never tracked together,
+//! storage never shared). The control device (`ctl.rs`) copies arguments
+//! and calls in here; this calls the trackers, copy on write and storage.
+
+use kernel::alloc::flags::GFP_KERNEL;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+use kernel::ThisModule;
+
+use crate::diff_area::DiffArea;
+use crate::event_queue::EventQueue;
+use crate::kernel_ext::block::{BdevFile, DevT};
+use crate::kernel_ext::errno::{ealready, eopnotsupp};
+use crate::kernel_ext::filter::Attached;
+use crate::kernel_ext::gendisk::BioDisk;
+use crate::kernel_ext::inflight::WatchPool;
+use crate::kernel_ext::params::Param;
+use crate::kernel_ext::random::random_uuid;
+use crate::kernel_ext::workqueue::WorkQueue;
+use crate::logic::events::Event;
+use crate::slots::Slots;
+use crate::storage::Storage;
+use crate::tracker::Tracker;
+use crate::uapi;
+
+/// What TAKE needs to make images.
+pub(crate) struct ImageEnv {
+    /// The image disks' major number.
+    pub(crate) major: u32,
+    pub(crate) module: &'static ThisModule,
+    pub(crate) copy_wq: Arc<WorkQueue>,
+    pub(crate) io_wq: Arc<WorkQueue>,
+}
+
+/// Writes `blksnap-image<n>` into `buf`; returns its length.
+fn fmt_image_name(buf: &mut [u8; 32], n: u32) -> usize {
+    let prefix = uapi::BLK_SNAP_IMAGE_NAME.as_bytes();
+    let mut len = prefix.len().min(buf.len());
+    buf[..len].copy_from_slice(&prefix[..len]);
+    let mut digits = [0u8; 10];
+    let mut k = 0;
+    let mut v = n;
+    loop {
+        digits[k] = b'0' + (v % 10) as u8;
+        k += 1;
+        v /= 10;
+        if v == 0 || k == digits.len() {
+            break;
+        }
+    }
+    while k > 0 && len < buf.len() {
+        k -= 1;
+        buf[len] = digits[k];
+        len += 1;
+    }
+    len
+}
+
+/// Opens device `dev`: `ENODEV` if there is none (whatever the block layer
+/// said), but a shortage of memory stays `ENOMEM`.
+pub(crate) fn open_dev(dev: DevT, write: bool) -> Result<BdevFile> {
+    BdevFile::open(dev, write).map_err(|e| if e == ENOMEM { ENOMEM } else { ENODEV })
+}
+
+/// A tracked device.
+struct TrackerEntry {
+    tracker: Arc<Tracker>,
+    /// Keeps the filter attached; dropping it detaches.
+    _filter: Attached<Tracker>,
+    /// The snapshot the device is in.
+    snapshot: Option<[u8; 16]>,
+}
+
+/// A device of a taken snapshot: its copy-on-write state and its image.
+struct Image {
+    area: Arc<DiffArea>,
+    disk: Option<BioDisk<DiffArea>>,
+    minor: u32,
+}
+
+/// A snapshot: a set of tracked devices.
+struct Snapshot {
+    id: [u8; 16],
+    devices: KVec<DevT>,
+    taken: bool,
+    events: Arc<EventQueue>,
+    storage: Arc<Storage>,
+    /// After TAKE, one per device.
+    images: KVec<Image>,
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        // Copies waiting for storage give up at once; writes stop being
+        // copied, the images go (no image bio starts once a disk is
+        // deleted), then every held write is let go.
+        for img in self.images.iter() {
+            img.area.set_going();
+        }
+        self.storage.close();
+        for img in self.images.iter() {
+            drop(img.area.tracker().end_snapshot());
+        }
+        for img in self.images.iter_mut() {
+            drop(img.disk.take());
+            img.area.close();
+        }
+        self.events.close();
+    }
+}
+
+/// Everything the ioctls work on: the trackers and the snapshots. The
+/// control device guards it with one mutex that the I/O path never takes.
+pub(crate) struct State {
+    // Dropped in this order: snapshots end before the trackers' filters go.
+    snapshots: Slots<Snapshot>,
+    trackers: Slots<TrackerEntry>,
+}
+
+impl State {
+    pub(crate) fn new() -> Self {
+        State {
+            trackers: Slots::new(),
+            snapshots: Slots::new(),
+        }
+    }
+
+    fn tracker(&self, dev: DevT) -> Option<&TrackerEntry> {
+        self.trackers.find(|t| t.tracker.dev() == dev)
+    }
+
+    fn snapshot(&self, id: &[u8; 16]) -> Result<&Snapshot> {
+        self.snapshots.find(|s| &s.id == id).ok_or(ESRCH)
+    }
+
+    fn snapshot_mut(&mut self, id: &[u8; 16]) -> Result<&mut Snapshot> {
+        self.snapshots.iter_mut().find(|s| &s.id == id).ok_or(ESRCH)
+    }
+
+    /// The lowest image number no image uses.
+    /// `also` holds images being made, not yet in any snapshot.
+    fn free_minor(&self, also: &[Image]) -> u32 {
+        let used = |n: u32| {
+            also.iter().any(|i| i.minor == n)
+                || self
+                    .snapshots
+                    .iter()
+                    .any(|s| s.images.iter().any(|i| i.minor == n))
+        };
+        let mut n = 0;
+        while used(n) {
+            n += 1;
+        }
+        n
+    }
+
+    /// The tracker of an original device, or of the original of an image.
+    pub(crate) fn tracker_of(&self, dev: DevT, image_major: u32) -> Option<Arc<Tracker>> {
+        if dev.major() == image_major {
+            return self
+                .snapshots
+                .iter()
+                .flat_map(|s| s.images.iter())
+                .find(|i| i.minor == dev.minor())
+                .map(|i| i.area.tracker().clone());
+        }
+        self.tracker(dev).map(|t| t.tracker.clone())
+    }
+
+    /// `EBUSY` if tracking `dev` (on whole disk `whole`) would overlap a
+    /// tracked disk or partition other than `dev` itself.
+    fn check_overlap(&self, dev: DevT, whole: DevT) -> Result {
+        for t in self.trackers.iter() {
+            let other = t.tracker.bdev();
+            if other.dev() == dev {
+                continue;
+            }
+            // A disk and one of its partitions: a bio meets one filter
+            // only, so the two could never both see every write.
+            if other.dev() == whole || other.whole_dev() == dev {
+                return Err(EBUSY);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the trackers of devices that went away, unless a snapshot
+    /// still names them (it fails at TAKE, or its image fails reads).
+    pub(crate) fn purge_gone(&mut self) {
+        while let Some(t) = self
+            .trackers
+            .remove_first(|t| t.tracker.is_gone() && t.snapshot.is_none())
+        {
+            drop(t);
+        }
+    }
+
+    /// SNAPSHOT_CREATE of the devices `devs` (checked distinct): a tracker
+    /// for each device that has none, then the snapshot; returns its id.
+    pub(crate) fn create(&mut self, devs: KVec<DevT>, pool: &Arc<WatchPool>) -> Result<[u8; 16]> {
+        // A device that went away and came back (same number) starts over.
+        self.purge_gone();
+        // Check every device before changing anything. New devices are open
+        // only for the attach; their trackers then hold them by reference.
+        let mut fresh: KVec<BdevFile> = KVec::new();
+        for &dev in devs.iter() {
+            if let Some(t) = self.tracker(dev) {
+                if t.snapshot.is_some() {
+                    return Err(EBUSY);
+                }
+                self.check_overlap(dev, t.tracker.bdev().whole_dev())?;
+                continue;
+            }
+            let bdev = open_dev(dev, false)?;
+            // Copy-on-write would have to follow write pointers.
+            if bdev.is_zoned() {
+                return Err(eopnotsupp());
+            }
+            self.check_overlap(bdev.dev(), bdev.whole_dev())?;
+            // Disk and partition both named in this one call.
+            for other in fresh.iter() {
+                if other.dev() == bdev.whole_dev() || other.whole_dev() == bdev.dev() {
+                    return Err(EBUSY);
+                }
+            }
+            fresh.push(bdev, GFP_KERNEL)?;
+        }
+        for &dev in devs.iter() {
+            if let Some(t) = self.tracker(dev) {
+                t.tracker.check_resize()?;
+            }
+        }
+        let events = EventQueue::new()?;
+        let storage = Storage::new(events.clone())?;
+        self.snapshots.reserve(1)?;
+        self.trackers.reserve(fresh.len())?;
+        // Start tracking on the new devices, with their file systems frozen
+        // so that no write slips past the attach half-done.
+        for bdev in fresh.into_iter() {
+            let tracker = Tracker::new(bdev.hold(), pool.clone())?;
+            let filter = {
+                let _frozen = bdev.freeze()?;
+                Attached::attach(bdev.hold(), tracker.clone())?
+            };
+            pr_info!("tracking {}:{}\n", bdev.dev().major(), bdev.dev().minor());
+            self.trackers.insert(TrackerEntry {
+                tracker,
+                _filter: filter,
+                snapshot: None,
+            })?;
+        }
+
+        let id = random_uuid();
+        for t in self.trackers.iter_mut() {
+            if devs.iter().any(|d| *d == t.tracker.dev()) {
+                t.snapshot = Some(id);
+            }
+        }
+        events.push(Event::low_free_space(
+            EventQueue::now(),
+            Param::DiffStorageMinimum.get(),
+        ));
+        self.snapshots.insert(Snapshot {
+            id,
+            devices: devs,
+            taken: false,
+            events,
+            storage,
+            images: KVec::new(),
+        })?;
+        Ok(id)
+    }
+
+    /// SNAPSHOT_DESTROY: the images go, held writes are let go, the
+    /// storage is released; the trackers stay.
+    pub(crate) fn destroy(&mut self, id: &[u8; 16]) -> Result {
+        let snap = self.snapshots.remove_first(|s| &s.id == id).ok_or(ESRCH)?;
+        for t in self.trackers.iter_mut() {
+            if t.snapshot.as_ref() == Some(id) {
+                t.snapshot = None;
+            }
+        }
+        drop(snap);
+        Ok(())
+    }
+
+    /// The ids of the snapshots.
+    pub(crate) fn ids(&self) -> impl Iterator<Item = [u8; 16]> + '_ {
+        self.snapshots.iter().map(|s| s.id)
+    }
+
+    pub(crate) fn snapshot_count(&self) -> usize {
+        self.snapshots.len()
+    }
+
+    /// The trackers.
+    pub(crate) fn trackers(&self) -> impl Iterator<Item = &Arc<Tracker>> + '_ {
+        self.trackers.iter().map(|t| &t.tracker)
+    }
+
+    pub(crate) fn tracker_count(&self) -> usize {
+        self.trackers.len()
+    }
+
+    /// TRACKER_REMOVE: `ENODEV` without a tracker, `EBUSY` in a snapshot.
+    pub(crate) fn remove_tracker(&mut self, dev: DevT) -> Result {
+        if self.tracker(dev).ok_or(ENODEV)?.snapshot.is_some() {
+            return Err(EBUSY);
+        }
+        drop(self.trackers.remove_first(|t| t.tracker.dev() == dev));
+        pr_info!("stopped tracking {}:{}\n", dev.major(), dev.minor());
+        Ok(())
+    }
+
+    /// The tracker of `dev` if the device is in a taken snapshot (its
+    /// snapshot map is then that snapshot's): `ENODEV` without a tracker,
+    /// `EPERM` otherwise.
+    pub(crate) fn taken_tracker(&self, dev: DevT) -> Result<Arc<Tracker>> {
+        let t = self.tracker(dev).ok_or(ENODEV)?;
+        let taken = match &t.snapshot {
+            Some(id) => self.snapshots.iter().any(|s| &s.id == id && s.taken),
+            None => false,
+        };
+        if !taken {
+            return Err(EPERM);
+        }
+        Ok(t.tracker.clone())
+    }
+
+    /// SNAPSHOT_APPEND_STORAGE of `pairs` (sectors of `bdev`) to snapshot
+    /// `id`; `abs` holds the same ranges in whole-disk sectors, sorted, for
+    /// the module-wide overlap check (`EINVAL`).
+    pub(crate) fn append_storage(
+        &self,
+        id: &[u8; 16],
+        bdev: Arc<BdevFile>,
+        pairs: &mut KVVec<(u64, u64)>,
+        abs: &[(u64, u64)],
+    ) -> Result {
+        let storage = self.snapshot(id)?.storage.clone();
+        if self
+            .snapshots
+            .iter()
+            .any(|s| s.storage.overlaps(bdev.whole_dev(), abs))
+        {
+            return Err(EINVAL);
+        }
+        storage.append(bdev, pairs)
+    }
+
+    /// SNAPSHOT_TAKE of snapshot `id`: one instant for all its devices,
+    /// then an image of each.
+    pub(crate) fn take(&mut self, id: &[u8; 16], env: &ImageEnv) -> Result {
+        let snap = self.snapshot(id)?;
+        if snap.taken {
+            return Err(ealready());
+        }
+        if snap.storage.total() == 0 {
+            return Err(ENOSPC);
+        }
+        // The snapshot holds its devices open from now on: their images
+        // read from them.
+        let mut trackers = KVec::with_capacity(snap.devices.len(), GFP_KERNEL)?;
+        let mut origs = KVec::with_capacity(snap.devices.len(), GFP_KERNEL)?;
+        for &dev in snap.devices.iter() {
+            let t = self.tracker(dev).ok_or(ENODEV)?;
+            if t.tracker.is_gone() {
+                return Err(ENODEV);
+            }
+            let orig = open_dev(dev, false)?;
+            if !t.tracker.bdev().is(&orig) {
+                // Another device took the number of the one tracked.
+                return Err(ENODEV);
+            }
+            trackers.push(t.tracker.clone(), GFP_KERNEL)?;
+            origs.push(Arc::new(orig, GFP_KERNEL)?, GFP_KERNEL)?;
+        }
+        for t in trackers.iter() {
+            t.check_resize()?;
+        }
+        let mut areas = KVec::with_capacity(trackers.len(), GFP_KERNEL)?;
+        for (t, orig) in trackers.iter().zip(origs.iter()) {
+            areas.push(
+                DiffArea::new(
+                    t.clone(),
+                    orig.clone(),
+                    snap.storage.clone(),
+                    snap.events.clone(),
+                    env.copy_wq.clone(),
+                    env.io_wq.clone(),
+                )?,
+                GFP_KERNEL,
+            )?;
+        }
+        let mut images = KVec::with_capacity(areas.len(), GFP_KERNEL)?;
+
+        // One instant for all devices: freeze every file system, hold new
+        // writes, wait for those in flight, switch every map and start copy
+        // on write, let the writes go, thaw. A raw write racing TAKE is thus
+        // wholly before the snapshot (in the image, in the map taken now) or
+        // wholly after it (copied first).
+        {
+            let mut frozen = KVec::with_capacity(origs.len(), GFP_KERNEL)?;
+            for orig in origs.iter() {
+                frozen.push(orig.freeze()?, GFP_KERNEL)?;
+            }
+            let mut holds = KVec::with_capacity(trackers.len(), GFP_KERNEL)?;
+            for t in trackers.iter() {
+                holds.push(t.hold_writes(), GFP_KERNEL)?;
+            }
+            for t in trackers.iter() {
+                t.drain()?;
+            }
+            for (t, a) in trackers.iter().zip(areas.iter()) {
+                t.start_snapshot(a.clone());
+            }
+        }
+
+        for a in areas.iter() {
+            let minor = self.free_minor(&images);
+            let mut name = [0u8; 32];
+            let len = fmt_image_name(&mut name, minor);
+            let disk = match BioDisk::add(
+                &name[..len],
+                env.major,
+                minor,
+                a.capacity(),
+                a.logical_block_size(),
+                a.clone(),
+                env.module,
+            ) {
+                Ok(d) => d,
+                Err(_) => {
+                    // Our side of the disk (name, number, size, block size)
+                    // is checked, so the block layer failed for want of
+                    // resources: under allocation failures it can say
+                    // EINVAL as well as ENOMEM. Report ENOMEM.
+                    // Undo: no copy on write without images.
+                    for t in trackers.iter() {
+                        drop(t.end_snapshot());
+                    }
+                    for a in areas.iter() {
+                        a.close();
+                    }
+                    return Err(ENOMEM);
+                }
+            };
+            images.push(
+                Image {
+                    area: a.clone(),
+                    disk: Some(disk),
+                    minor,
+                },
+                GFP_KERNEL,
+            )?;
+        }
+        let snap = self.snapshot_mut(id)?;
+        snap.images = images;
+        snap.taken = true;
+        Ok(())
+    }
+
+    /// The images of snapshot `id`: original device and image minor.
+    pub(crate) fn images(&self, id: &[u8; 16]) -> Result<impl Iterator<Item = (DevT, u32)> + '_> {
+        Ok(self
+            .snapshot(id)?
+            .images
+            .iter()
+            .map(|i| (i.area.dev(), i.minor)))
+    }
+
+    /// The event queue of snapshot `id`.
+    pub(crate) fn events(&self, id: &[u8; 16]) -> Result<Arc<EventQueue>> {
+        Ok(self.snapshot(id)?.events.clone())
+    }
+
+    /// Everything, taken out (unload): dropping it ends every snapshot and
+    /// tracker.
+    pub(crate) fn take_all(&mut self) -> State {
+        core::mem::replace(self, State::new())
+    }
+}
