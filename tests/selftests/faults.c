@@ -10,12 +10,14 @@
  * (and the module unloaded, by kmemleak.sh).
  *
  * Disks: originals /dev/vda (storage on /dev/vdb2) and /dev/vdf (4Kn,
- * storage on /dev/vdg); failures are injected on /dev/vdb.
+ * storage on /dev/vdg); failures are injected on /dev/vdb, and on reads of
+ * the original through a dm-flakey device over /dev/vda.
  */
 #include <stdlib.h>
 
 #include "blksnap_util.h"
 #include "blksnap_data.h"
+#include "blksnap_dm.h"
 #include "kselftest_harness.h"
 
 #define FMR "/sys/kernel/debug/fail_make_request"
@@ -127,6 +129,60 @@ TEST_F_TIMEOUT(flt, storage_write_errors_during_copy_on_write, 180)
 	EXPECT_EQ(0, same_as_pattern(DISK_A, 0, 4 << 20, 153));
 	EXPECT_EQ(0, snapshot_destroy(self->fd, &ida));
 	EXPECT_EQ(0, snapshot_destroy(self->fd, &idf));
+	free(before), free(after);
+}
+
+/*
+ * Reads of the original fail while a chunk is copied (dm-flakey over vda,
+ * always "down" with error_reads: reads fail, writes go through): that
+ * image is corrupted, every write to the original succeeds with its data,
+ * and a second snapshot on another disk keeps its image whole.
+ */
+TEST_F_TIMEOUT(flt, original_read_errors_during_copy, 120)
+{
+	struct blk_snap_uuid id, idf;
+	struct blk_snap_dev d;
+	uint64_t *before, *after, sectors;
+	size_t nb = 0, na = 0;
+	char dm[64], table[160], img[160], img_f[160];
+	int fd;
+
+	fd = open(DISK_A, O_RDONLY);
+	ASSERT_LE(0, fd);
+	sectors = dev_size(fd) / 512;
+	close(fd);
+	ASSERT_EQ(0, fill(DISK_A, 0, 8 << 20, 171));
+	ASSERT_EQ(0, fill("/dev/vdf", 0, 8 << 20, 172));
+	before = checksums("/dev/vdf", &nb);
+	ASSERT_NE(NULL, before);
+	dm_remove("blksnap_flaky");
+	snprintf(table, sizeof(table), "%s 0 0 3600 1 error_reads", DISK_A);
+	ASSERT_EQ(0, dm_create("blksnap_flaky", "flakey", table, sectors, dm, sizeof(dm)));
+	ASSERT_EQ(0, dev_id(dm, &d));
+	ASSERT_EQ(0, snapshot_create(self->fd, &d, 1, &id));
+	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 32 << 11));
+	ASSERT_EQ(0, take(self->fd, &id));
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->f4k, 1, &idf));
+	ASSERT_EQ(0, append_storage(self->fd, &idf, "/dev/vdg", 0, 32 << 11));
+	ASSERT_EQ(0, take(self->fd, &idf));
+	ASSERT_EQ(0, image_path(self->fd, &id, &d, img, sizeof(img)));
+	ASSERT_EQ(0, image_path(self->fd, &idf, &self->f4k, img_f, sizeof(img_f)));
+
+	/* The copies cannot read the original; the writes still succeed. */
+	EXPECT_EQ(0, fill(dm, 0, 4 << 20, 173));
+	ASSERT_EQ(0, fill("/dev/vdf", 0, 4 << 20, 174));
+	EXPECT_EQ(EIO, corrupted_event(self->fd, &id, &d, self->ev, 5000));
+	EXPECT_TRUE(read_fails_eio(img, 0));
+	after = checksums(img_f, &na);
+	ASSERT_NE(NULL, after);
+	EXPECT_EQ(0, differing(before, nb, after, na));
+	EXPECT_EQ(-1, corrupted_event(self->fd, &idf, &self->f4k, self->ev, 0));
+	/* The writes all landed (read back below the failing device). */
+	EXPECT_EQ(0, same_as_pattern(DISK_A, 0, 4 << 20, 173));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &idf));
+	EXPECT_EQ(0, tracker_remove(self->fd, &d));
+	EXPECT_EQ(0, dm_remove("blksnap_flaky"));
 	free(before), free(after);
 }
 
