@@ -22,7 +22,7 @@ KERNEL_DEP := kernel
 endif
 
 .PHONY: all demo check deps kernel module tool selftests host-test vm-test \
-	vm-shell fuzz packages package-check clean help
+	vm-shell fuzz soak packages package-check clean help
 
 all: module tool
 
@@ -30,7 +30,8 @@ help:
 	@echo "make demo    build everything and show blksnap working in QEMU"
 	@echo "make check   build everything, run every test, print 'N passed, M failed'"
 	@echo "steps: deps kernel module tool selftests host-test vm-test vm-shell clean"
-	@echo "more: fuzz N=<calls> [SEED=<seed>] (the ioctl fuzzer alone)"
+	@echo "more: fuzz N=<calls> [SEED=<seed>] (the ioctl fuzzer alone),"
+	@echo "      soak MINUTES=<minutes> (the integrity soak alone)"
 	@echo "packaging: packages (Debian packages in build/packages/),"
 	@echo "           package-check (install and run them in a Debian 12 VM, as root)"
 	@echo "options: KDIR=<kernel tree> (module against another kernel), T=<test> (vm-test)"
@@ -84,6 +85,12 @@ fuzz: module tool selftests
 	@KERNEL=$(KDIR)/arch/x86/boot/bzImage MODULE=$(TOP)/blksnap.ko TOOL=$(TOOL) \
 		SELFTESTS=$(SELFTESTS) OUT=$(BUILD)/fuzz FUZZ_N=$(N) FUZZ_SEED=$(SEED) \
 		$(TOP)/tests/vm/run.sh test fuzz
+
+# MINUTES=<minutes>: the integrity soak alone, for as long as asked.
+soak: module tool selftests
+	@KERNEL=$(KDIR)/arch/x86/boot/bzImage MODULE=$(TOP)/blksnap.ko TOOL=$(TOOL) \
+		SELFTESTS=$(SELFTESTS) OUT=$(BUILD)/soak SOAK_MINUTES=$(MINUTES) \
+		VM_TIMEOUT=$$(( $${MINUTES:-2} * 60 + 1800 )) $(TOP)/tests/vm/run.sh test soak
 
 vm-shell: module tool selftests
 	@KERNEL=$(KDIR)/arch/x86/boot/bzImage MODULE=$(TOP)/blksnap.ko TOOL=$(TOOL) \

@@ -15,7 +15,7 @@
 # binary), SELFTESTS (directory of built selftests), OUT (work directory),
 # VM_TIMEOUT (seconds, default 3600: a cap for a hung VM; each test has its
 # own, much smaller, budget), VM_MEM (default 2G), FUZZ_N and FUZZ_SEED (the
-# fuzzer's call count and seed).
+# fuzzer's call count and seed), SOAK_MINUTES (the soak's duration).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -104,6 +104,8 @@ cmdline="$cmdline kmemleak=on"
 # The fuzzer's call count and seed (tests/selftests/fuzz.c).
 [ -n "${FUZZ_N:-}" ] && cmdline="$cmdline bsfuzz_n=$FUZZ_N"
 [ -n "${FUZZ_SEED:-}" ] && cmdline="$cmdline bsfuzz_seed=$FUZZ_SEED"
+# The soak's duration (tests/selftests/soak.c).
+[ -n "${SOAK_MINUTES:-}" ] && cmdline="$cmdline bsoak_minutes=$SOAK_MINUTES"
 
 qemu=(qemu-system-x86_64 -machine pc -accel tcg -cpu max,la57=off -smp 2 -m "$VM_MEM"
 	-kernel "$KERNEL" -initrd "$OUT/initramfs.cpio.gz" -append "$cmdline"

@@ -28,6 +28,9 @@ uptime_cs() {
 for t in $list; do
 	limit=$(sed -n "s/^# timeout $t //p" list)
 	limit=${limit:-300}
+	# A soak asked to run longer (make soak MINUTES=...) gets the time.
+	m=$(sed -n 's/.*bsoak_minutes=\([0-9]*\).*/\1/p' /proc/cmdline)
+	[ "$t" = soak ] && [ -n "$m" ] && limit=$((m * 60 + 900))
 	echo "# selftest: $t"
 	uptime_cs
 	start=$cs
