@@ -208,6 +208,46 @@ TEST_F_TIMEOUT(flt, storage_read_errors_under_image_reads, 120)
 }
 
 /*
+ * Storage fails under image writes: to a chunk already in storage, and to
+ * one that must be copied there first. Both writes fail with EIO, the
+ * image is corrupted, and the original keeps its data.
+ */
+TEST_F_TIMEOUT(flt, storage_errors_under_image_writes, 120)
+{
+	struct blk_snap_uuid id;
+	unsigned char *buf;
+	char img[160];
+	int ifd;
+
+	ASSERT_EQ(0, fill(DISK_A, 0, 8 << 20, 181));
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
+	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 32 << 11));
+	ASSERT_EQ(0, take(self->fd, &id));
+	ASSERT_EQ(0, fill(DISK_A, 0, 1 << 20, 182));	/* chunks now in storage */
+	ASSERT_EQ(0, image_path(self->fd, &id, &self->a, img, sizeof(img)));
+	ASSERT_EQ(0, posix_memalign((void **)&buf, 4096, 65536));
+	memset(buf, 0x5a, 65536);
+	ifd = open(img, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, ifd);
+	ASSERT_EQ(0, fail_vdb(1));
+	errno = 0;
+	EXPECT_EQ(-1, pwrite(ifd, buf, 65536, 0));		/* stored chunk */
+	EXPECT_EQ(EIO, errno);
+	errno = 0;
+	EXPECT_EQ(-1, pwrite(ifd, buf, 65536, 6 << 20));	/* to be copied */
+	EXPECT_EQ(EIO, errno);
+	ASSERT_EQ(0, fail_vdb(0));
+	EXPECT_EQ(EIO, corrupted_event(self->fd, &id, &self->a, self->ev, 5000));
+	EXPECT_TRUE(read_fails_eio(img, 4 << 20));
+	close(ifd);
+	/* The original: what was written after TAKE, and the rest as before. */
+	EXPECT_EQ(0, same_as_pattern(DISK_A, 0, 1 << 20, 182));
+	EXPECT_EQ(0, same_as_pattern(DISK_A, 1 << 20, 7 << 20, 181));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	free(buf);
+}
+
+/*
  * Allocations fail (failslab, this task only) all through the ioctl paths:
  * every call answers 0 or an errno of the ABI, and once the failures stop,
  * the module works from a clean slate.
