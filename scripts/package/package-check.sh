@@ -47,13 +47,16 @@ finish() {
 }
 # Runs a step quietly into the log; PASS or FAIL with its last lines.
 run() { # NAME COMMAND...
-	local name=$1
+	local name=$1 rc
 	shift
-	if "$@" >>"$B/log" 2>&1; then
+	"$@" >"$B/step.log" 2>&1
+	rc=$?
+	cat "$B/step.log" >>"$B/log"
+	if [ $rc -eq 0 ]; then
 		pass "$name"
 	else
 		fail "$name"
-		tail -15 "$B/log" | sed 's/^/    /'
+		tail -15 "$B/step.log" | sed 's/^/    /'
 		return 1
 	fi
 }
@@ -160,24 +163,25 @@ run "dkms status lists blksnap as installed" \
 
 # A kernel without Rust and the filter: DKMS skips it, a direct build says why.
 stock=${STOCK_HEADERS#linux-headers-}
-out=$(in_root dkms build -m blksnap -v "$VERSION" -k "$stock" 2>&1)
-rc=$?
-echo "$out" >>"$B/log"
-if [ $rc -ne 0 ] && echo "$out" | grep -q 'BUILD_EXCLUSIVE'; then
-	pass "DKMS refuses Debian's stock $stock (BUILD_EXCLUSIVE_CONFIG)"
-else
-	fail "DKMS refuses Debian's stock $stock (rc $rc)"
-	echo "$out" | tail -5 | sed 's/^/    /'
-fi
-out=$(in_root make -C "/usr/src/linux-headers-$stock" M="/usr/src/blksnap-$VERSION" LLVM=1 modules 2>&1)
-rc=$?
-echo "$out" >>"$B/log"
-if [ $rc -ne 0 ] && echo "$out" | grep -q 'blksnap: kernel .* has no Rust support'; then
-	pass "a direct build against $stock fails with blksnap's message"
-else
-	fail "a direct build against $stock fails with blksnap's message (rc $rc)"
-	echo "$out" | tail -5 | sed 's/^/    /'
-fi
+# Passes NAME if COMMAND fails with output matching PATTERN.
+refused() { # NAME PATTERN COMMAND...
+	local name=$1 pattern=$2 out rc
+	shift 2
+	out=$("$@" 2>&1)
+	rc=$?
+	echo "$out" >>"$B/log"
+	if [ $rc -ne 0 ] && echo "$out" | grep -q "$pattern"; then
+		pass "$name"
+	else
+		fail "$name (exit $rc)"
+		echo "$out" | tail -5 | sed 's/^/    /'
+	fi
+}
+refused "DKMS refuses Debian's stock $stock (BUILD_EXCLUSIVE_CONFIG)" 'BUILD_EXCLUSIVE' \
+	in_root dkms build -m blksnap -v "$VERSION" -k "$stock"
+refused "a direct build against $stock fails with blksnap's message" \
+	'blksnap: kernel .* has no Rust support' \
+	in_root make -C "/usr/src/linux-headers-$stock" M="/usr/src/blksnap-$VERSION" LLVM=1 modules
 rm -rf "$R/usr/src/blksnap-$VERSION/.tmp_versions" "$R/usr/src/blksnap-$VERSION"/*.o 2>/dev/null
 
 run "blksnap-tools installs" in_root sh -c 'dpkg -i /tmp/blksnap-tools_*.deb && blksnap --version'
