@@ -14,7 +14,7 @@
 DEV=/dev/vdh
 D=/mnt/chain
 T=$D/chain.img
-tap_plan 13
+tap_plan 14
 
 mkdir -p $D
 mount /dev/vdd $D || tap_diag "cannot mount /dev/vdd"
@@ -93,7 +93,13 @@ rc=$?
 check "the incremental of both, each from its own chain (exit $rc)" [ "$rc" = 0 ]
 check "both copies equal their devices" sh -c "cmp -s $T $DEV && cmp -s $T2 /dev/vdf"
 
-rm -rf $T $T2 $D/storage
+# A target's manifest names its device: another device's backup into it
+# is refused (exit 5), not an incremental onto the wrong copy.
+blksnap backup /dev/vdf --target $T --storage-dir $D/storage >/dev/null 2>&1
+rc=$?
+check "a target holding another device's copy needs --full (exit $rc)" [ "$rc" = 5 ]
+
+rm -rf $T $T2 $T.blksnap.json $T2.blksnap.json $D/storage
 blksnap tracker remove $DEV 2>/dev/null
 blksnap tracker remove /dev/vdf 2>/dev/null
 umount $D

@@ -10,7 +10,7 @@
 [ -c /dev/blksnap ] || { echo "1..0 # SKIP /dev/blksnap missing"; exit $KSFT_SKIP; }
 P=/sys/module/blksnap/parameters
 D=/mnt/tool
-tap_plan 24
+tap_plan 30
 
 mkdir -p $D
 mount /dev/vdd $D || { tap_diag "cannot mount /dev/vdd"; }
@@ -59,9 +59,17 @@ echo 2097152 >$P/diff_storage_minimum
 echo 5000 >$P/diff_storage_wait_ms
 
 # --- backup: full, then incremental ----------------------------------------
+# 8 MiB of zeros on the device: a full copy leaves them as holes.
+dd if=/dev/zero of=/dev/vda bs=1M count=8 seek=200 oflag=direct 2>/dev/null
+rm -f $D/full.img $D/full.img.blksnap.json
 blksnap --json backup /dev/vda --target $D/full.img --storage-dir $D --storage-step 16M >/tmp/full.json 2>/tmp/full.log
 check "full backup" test $? = 0
 check "full copy equals the device" test "$(sum $D/full.img)" = "$(sum /dev/vda)"
+skipped=$(sed 's/.*"skipped":\([0-9]*\).*/\1/' /tmp/full.json)
+used=$(du -k $D/full.img | cut -f1)
+check "the full copy left zeros as holes (skipped $skipped bytes, $used KiB used of 262144)" \
+	sh -c "[ '$skipped' -ge 8388608 ] && [ '$used' -le $((262144 - 8192)) ]"
+check "the full backup wrote its manifest" grep -q '"kind": "full"' $D/full.img.blksnap.json
 since=$(sed 's/.*"next_since":\([0-9]*\).*/\1/' /tmp/full.json)
 gen=$(sed 's/.*"generation":"\([^"]*\)".*/\1/' /tmp/full.json)
 dd if=/dev/urandom of=/dev/vda bs=64K count=3 seek=100 oflag=direct 2>/dev/null
@@ -72,6 +80,17 @@ copied=$(sed 's/.*"copied":\([0-9]*\).*/\1/' /tmp/inc.json)
 check "incremental backup --since $since copied $copied bytes (exit $rc)" sh -c "[ $rc = 0 ] && [ '$copied' -gt 0 ] && [ '$copied' -le 1048576 ]"
 check "incremental copy equals the device" test "$(sum $D/full.img)" = "$(sum /dev/vda)"
 sed 's/^/# /' /tmp/full.log /tmp/inc.log
+
+# --- the manifest continues the chain, with nothing but the target ----------
+dd if=/dev/urandom of=/dev/vda bs=64K count=2 seek=300 oflag=direct 2>/dev/null
+blksnap --json backup /dev/vda --target $D/full.img --storage-dir $D >/tmp/man.json 2>/tmp/man.log
+rc=$?
+copied=$(sed 's/.*"copied":\([0-9]*\).*/\1/' /tmp/man.json)
+check "a backup with only the target continues its chain (exit $rc, $copied bytes)" \
+	sh -c "[ $rc = 0 ] && grep -q '\"kind\":\"incremental\"' /tmp/man.json && [ '$copied' -gt 0 ] && [ '$copied' -le 1048576 ]"
+check "and the copy equals the device" test "$(sum $D/full.img)" = "$(sum /dev/vda)"
+check "the manifest records three runs" test "$(grep -c '"kind"' $D/full.img.blksnap.json)" = 3
+sed 's/^/# /' /tmp/man.log
 
 # --- Ctrl-C during a backup -------------------------------------------------
 blksnap backup /dev/vda --target $D/int.img --storage-dir $D >/dev/null 2>/tmp/int.log &
@@ -85,9 +104,10 @@ rc=$?
 check "Ctrl-C ends a backup with exit 130 (got $rc)" test $rc = 130
 check "and destroys its snapshot" test -z "$(blksnap snapshot list)"
 check "and removes its storage files" sh -c "! ls $D | grep -q '^blksnap-.*[.]storage\$'"
+check "and writes no manifest" test ! -e $D/int.img.blksnap.json
 sed 's/^/# /' /tmp/int.log
 rm -f $D/int.img
 blksnap tracker remove /dev/vda 2>/dev/null
-rm -f $D/full.img
+rm -f $D/full.img $D/full.img.blksnap.json
 umount $D
 tap_exit

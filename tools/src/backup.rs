@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use crate::ctl::Control;
 use crate::logic::cbt::changed_runs;
+use crate::manifest::{self, Manifest, Run};
 use crate::storage::{watch, StorageDir, WatchStats};
 use crate::uapi::{BlkSnapDev, BlkSnapUuid};
-use crate::util::{dev_label, dev_path, human_bytes, uuid_to_string};
+use crate::util::{dev_label, dev_path, dev_to_string, human_bytes, parse_uuid, uuid_to_string};
 
 /// What to back up and how.
 pub struct Options {
@@ -27,8 +28,11 @@ pub struct Options {
     pub storage_limit: u64,
     /// Incremental: for each device, in order, the blocks changed after
     /// this snapshot number, in this generation. Each device has a chain of
-    /// its own. Empty: a full backup.
+    /// its own. Empty: each device continues the chain its target's
+    /// manifest records, or gets a full copy if it has none.
     pub since: Vec<(u8, BlkSnapUuid)>,
+    /// A full copy of every device, whatever the manifests say.
+    pub full: bool,
 }
 
 /// Why an incremental backup cannot update the earlier copy: the next one
@@ -131,7 +135,16 @@ pub struct DeviceReport {
     pub dev: BlkSnapDev,
     pub target: PathBuf,
     pub capacity: u64,
+    /// Bytes of the image copied (read), whether written or left as holes.
     pub copied: u64,
+    /// Bytes written to the target.
+    pub written: u64,
+    /// Bytes of zeros left as holes (a full copy into a file).
+    pub skipped: u64,
+    /// The incremental this run continued, if any.
+    pub since: Option<u8>,
+    /// The manifest written beside the target (none for a device).
+    pub manifest: Option<PathBuf>,
     /// What the next incremental of this device gives as `--since` and
     /// `--generation`.
     pub next_since: u8,
@@ -245,17 +258,29 @@ impl<'a> Progress<'a> {
     }
 }
 
-/// Copies `[off, off + len)` of `src` to the same place in `dst`.
+/// Bytes a copy wrote, and left as holes.
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
+struct Written {
+    written: u64,
+    skipped: u64,
+}
+
+/// Copies `[off, off + len)` of `src` to the same place in `dst`. With
+/// `holes`, blocks of zeros are not written: `dst` is a file whose range
+/// is a hole already.
+#[allow(clippy::too_many_arguments)]
 fn copy_range(
     src: &File,
     dst: &File,
     off: u64,
     len: u64,
     buf: &mut [u8],
+    holes: bool,
     p: &mut Progress,
     stop: &AtomicBool,
-) -> Result<(), String> {
+) -> Result<Written, String> {
     let mut done = 0;
+    let mut w = Written::default();
     while done < len {
         if stop.load(Ordering::Relaxed) {
             return Err("interrupted".into());
@@ -263,12 +288,17 @@ fn copy_range(
         let n = (len - done).min(buf.len() as u64) as usize;
         src.read_exact_at(&mut buf[..n], off + done)
             .map_err(|e| format!("reading the image at {}: {e}", off + done))?;
-        dst.write_all_at(&buf[..n], off + done)
-            .map_err(|e| format!("writing the target at {}: {e}", off + done))?;
+        if holes && buf[..n].iter().all(|&b| b == 0) {
+            w.skipped += n as u64;
+        } else {
+            dst.write_all_at(&buf[..n], off + done)
+                .map_err(|e| format!("writing the target at {}: {e}", off + done))?;
+            w.written += n as u64;
+        }
         done += n as u64;
         p.add(n as u64);
     }
-    Ok(())
+    Ok(w)
 }
 
 fn device_size(f: &mut File) -> Result<u64, String> {
@@ -287,6 +317,15 @@ pub fn run(
     }
     if !opts.since.is_empty() && opts.since.len() != opts.devices.len() {
         return Err("an incremental backup needs one --since and one --generation for each device, in order".into());
+    }
+    // Each device's chain: given, or from its target's manifest.
+    let mut chains = Vec::new();
+    for (i, (dev, target)) in opts.devices.iter().zip(&opts.targets).enumerate() {
+        chains.push(match opts.since.get(i) {
+            Some(s) => Some(*s),
+            None if opts.full => None,
+            None => from_manifest(dev, target)?,
+        });
     }
     let start = Instant::now();
     let id = ctl
@@ -334,7 +373,7 @@ pub fn run(
             .ok_or("a device has no image")?;
         let path = dev_path(&img.image_dev_id).ok_or("the image has no /dev node")?;
         let (before, after) = (Chain::of(was), Chain::of(info));
-        let since = opts.since.get(i).copied();
+        let since = chains.get(i).copied().flatten();
         if let Some((since, generation)) = &since {
             let target_len = target_size(target);
             check_incremental(*since, generation, &before, &after, target_len)
@@ -360,12 +399,16 @@ pub fn run(
         let _ = w.join();
         r
     });
-    let devices = result?;
+    let mut devices = result?;
     if !stats.corrupted.is_empty() {
         return Err(format!(
             "the snapshot was corrupted during the copy: {}",
             stats.corrupted.join("; ")
         ));
+    }
+    // Only now, with every copy whole, do the manifests move on.
+    for d in devices.iter_mut() {
+        d.manifest = record(d)?;
     }
     Ok(Report {
         snapshot: id,
@@ -374,6 +417,69 @@ pub fn run(
         low_space_events: stats.low_space_events,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The chain that `target`'s manifest records for `dev`: `None` without a
+/// manifest (a full copy); a full backup is needed if the target holds a
+/// copy of another device.
+fn from_manifest(
+    dev: &BlkSnapDev,
+    target: &std::path::Path,
+) -> Result<Option<(u8, BlkSnapUuid)>, String> {
+    let Some(m) = manifest::load(target)? else {
+        return Ok(None);
+    };
+    if m.device != dev_to_string(dev) {
+        return Err(format!(
+            "{}: {}",
+            target.display(),
+            FullNeeded(format!(
+                "its manifest says it is a copy of {}, not {} (give --full to overwrite it)",
+                m.device,
+                dev_to_string(dev)
+            ))
+        ));
+    }
+    let generation = parse_uuid(&m.generation).map_err(|e| format!("{}: {e}", target.display()))?;
+    Ok(Some((m.next_since, generation)))
+}
+
+/// Writes the manifest of a device's target after a good run; returns its
+/// path (none for a device target).
+fn record(d: &DeviceReport) -> Result<Option<PathBuf>, String> {
+    let Some(path) = manifest::path_for(&d.target) else {
+        return Ok(None);
+    };
+    let mut m = match (d.since, manifest::load(&d.target)?) {
+        (Some(_), Some(m)) => m,
+        _ => Manifest {
+            format: 1,
+            device: String::new(),
+            capacity: 0,
+            generation: String::new(),
+            next_since: 0,
+            runs: Vec::new(),
+        },
+    };
+    m.device = dev_to_string(&d.dev);
+    m.capacity = d.capacity;
+    m.generation = uuid_to_string(&d.generation);
+    m.next_since = d.next_since;
+    m.runs.push(Run {
+        time: manifest::now(),
+        kind: if d.since.is_some() {
+            "incremental"
+        } else {
+            "full"
+        }
+        .into(),
+        since: d.since,
+        read: d.copied,
+        written: d.written,
+        skipped: d.skipped,
+    });
+    manifest::store(&d.target, &m)?;
+    Ok(Some(path))
 }
 
 /// The size of an existing target (a file or a device), if it can be read.
@@ -414,27 +520,34 @@ fn copy_all(
     {
         let mut src = File::open(image).map_err(|e| format!("{}: {e}", image.display()))?;
         let capacity = device_size(&mut src)?;
-        let copied = match since {
+        let (copied, w) = match since {
             None => {
+                let existed = target.exists();
                 let dst = OpenOptions::new()
                     .write(true)
                     .create(true)
                     .truncate(false)
                     .open(target)
                     .map_err(|e| format!("{}: {e}", target.display()))?;
-                if dst
+                // A file starts over as one hole of the device's size, so
+                // that runs of zeros stay holes (a sparse target).
+                let file = dst
                     .metadata()
                     .map(|m| m.file_type().is_file())
-                    .unwrap_or(false)
-                {
+                    .unwrap_or(false);
+                if file {
+                    dst.set_len(0).map_err(|e| e.to_string())?;
                     dst.set_len(capacity).map_err(|e| e.to_string())?;
                 }
                 let mut p =
                     Progress::new(format!("full copy of {}", dev_label(dev)), capacity, log);
-                copy_range(&src, &dst, 0, capacity, &mut buf, &mut p, stop)?;
+                let w = copy_range(&src, &dst, 0, capacity, &mut buf, file, &mut p, stop)?;
                 p.show(true);
                 dst.sync_all().map_err(|e| e.to_string())?;
-                capacity
+                if !existed {
+                    manifest::sync_dir(target)?;
+                }
+                (capacity, w)
             }
             Some((since, _)) => {
                 let dst = OpenOptions::new().write(true).open(target).map_err(|e| {
@@ -467,12 +580,14 @@ fn copy_all(
                     total,
                     log,
                 );
+                let mut w = Written::default();
                 for (off, len) in runs {
-                    copy_range(&src, &dst, off, len, &mut buf, &mut p, stop)?;
+                    let r = copy_range(&src, &dst, off, len, &mut buf, false, &mut p, stop)?;
+                    w.written += r.written;
                 }
                 p.show(true);
                 dst.sync_all().map_err(|e| e.to_string())?;
-                total
+                (total, w)
             }
         };
         out.push(DeviceReport {
@@ -480,6 +595,10 @@ fn copy_all(
             target: target.clone(),
             capacity,
             copied,
+            written: w.written,
+            skipped: w.skipped,
+            since: since.map(|s| s.0),
+            manifest: None,
             next_since: next.0,
             generation: next.1,
         });
@@ -543,7 +662,14 @@ mod tests {
         let log = |_: &str| {};
         let mut p = Progress::new("t".into(), 100, &log);
         let stop = AtomicBool::new(false);
-        copy_range(&src, &dst, 1000, 100, &mut [0u8; 64], &mut p, &stop).unwrap();
+        let w = copy_range(&src, &dst, 1000, 100, &mut [0u8; 64], false, &mut p, &stop).unwrap();
+        assert_eq!(
+            w,
+            Written {
+                written: 100,
+                skipped: 0
+            }
+        );
         let got = std::fs::read(&b).unwrap();
         assert!(got[..1000].iter().all(|&x| x == 0));
         assert_eq!(
@@ -552,7 +678,7 @@ mod tests {
         );
         assert!(got[1100..].iter().all(|&x| x == 0));
         stop.store(true, Ordering::Relaxed);
-        assert!(copy_range(&src, &dst, 0, 10, &mut [0u8; 64], &mut p, &stop).is_err());
+        assert!(copy_range(&src, &dst, 0, 10, &mut [0u8; 64], false, &mut p, &stop).is_err());
         std::fs::remove_file(a).unwrap();
         std::fs::remove_file(b).unwrap();
     }

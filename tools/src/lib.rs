@@ -13,6 +13,7 @@ pub mod logic;
 pub mod backup;
 pub mod ctl;
 pub mod fiemap;
+pub mod manifest;
 pub mod storage;
 pub mod util;
 

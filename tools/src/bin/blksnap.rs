@@ -173,6 +173,12 @@ struct BackupArgs {
     /// device, in order).
     #[arg(long, requires = "since")]
     generation: Vec<String>,
+    /// A full copy, even of a target whose manifest records a chain.
+    /// Without --since and --full, a file target's manifest
+    /// (TARGET.blksnap.json) makes the run an incremental that continues
+    /// its chain.
+    #[arg(long, conflicts_with = "since")]
+    full: bool,
 }
 
 fn parse_range(s: &str) -> Result<BlkSnapBlockRange, String> {
@@ -557,6 +563,7 @@ fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
         storage_step: a.storage_step,
         storage_limit: a.storage_limit,
         since,
+        full: a.full,
     };
     let report = match backup::run(&ctl, &opts, &INTERRUPTED, &log) {
         Ok(r) => r,
@@ -573,9 +580,20 @@ fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
             .iter()
             .map(|d| {
                 format!(
-                    "{{\"device\":{},\"target\":{},\"capacity\":{},\"copied\":{},\"next_since\":{},\"generation\":{}}}",
-                    json_str(&dev_to_string(&d.dev)), json_str(&d.target.display().to_string()), d.capacity, d.copied,
-                    d.next_since, json_str(&uuid_to_string(&d.generation))
+                    "{{\"device\":{},\"target\":{},\"kind\":{},\"capacity\":{},\"copied\":{},\"written\":{},\"skipped\":{},\"next_since\":{},\"generation\":{},\"manifest\":{}}}",
+                    json_str(&dev_to_string(&d.dev)),
+                    json_str(&d.target.display().to_string()),
+                    json_str(if d.since.is_some() { "incremental" } else { "full" }),
+                    d.capacity,
+                    d.copied,
+                    d.written,
+                    d.skipped,
+                    d.next_since,
+                    json_str(&uuid_to_string(&d.generation)),
+                    d.manifest
+                        .as_ref()
+                        .map(|m| json_str(&m.display().to_string()))
+                        .unwrap_or_else(|| "null".into())
                 )
             })
             .collect();
@@ -585,13 +603,22 @@ fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
         );
     } else {
         for d in &report.devices {
+            let kind = match d.since {
+                Some(n) => format!("incremental since snapshot {n}"),
+                None => "full copy".into(),
+            };
             println!(
-                "{}: copied {} of {} to {}",
+                "{}: {kind}: read {} of {}, wrote {}, left {} of zeros as holes, to {}",
                 dev_label(&d.dev),
                 human_bytes(d.copied),
                 human_bytes(d.capacity),
+                human_bytes(d.written),
+                human_bytes(d.skipped),
                 d.target.display()
             );
+            if let Some(m) = &d.manifest {
+                println!("  manifest: {}", m.display());
+            }
         }
         // One command for all devices: each keeps its own chain.
         let mut next = String::from("next incremental: blksnap backup");
@@ -603,13 +630,18 @@ fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
                     .unwrap_or_else(|| dev_to_string(&d.dev))
             );
         }
+        // The manifests carry the chains of file targets; a device target
+        // needs its --since and --generation on the command line.
+        let explicit = report.devices.iter().any(|d| d.manifest.is_none());
         for d in &report.devices {
-            next += &format!(
-                " --target {} --since {} --generation {}",
-                d.target.display(),
-                d.next_since,
-                uuid_to_string(&d.generation)
-            );
+            next += &format!(" --target {}", d.target.display());
+            if explicit {
+                next += &format!(
+                    " --since {} --generation {}",
+                    d.next_since,
+                    uuid_to_string(&d.generation)
+                );
+            }
         }
         println!("  {next} --storage-dir {}", a.storage_dir.display());
         println!(

@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The manifest of a backup target: a small JSON file beside it that says
+//! which device it is a copy of and where that device's incremental chain
+//! stands, so that the next incremental needs no arguments but the target.
+//!
+//! It is written only once a run has succeeded, and atomically (a new file,
+//! synced, renamed over the old one, the directory synced): after a failed
+//! or interrupted run it still names the last good state, and rerunning
+//! repairs the target (every block changed since that state is copied
+//! again).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Runs kept in a manifest; older ones are dropped.
+const MAX_RUNS: usize = 1000;
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// 1.
+    pub format: u32,
+    /// The device backed up, as MAJOR:MINOR.
+    pub device: String,
+    /// Its capacity in bytes.
+    pub capacity: u64,
+    /// The change tracking generation that the chain continues.
+    pub generation: String,
+    /// The next incremental copies the blocks changed after this snapshot
+    /// number.
+    pub next_since: u8,
+    /// The runs that made the target what it is, oldest first.
+    pub runs: Vec<Run>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    /// Seconds since the epoch, at the end of the run.
+    pub time: u64,
+    /// "full" or "incremental".
+    pub kind: String,
+    /// An incremental's starting point.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub since: Option<u8>,
+    /// Bytes read from the image.
+    pub read: u64,
+    /// Bytes written to the target.
+    pub written: u64,
+    /// Bytes of zeros left as holes in the target.
+    pub skipped: u64,
+}
+
+/// Where the manifest of `target` lives: beside it, or nowhere if the
+/// target is a block device (a file in /dev would not survive a reboot).
+pub fn path_for(target: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(m) = std::fs::metadata(target) {
+        if m.file_type().is_block_device() {
+            return None;
+        }
+    }
+    let mut name = target.file_name()?.to_os_string();
+    name.push(".blksnap.json");
+    Some(target.with_file_name(name))
+}
+
+/// The manifest of `target`, if it has one.
+pub fn load(target: &Path) -> Result<Option<Manifest>, String> {
+    let Some(path) = path_for(target) else {
+        return Ok(None);
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let m: Manifest =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if m.format != 1 {
+        return Err(format!(
+            "{}: unknown manifest format {}",
+            path.display(),
+            m.format
+        ));
+    }
+    Ok(Some(m))
+}
+
+/// Writes the manifest of `target` atomically (no-op for block devices).
+pub fn store(target: &Path, m: &Manifest) -> Result<(), String> {
+    let Some(path) = path_for(target) else {
+        return Ok(());
+    };
+    let mut m = m.clone();
+    if m.runs.len() > MAX_RUNS {
+        m.runs.drain(..m.runs.len() - MAX_RUNS);
+    }
+    let text = serde_json::to_string_pretty(&m).map_err(|e| e.to_string())?;
+    let mut tmp = path.clone().into_os_string();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)?;
+    f.write_all(b"\n").map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    sync_dir(&path)
+}
+
+/// Syncs the directory holding `path`, so that a new or renamed entry
+/// survives a crash.
+pub fn sync_dir(path: &Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            format: 1,
+            device: "253:0".into(),
+            capacity: 1 << 30,
+            generation: "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".into(),
+            next_since: 4,
+            runs: vec![
+                Run {
+                    time: 1,
+                    kind: "full".into(),
+                    since: None,
+                    read: 10,
+                    written: 8,
+                    skipped: 2,
+                },
+                Run {
+                    time: 2,
+                    kind: "incremental".into(),
+                    since: Some(3),
+                    read: 4,
+                    written: 4,
+                    skipped: 0,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn path_is_beside_the_target() {
+        assert_eq!(
+            path_for(Path::new("/b/sdb1.img")),
+            Some(PathBuf::from("/b/sdb1.img.blksnap.json"))
+        );
+    }
+
+    #[test]
+    fn stored_manifest_loads_back_and_replaces_the_old_one() {
+        let dir = std::env::temp_dir().join(format!("bs-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("t.img");
+        assert_eq!(load(&target), Ok(None));
+        let mut m = sample();
+        store(&target, &m).unwrap();
+        assert_eq!(load(&target), Ok(Some(m.clone())));
+        m.next_since = 5;
+        store(&target, &m).unwrap();
+        assert_eq!(load(&target).unwrap().unwrap().next_since, 5);
+        assert!(!dir.join("t.img.blksnap.json.tmp").exists());
+        std::fs::write(dir.join("t.img.blksnap.json"), "{\"format\":2}").unwrap();
+        assert!(load(&target).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
