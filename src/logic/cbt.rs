@@ -210,16 +210,24 @@ fn read_bytes<M: PagedBytes>(map: &M, len: usize, offset: usize, out: &mut [u8])
 /// Runs of blocks in `map` changed after snapshot `since`, as
 /// `(first block, block count)`.
 pub fn changed_runs(map: &[u8], since: u8) -> impl Iterator<Item = (usize, usize)> + '_ {
+    runs_where(map, move |v| v > since)
+}
+
+/// Runs `(first block, count)` of the blocks whose map value `keep` accepts.
+pub fn runs_where<'a>(
+    map: &'a [u8],
+    keep: impl Fn(u8) -> bool + 'a,
+) -> impl Iterator<Item = (usize, usize)> + 'a {
     let mut i = 0;
     core::iter::from_fn(move || {
-        while i < map.len() && map[i] <= since {
+        while i < map.len() && !keep(map[i]) {
             i += 1;
         }
         if i >= map.len() {
             return None;
         }
         let first = i;
-        while i < map.len() && map[i] > since {
+        while i < map.len() && keep(map[i]) {
             i += 1;
         }
         Some((first, i - first))

@@ -10,7 +10,7 @@
 [ -c /dev/blksnap ] || { echo "1..0 # SKIP /dev/blksnap missing"; exit $KSFT_SKIP; }
 P=/sys/module/blksnap/parameters
 D=/mnt/tool
-tap_plan 30
+tap_plan 33
 
 mkdir -p $D
 mount /dev/vdd $D || { tap_diag "cannot mount /dev/vdd"; }
@@ -91,6 +91,24 @@ check "a backup with only the target continues its chain (exit $rc, $copied byte
 check "and the copy equals the device" test "$(sum $D/full.img)" = "$(sum /dev/vda)"
 check "the manifest records three runs" test "$(grep -c '"kind"' $D/full.img.blksnap.json)" = 3
 sed 's/^/# /' /tmp/man.log
+
+# --- --verify: the target against a fresh snapshot ---------------------------
+blksnap --json backup /dev/vda --target $D/full.img --storage-dir $D --verify >/tmp/ver.json 2>/tmp/ver.log
+rc=$?
+cmpd=$(sed 's/.*"compared":\([0-9]*\).*/\1/' /tmp/ver.json)
+check "--verify compares the last run's blocks: identical (exit $rc, $cmpd bytes)" \
+	sh -c "[ $rc = 0 ] && [ '$cmpd' -gt 0 ] && grep -q '\"mismatched\":0' /tmp/ver.json"
+blksnap --json backup /dev/vda --target $D/full.img --storage-dir $D --full-verify >/tmp/ver.json 2>>/tmp/ver.log
+rc=$?
+cmpd=$(sed 's/.*"compared":\([0-9]*\).*/\1/' /tmp/ver.json)
+check "--full-verify compares every block: identical (exit $rc, $cmpd bytes)" \
+	sh -c "[ $rc = 0 ] && [ '$cmpd' -ge 260000000 ] && grep -q '\"mismatched\":0' /tmp/ver.json"
+printf 'X' | dd of=$D/full.img bs=1 seek=4096 conv=notrunc 2>/dev/null
+blksnap --json backup /dev/vda --target $D/full.img --storage-dir $D --full-verify >/tmp/ver.json 2>>/tmp/ver.log
+rc=$?
+check "a damaged target fails --full-verify with exit 6 (got $rc)" \
+	sh -c "[ $rc = 6 ] && ! grep -q '\"mismatched\":0' /tmp/ver.json"
+sed 's/^/# /' /tmp/ver.log
 
 # --- Ctrl-C during a backup -------------------------------------------------
 blksnap backup /dev/vda --target $D/int.img --storage-dir $D >/dev/null 2>/tmp/int.log &

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::ctl::Control;
-use crate::logic::cbt::changed_runs;
+use crate::logic::cbt::{changed_runs, runs_where};
 use crate::manifest::{self, Manifest, Run};
 use crate::storage::{watch, StorageDir, WatchStats};
 use crate::uapi::{BlkSnapDev, BlkSnapUuid};
@@ -33,6 +33,17 @@ pub struct Options {
     pub since: Vec<(u8, BlkSnapUuid)>,
     /// A full copy of every device, whatever the manifests say.
     pub full: bool,
+    /// Copy nothing: compare each target with a fresh snapshot instead.
+    pub verify: Option<Verify>,
+}
+
+/// What `--verify` compares of a target with a fresh snapshot's image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verify {
+    /// The blocks the last run wrote that have not changed since.
+    LastRun,
+    /// Every block that has not changed since the last run.
+    Everything,
 }
 
 /// Why an incremental backup cannot update the earlier copy: the next one
@@ -145,6 +156,9 @@ pub struct DeviceReport {
     pub since: Option<u8>,
     /// The manifest written beside the target (none for a device).
     pub manifest: Option<PathBuf>,
+    /// Verify: bytes compared, and how many of them differ.
+    pub compared: u64,
+    pub mismatched: u64,
     /// What the next incremental of this device gives as `--since` and
     /// `--generation`.
     pub next_since: u8,
@@ -320,12 +334,24 @@ pub fn run(
     }
     // Each device's chain: given, or from its target's manifest.
     let mut chains = Vec::new();
+    let mut last_since = Vec::new();
     for (i, (dev, target)) in opts.devices.iter().zip(&opts.targets).enumerate() {
         chains.push(match opts.since.get(i) {
             Some(s) => Some(*s),
             None if opts.full => None,
             None => from_manifest(dev, target)?,
         });
+        if opts.verify.is_some() {
+            if chains.last().copied().flatten().is_none() {
+                return Err(format!(
+                    "{}: no manifest: --verify compares a target with what its manifest records",
+                    target.display()
+                ));
+            }
+            // The last run's own start: a full run wrote every block.
+            let m = manifest::load(target)?;
+            last_since.push(m.and_then(|m| m.runs.last().and_then(|r| r.since)));
+        }
     }
     let start = Instant::now();
     let id = ctl
@@ -394,7 +420,10 @@ pub fn run(
     let sd = &mut guard.sd;
     let result = std::thread::scope(|s| {
         let w = s.spawn(|| watch(ctl, &id, sd, &watcher_stop, log, &mut stats));
-        let r = copy_all(ctl, &plan, stop, log);
+        let r = match opts.verify {
+            None => copy_all(ctl, &plan, stop, log),
+            Some(v) => compare_all(ctl, &plan, v, &last_since, stop, log),
+        };
         watcher_stop.store(true, Ordering::Relaxed);
         let _ = w.join();
         r
@@ -407,8 +436,10 @@ pub fn run(
         ));
     }
     // Only now, with every copy whole, do the manifests move on.
-    for d in devices.iter_mut() {
-        d.manifest = record(d)?;
+    if opts.verify.is_none() {
+        for d in devices.iter_mut() {
+            d.manifest = record(d)?;
+        }
     }
     Ok(Report {
         snapshot: id,
@@ -599,8 +630,108 @@ fn copy_all(
             skipped: w.skipped,
             since: since.map(|s| s.0),
             manifest: None,
+            compared: 0,
+            mismatched: 0,
             next_since: next.0,
             generation: next.1,
+        });
+    }
+    Ok(out)
+}
+
+/// Compares what `target` holds with `image` over `[off, off + len)`;
+/// returns how many bytes differ.
+fn compare_range(
+    image: &File,
+    target: &File,
+    off: u64,
+    len: u64,
+    bufs: (&mut [u8], &mut [u8]),
+    p: &mut Progress,
+    stop: &AtomicBool,
+) -> Result<u64, String> {
+    let (a, b) = bufs;
+    let mut done = 0;
+    let mut bad = 0;
+    while done < len {
+        if stop.load(Ordering::Relaxed) {
+            return Err("interrupted".into());
+        }
+        let n = (len - done).min(a.len() as u64) as usize;
+        image
+            .read_exact_at(&mut a[..n], off + done)
+            .map_err(|e| format!("reading the image at {}: {e}", off + done))?;
+        target
+            .read_exact_at(&mut b[..n], off + done)
+            .map_err(|e| format!("reading the target at {}: {e}", off + done))?;
+        bad += a[..n].iter().zip(&b[..n]).filter(|(x, y)| x != y).count() as u64;
+        done += n as u64;
+        p.add(n as u64);
+    }
+    Ok(bad)
+}
+
+/// `--verify`: compares each target with the image, over the blocks that
+/// its last run wrote and that have not changed since ([`Verify::LastRun`]),
+/// or over every block not changed since ([`Verify::Everything`]).
+fn compare_all(
+    ctl: &Control,
+    plan: &[Planned],
+    what: Verify,
+    last_since: &[Option<u8>],
+    stop: &AtomicBool,
+    log: &dyn Fn(&str),
+) -> Result<Vec<DeviceReport>, String> {
+    let mut out = Vec::new();
+    let (mut a, mut b) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    for (i, pl) in plan.iter().enumerate() {
+        let Some((at, _)) = pl.since else {
+            return Err("--verify needs the chain a manifest records".into());
+        };
+        let mut src = File::open(&pl.image).map_err(|e| format!("{}: {e}", pl.image.display()))?;
+        let capacity = device_size(&mut src)?;
+        let dst = File::open(&pl.target).map_err(|e| format!("{}: {e}", pl.target.display()))?;
+        let map = ctl
+            .read_cbt_map(pl.dev, pl.info.blk_count)
+            .map_err(|e| e.to_string())?;
+        let bs = u64::from(pl.info.blk_size);
+        let from = match (what, last_since.get(i).copied().flatten()) {
+            (Verify::LastRun, Some(prev)) => Some(prev),
+            _ => None,
+        };
+        let runs: Vec<(u64, u64)> = runs_where(&map, |v| v <= at && from.is_none_or(|f| v > f))
+            .map(|(first, n)| {
+                let off = first as u64 * bs;
+                (off, (n as u64 * bs).min(capacity.saturating_sub(off)))
+            })
+            .collect();
+        let total: u64 = runs.iter().map(|r| r.1).sum();
+        let mut p = Progress::new(format!("verifying {}", pl.target.display()), total, log);
+        let mut bad = 0;
+        for (off, len) in runs {
+            bad += compare_range(&src, &dst, off, len, (&mut a, &mut b), &mut p, stop)?;
+        }
+        p.show(true);
+        log(&format!(
+            "{}: compared {} with {}: {} differ",
+            dev_label(&pl.dev),
+            human_bytes(total),
+            pl.target.display(),
+            human_bytes(bad)
+        ));
+        out.push(DeviceReport {
+            dev: pl.dev,
+            target: pl.target.clone(),
+            capacity,
+            copied: 0,
+            written: 0,
+            skipped: 0,
+            since: Some(at),
+            manifest: manifest::path_for(&pl.target),
+            compared: total,
+            mismatched: bad,
+            next_since: pl.next.0,
+            generation: pl.next.1,
         });
     }
     Ok(out)

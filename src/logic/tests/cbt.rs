@@ -171,3 +171,15 @@ fn resize_means_a_fresh_map() {
     assert_eq!(fresh.read_snapshot(0, &mut out), 40);
     assert!(out.iter().all(|&b| b == 0));
 }
+
+#[test]
+fn runs_where_picks_the_blocks_a_range_of_numbers_holds() {
+    let map = [0u8, 3, 3, 5, 0, 4, 6, 2];
+    // Written by the last run (numbers 3 to 5) and not since.
+    let last: Vec<_> = runs_where(&map, |v| v > 2 && v <= 5).collect();
+    assert_eq!(last, vec![(1, 3), (5, 1)]);
+    // Not changed since snapshot 5: everything but block 6.
+    let kept: Vec<_> = runs_where(&map, |v| v <= 5).collect();
+    assert_eq!(kept, vec![(0, 6), (7, 1)]);
+    assert_eq!(runs_where(&map, |_| false).count(), 0);
+}

@@ -32,7 +32,8 @@ use blksnap::util::{
     propagate_version = true,
     after_long_help = "Exit status: 0 success, 1 failure, 2 bad usage, 3 module not loaded or \
                        not permitted, 4 an image was corrupted during a backup, 5 an incremental \
-                       backup cannot continue its chain (a full backup is needed), 130 interrupted."
+                       backup cannot continue its chain (a full backup is needed), 6 --verify found \
+                       a target that differs from its device, 130 interrupted."
 )]
 struct Cli {
     /// Print machine-readable JSON instead of text.
@@ -179,6 +180,15 @@ struct BackupArgs {
     /// its chain.
     #[arg(long, conflicts_with = "since")]
     full: bool,
+    /// Copy nothing: compare each target with a fresh snapshot of its
+    /// device, over the blocks its last run wrote that have not changed
+    /// since (the target needs its manifest). Exit 6 if any byte differs.
+    #[arg(long, conflicts_with_all = ["since", "full"])]
+    verify: bool,
+    /// As --verify, over every block that has not changed since the last
+    /// run.
+    #[arg(long, conflicts_with_all = ["since", "full", "verify"])]
+    full_verify: bool,
 }
 
 fn parse_range(s: &str) -> Result<BlkSnapBlockRange, String> {
@@ -564,6 +574,13 @@ fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
         storage_limit: a.storage_limit,
         since,
         full: a.full,
+        verify: if a.full_verify {
+            Some(backup::Verify::Everything)
+        } else if a.verify {
+            Some(backup::Verify::LastRun)
+        } else {
+            None
+        },
     };
     let report = match backup::run(&ctl, &opts, &INTERRUPTED, &log) {
         Ok(r) => r,
@@ -580,14 +597,22 @@ fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
             .iter()
             .map(|d| {
                 format!(
-                    "{{\"device\":{},\"target\":{},\"kind\":{},\"capacity\":{},\"copied\":{},\"written\":{},\"skipped\":{},\"next_since\":{},\"generation\":{},\"manifest\":{}}}",
+                    "{{\"device\":{},\"target\":{},\"kind\":{},\"capacity\":{},\"copied\":{},\"written\":{},\"skipped\":{},\"compared\":{},\"mismatched\":{},\"next_since\":{},\"generation\":{},\"manifest\":{}}}",
                     json_str(&dev_to_string(&d.dev)),
                     json_str(&d.target.display().to_string()),
-                    json_str(if d.since.is_some() { "incremental" } else { "full" }),
+                    json_str(if opts.verify.is_some() {
+                        "verify"
+                    } else if d.since.is_some() {
+                        "incremental"
+                    } else {
+                        "full"
+                    }),
                     d.capacity,
                     d.copied,
                     d.written,
                     d.skipped,
+                    d.compared,
+                    d.mismatched,
                     d.next_since,
                     json_str(&uuid_to_string(&d.generation)),
                     d.manifest
@@ -602,7 +627,20 @@ fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
             json_str(&uuid_to_string(&report.snapshot)), report.seconds, report.storage_used, report.low_space_events, items.join(",")
         );
     } else {
-        for d in &report.devices {
+        for d in report.devices.iter().filter(|_| opts.verify.is_some()) {
+            println!(
+                "{}: compared {} of {} with the device: {}",
+                d.target.display(),
+                human_bytes(d.compared),
+                human_bytes(d.capacity),
+                if d.mismatched == 0 {
+                    "identical".to_string()
+                } else {
+                    format!("{} DIFFER", human_bytes(d.mismatched))
+                }
+            );
+        }
+        for d in report.devices.iter().filter(|_| opts.verify.is_none()) {
             let kind = match d.since {
                 Some(n) => format!("incremental since snapshot {n}"),
                 None => "full copy".into(),
@@ -643,12 +681,35 @@ fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
                 );
             }
         }
-        println!("  {next} --storage-dir {}", a.storage_dir.display());
+        if opts.verify.is_none() {
+            println!("  {next} --storage-dir {}", a.storage_dir.display());
+        }
         println!(
             "done in {:.1}s, {} of storage used",
             report.seconds,
             human_bytes(report.storage_used)
         );
+    }
+    let differ: Vec<String> = report
+        .devices
+        .iter()
+        .filter(|d| d.mismatched > 0)
+        .map(|d| {
+            format!(
+                "{} ({} differ)",
+                d.target.display(),
+                human_bytes(d.mismatched)
+            )
+        })
+        .collect();
+    if !differ.is_empty() {
+        return Err(Fail(
+            6,
+            format!(
+                "verify: the targets differ from their devices: {}",
+                differ.join(", ")
+            ),
+        ));
     }
     Ok(())
 }
