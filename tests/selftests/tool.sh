@@ -10,7 +10,7 @@
 [ -c /dev/blksnap ] || { echo "1..0 # SKIP /dev/blksnap missing"; exit $KSFT_SKIP; }
 P=/sys/module/blksnap/parameters
 D=/mnt/tool
-tap_plan 33
+tap_plan 38
 
 mkdir -p $D
 mount /dev/vdd $D || { tap_diag "cannot mount /dev/vdd"; }
@@ -24,17 +24,29 @@ check "snapshot create prints an id ($id)" sh -c "echo '$id' | grep -Eq '^[0-9a-
 check "snapshot list shows it" sh -c "blksnap snapshot list | grep -q '$id'"
 check "wait-event reports the storage request" sh -c "blksnap snapshot wait-event $id | grep -q '^low_free_space'"
 check "append-storage with device ranges" blksnap snapshot append-storage "$id" --device /dev/vdb2 --range 0:131072
+dd if=/dev/zero of=$D/pre.storage bs=1M count=8 2>/dev/null && sync
+check "append-storage of an existing file" blksnap snapshot append-storage "$id" --file $D/pre.storage
+check "snapshot list says it is not taken" sh -c "blksnap snapshot list | grep -q '$id  not taken'"
 check "snapshot take" blksnap snapshot take "$id"
+check "snapshot list names its image once taken" sh -c "blksnap snapshot list | grep '$id  taken: ' | grep -q 'blksnap-image'"
 check "snapshot images names the image" sh -c "blksnap snapshot images $id | grep -q '/dev/blksnap-image'"
 check "tracker list --json" sh -c "blksnap --json tracker list | grep -q '\"snap_number\":1'"
 check "tracker cbt lists ranges" sh -c "blksnap tracker cbt /dev/vda | grep -q 'changed since snapshot 0'"
 check "tracker mark-dirty" blksnap tracker mark-dirty /dev/vda --range 0:8
+blksnap tracker mark-dirty /dev/vda --file $D/pre.storage 2>/dev/null
+rc=$?
+check "mark-dirty --file refuses a file on another device (exit $rc)" test $rc = 2
+blksnap snapshot destroy "$(blksnap snapshot create /dev/vdd)"
+check "mark-dirty --file marks a file's blocks" sh -c \
+	"blksnap tracker mark-dirty /dev/vdd --file $D/pre.storage 2>&1 | grep -q 'marked [1-9][0-9]* range'"
+blksnap tracker remove /dev/vdd
 check "snapshot destroy" blksnap snapshot destroy "$id"
 msg=$(blksnap snapshot destroy "$id" 2>&1)
 rc=$?
 check "destroying again fails, naming ESRCH (exit $rc)" sh -c "[ $rc = 1 ] && echo '$msg' | grep -q ESRCH"
 blksnap tracker remove /dev/vda
 check "tracker remove" sh -c "! blksnap tracker list | grep -q '(254:0)'"
+rm -f $D/pre.storage
 
 # --- watch answers low free space with files -------------------------------
 echo 8192 >$P/diff_storage_minimum	# 4 MiB: events come early

@@ -75,7 +75,7 @@ enum SnapCmd {
     Take { id: String },
     /// Destroy a snapshot: images go, trackers stay.
     Destroy { id: String },
-    /// List snapshots.
+    /// List snapshots, each with its devices' images once taken.
     List,
     /// List a snapshot's images.
     Images { id: String },
@@ -106,11 +106,12 @@ enum SnapCmd {
 #[derive(Args, Debug)]
 struct AppendArgs {
     id: String,
-    /// Create this file and use its extents.
-    #[arg(long, conflicts_with_all = ["device", "range"], requires = "size")]
+    /// Use this file's extents: created with --size, or, without --size,
+    /// an existing file allocated in full (e.g. by fallocate).
+    #[arg(long, conflicts_with_all = ["device", "range"])]
     file: Option<PathBuf>,
-    /// Size of the file, e.g. 512M.
-    #[arg(long, value_parser = parse_size)]
+    /// Size of the file to create, e.g. 512M.
+    #[arg(long, value_parser = parse_size, requires = "file")]
     size: Option<u64>,
     /// Use ranges of this device.
     #[arg(long, requires = "range")]
@@ -139,11 +140,16 @@ enum TrackerCmd {
         #[arg(long)]
         raw: Option<PathBuf>,
     },
-    /// Mark sector ranges START:COUNT as changed.
+    /// Mark sector ranges START:COUNT, or the blocks of a file on the
+    /// device, as changed (the next incremental copies them).
     MarkDirty {
         device: String,
-        #[arg(long = "range", value_parser = parse_range, required = true)]
+        #[arg(long = "range", value_parser = parse_range, required_unless_present = "file")]
         ranges: Vec<BlkSnapBlockRange>,
+        /// A file on the device (e.g. one restored or changed behind the
+        /// tracker's back): its extents are marked.
+        #[arg(long)]
+        file: Option<PathBuf>,
     },
 }
 
@@ -326,13 +332,45 @@ fn snapshot(c: &SnapCmd, json: bool) -> Result<(), Fail> {
         SnapCmd::Destroy { id } => ctl.snapshot_destroy(&id_of(id)?)?,
         SnapCmd::List => {
             let ids = ctl.snapshot_list()?;
-            if json {
-                let items: Vec<String> = ids.iter().map(|i| json_str(&uuid_to_string(i))).collect();
-                println!("[{}]", items.join(","));
-            } else {
-                for i in ids {
-                    println!("{}", uuid_to_string(&i));
+            let mut items = Vec::new();
+            for i in ids {
+                // Images exist once the snapshot is taken.
+                let imgs = ctl.snapshot_images(&i).unwrap_or_default();
+                if json {
+                    let im: Vec<String> = imgs
+                        .iter()
+                        .map(|m| {
+                            format!(
+                                "{{\"original\":{},\"image\":{}}}",
+                                json_str(&dev_to_string(&m.orig_dev_id)),
+                                json_str(&dev_to_string(&m.image_dev_id))
+                            )
+                        })
+                        .collect();
+                    items.push(format!(
+                        "{{\"id\":{},\"taken\":{},\"images\":[{}]}}",
+                        json_str(&uuid_to_string(&i)),
+                        !imgs.is_empty(),
+                        im.join(",")
+                    ));
+                } else if imgs.is_empty() {
+                    println!("{}  not taken", uuid_to_string(&i));
+                } else {
+                    let im: Vec<String> = imgs
+                        .iter()
+                        .map(|m| {
+                            format!(
+                                "{} -> {}",
+                                dev_label(&m.orig_dev_id),
+                                dev_label(&m.image_dev_id)
+                            )
+                        })
+                        .collect();
+                    println!("{}  taken: {}", uuid_to_string(&i), im.join(", "));
                 }
+            }
+            if json {
+                println!("[{}]", items.join(","));
             }
         }
         SnapCmd::Images { id } => {
@@ -398,8 +436,14 @@ fn snapshot(c: &SnapCmd, json: bool) -> Result<(), Fail> {
         SnapCmd::AppendStorage(a) => {
             let id = id_of(&a.id)?;
             if let Some(file) = &a.file {
-                let size = a.size.unwrap_or(0);
-                let sf = fiemap::allocate(file, size)?;
+                let sf = match a.size {
+                    Some(size) => fiemap::allocate(file, size)?,
+                    None => {
+                        let f = std::fs::File::open(file)
+                            .map_err(|e| Fail(1, format!("{}: {e}", file.display())))?;
+                        fiemap::map_file(file, &f)?
+                    }
+                };
                 ctl.append_storage(&id, sf.dev, &sf.ranges)?;
                 log(&format!(
                     "appended {} ({} extents on {})",
@@ -413,7 +457,7 @@ fn snapshot(c: &SnapCmd, json: bool) -> Result<(), Fail> {
             } else {
                 return Err(Fail(
                     2,
-                    "give --file and --size, or --device and --range".into(),
+                    "give --file (with --size to create it), or --device and --range".into(),
                 ));
             }
         }
@@ -546,8 +590,49 @@ fn tracker(c: &TrackerCmd, json: bool) -> Result<(), Fail> {
                 );
             }
         }
-        TrackerCmd::MarkDirty { device, ranges } => {
-            ctl.mark_dirty(parse_dev(device).map_err(|e| Fail(2, e))?, ranges)?
+        TrackerCmd::MarkDirty {
+            device,
+            ranges,
+            file,
+        } => {
+            let dev = parse_dev(device).map_err(|e| Fail(2, e))?;
+            let mut all = ranges.clone();
+            if let Some(path) = file {
+                use std::os::unix::fs::MetadataExt;
+                let f = std::fs::File::open(path)
+                    .map_err(|e| Fail(1, format!("{}: {e}", path.display())))?;
+                let md = f
+                    .metadata()
+                    .map_err(|e| Fail(1, format!("{}: {e}", path.display())))?;
+                let on = BlkSnapDev {
+                    mj: libc::major(md.dev()),
+                    mn: libc::minor(md.dev()),
+                };
+                if on != dev {
+                    return Err(Fail(
+                        2,
+                        format!(
+                            "{} is on {}, not {}",
+                            path.display(),
+                            dev_label(&on),
+                            dev_label(&dev)
+                        ),
+                    ));
+                }
+                // Holes have no blocks to mark; the extents are synced first.
+                let ext = fiemap::extents(&f)
+                    .map_err(|e| Fail(1, format!("{}: FIEMAP: {e}", path.display())))?;
+                all.extend(
+                    fiemap::extents_to_ranges(&ext)
+                        .map_err(|e| Fail(1, format!("{}: {e}", path.display())))?,
+                );
+            }
+            ctl.mark_dirty(dev, &all)?;
+            log(&format!(
+                "marked {} range(s) of {} as changed",
+                all.len(),
+                dev_label(&dev)
+            ));
         }
     }
     Ok(())
