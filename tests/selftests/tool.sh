@@ -10,7 +10,7 @@
 [ -c /dev/blksnap ] || { echo "1..0 # SKIP /dev/blksnap missing"; exit $KSFT_SKIP; }
 P=/sys/module/blksnap/parameters
 D=/mnt/tool
-tap_plan 38
+tap_plan 39
 
 mkdir -p $D
 mount /dev/vdd $D || { tap_diag "cannot mount /dev/vdd"; }
@@ -121,6 +121,22 @@ rc=$?
 check "a damaged target fails --full-verify with exit 6 (got $rc)" \
 	sh -c "[ $rc = 6 ] && ! grep -q '\"mismatched\":0' /tmp/ver.json"
 sed 's/^/# /' /tmp/ver.log
+
+# --- a snapshot that runs out of storage: exit 4, naming the device ---------
+echo 100 >$P/diff_storage_wait_ms
+blksnap backup /dev/vda --target $D/cor.img --storage-dir $D --storage-step 8M \
+	--storage-limit 8M >/dev/null 2>/tmp/cor.log &
+bp=$!
+n=0
+while ! grep -q ' taken$' /tmp/cor.log && [ $n -lt 100 ]; do n=$((n + 1)); sleep 0.1; done
+dd if=/dev/urandom of=/dev/vda bs=1M count=48 seek=64 oflag=direct 2>/dev/null
+wait $bp
+rc=$?
+check "a backup whose image is corrupted exits 4, naming the device (got $rc)" \
+	sh -c "[ $rc = 4 ] && grep -q 'CORRUPTED' /tmp/cor.log && grep -q '254:0' /tmp/cor.log"
+sed 's/^/# /' /tmp/cor.log | tail -5
+echo 5000 >$P/diff_storage_wait_ms
+rm -f $D/cor.img $D/cor.img.blksnap.json
 
 # --- Ctrl-C during a backup -------------------------------------------------
 blksnap backup /dev/vda --target $D/int.img --storage-dir $D >/dev/null 2>/tmp/int.log &

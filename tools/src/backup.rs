@@ -428,13 +428,27 @@ pub fn run(
         let _ = w.join();
         r
     });
-    let mut devices = result?;
+    // A corrupted image fails its reads (EIO) as well as raising an event,
+    // in whichever order: the event decides, and one still queued when the
+    // copy failed is read now.
+    if result.is_err() && stats.corrupted.is_empty() {
+        while let Ok(Some(ev)) = ctl.wait_event(&id, 0) {
+            if let crate::ctl::SnapEvent::Corrupted { dev, errno, .. } = ev {
+                stats.corrupted.push(format!(
+                    "the snapshot image of {} is CORRUPTED ({})",
+                    dev_label(&dev),
+                    crate::ctl::errno_name(errno)
+                ));
+            }
+        }
+    }
     if !stats.corrupted.is_empty() {
         return Err(format!(
             "the snapshot was corrupted during the copy: {}",
             stats.corrupted.join("; ")
         ));
     }
+    let mut devices = result?;
     // Only now, with every copy whole, do the manifests move on.
     if opts.verify.is_none() {
         for d in devices.iter_mut() {

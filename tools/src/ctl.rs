@@ -364,11 +364,18 @@ impl Control {
                 &mut arg,
             )?;
             if n <= 0 {
-                break;
+                // A shorter map would silently leave changed blocks out
+                // of an incremental copy.
+                return Err(CtlError::Ioctl {
+                    call: "READ_CBT_MAP",
+                    err: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the change map ended after {off} of its {len} bytes"),
+                    ),
+                });
             }
             off += n as u32;
         }
-        map.truncate(off as usize);
         Ok(map)
     }
 
