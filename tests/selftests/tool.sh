@@ -10,7 +10,7 @@
 [ -c /dev/blksnap ] || { echo "1..0 # SKIP /dev/blksnap missing"; exit $KSFT_SKIP; }
 P=/sys/module/blksnap/parameters
 D=/mnt/tool
-tap_plan 39
+tap_plan 42
 
 mkdir -p $D
 mount /dev/vdd $D || { tap_diag "cannot mount /dev/vdd"; }
@@ -153,6 +153,23 @@ check "and removes its storage files" sh -c "! ls $D | grep -q '^blksnap-.*[.]st
 check "and writes no manifest" test ! -e $D/int.img.blksnap.json
 sed 's/^/# /' /tmp/int.log
 rm -f $D/int.img
+
+# --- cleanup after a killed backup --------------------------------------------
+blksnap backup /dev/vda --target $D/kill.img --storage-dir $D >/dev/null 2>/tmp/kill.log &
+bp=$!
+n=0
+while ! grep -q ' taken$' /tmp/kill.log && [ $n -lt 100 ]; do n=$((n + 1)); sleep 0.1; done
+kill -KILL $bp
+wait $bp 2>/dev/null
+out=$(blksnap cleanup --storage-dir $D)
+check "cleanup keeps the files of a snapshot still alive" sh -c \
+	"echo '$out' | grep -q 'kept [1-9]' && ls $D | grep -q '^blksnap-.*[.]storage\$' && [ -n \"\$(blksnap snapshot list)\" ]"
+blksnap cleanup --storage-dir $D --destroy >/tmp/clean.log 2>&1
+rc=$?
+check "cleanup --destroy destroys it (exit $rc)" sh -c "[ $rc = 0 ] && [ -z \"\$(blksnap snapshot list)\" ]"
+check "and removes its storage files" sh -c "! ls $D | grep -q '^blksnap-.*[.]storage\$'"
+sed 's/^/# /' /tmp/clean.log
+rm -f $D/kill.img
 blksnap tracker remove /dev/vda 2>/dev/null
 rm -f $D/full.img $D/full.img.blksnap.json
 umount $D

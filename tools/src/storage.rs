@@ -160,3 +160,44 @@ pub fn watch(
         }
     }
 }
+
+/// The storage files this tool left in `dir` (after a backup or watch was
+/// killed), each with the first 8 hex digits of its snapshot's id, which
+/// its name carries (`blksnap-<id8>-<n>.storage`).
+pub fn leftovers(dir: &std::path::Path) -> Result<Vec<(PathBuf, String)>, String> {
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(prefix) = storage_file_owner(&name) {
+            out.push((e.path(), prefix.to_string()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The snapshot id prefix a storage file's name carries, if it is one.
+fn storage_file_owner(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix("blksnap-")?.strip_suffix(".storage")?;
+    let (id8, n) = rest.split_once('-')?;
+    let hex = id8.len() == 8 && id8.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(id8)
+}
+
+#[cfg(test)]
+mod leftover_tests {
+    use super::storage_file_owner;
+
+    #[test]
+    fn storage_file_names_carry_their_snapshot() {
+        assert_eq!(
+            storage_file_owner("blksnap-0f1e2d3c-4.storage"),
+            Some("0f1e2d3c")
+        );
+        assert_eq!(storage_file_owner("blksnap-0f1e2d3c-.storage"), None);
+        assert_eq!(storage_file_owner("blksnap-0f1e2d3-4.storage"), None);
+        assert_eq!(storage_file_owner("data.img"), None);
+        assert_eq!(storage_file_owner("blksnap-0f1e2d3c-4.storage.tmp"), None);
+    }
+}

@@ -55,6 +55,17 @@ enum Cmd {
     Tracker(TrackerCmd),
     /// Back up devices: snapshot, copy each image (or only its changes), destroy.
     Backup(BackupArgs),
+    /// Remove the storage files that a killed backup or watch left in a
+    /// directory; with --destroy, first destroy the snapshots still using
+    /// them (only when no backup is running).
+    Cleanup {
+        /// The directory given to backup or watch.
+        #[arg(long)]
+        storage_dir: PathBuf,
+        /// Also destroy the snapshots that still use files there.
+        #[arg(long)]
+        destroy: bool,
+    },
     /// Write the manual page (man) or a shell's completions (bash, zsh,
     /// fish) to standard output; used when packaging.
     #[command(hide = true)]
@@ -275,7 +286,47 @@ fn run(cli: &Cli) -> Result<(), Fail> {
         Cmd::Snapshot(c) => snapshot(c, json)?,
         Cmd::Tracker(c) => tracker(c, json)?,
         Cmd::Backup(a) => do_backup(a, json)?,
+        Cmd::Cleanup {
+            storage_dir,
+            destroy,
+        } => cleanup(storage_dir, *destroy)?,
         Cmd::Generate { what } => generate(what)?,
+    }
+    Ok(())
+}
+
+/// `cleanup`: storage files whose snapshot is gone are removed; those of a
+/// snapshot still alive only with `destroy`, after destroying it.
+fn cleanup(dir: &std::path::Path, destroy: bool) -> Result<(), Fail> {
+    let ctl = Control::open()?;
+    let files = blksnap::storage::leftovers(dir).map_err(|e| Fail(1, e))?;
+    let snaps = ctl.snapshot_list()?;
+    let (mut removed, mut bytes, mut kept) = (0, 0u64, 0);
+    let mut destroyed: Vec<blksnap::uapi::BlkSnapUuid> = Vec::new();
+    for (path, id8) in &files {
+        let owner = snaps
+            .iter()
+            .find(|s| uuid_to_string(s).starts_with(id8.as_str()));
+        if let Some(id) = owner {
+            if !destroy {
+                kept += 1;
+                continue;
+            }
+            if !destroyed.contains(id) {
+                ctl.snapshot_destroy(id)?;
+                log(&format!("destroyed snapshot {}", uuid_to_string(id)));
+                destroyed.push(*id);
+            }
+        }
+        bytes += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        std::fs::remove_file(path).map_err(|e| Fail(1, format!("{}: {e}", path.display())))?;
+        removed += 1;
+    }
+    println!("removed {removed} storage file(s), {}", human_bytes(bytes));
+    if kept > 0 {
+        println!(
+            "kept {kept} file(s) of snapshots still alive: give --destroy to destroy them (only when no backup is running)"
+        );
     }
     Ok(())
 }
