@@ -22,7 +22,7 @@ KERNEL_DEP := kernel
 endif
 
 .PHONY: all demo check deps kernel module tool selftests host-test vm-test \
-	vm-shell fuzz soak packages package-check clean help
+	vm-shell fuzz soak packages package-check install clean help
 
 all: module tool
 
@@ -32,6 +32,7 @@ help:
 	@echo "steps: deps kernel module tool selftests host-test vm-test vm-shell clean"
 	@echo "more: fuzz N=<calls> [SEED=<seed>] (the ioctl fuzzer alone),"
 	@echo "      soak MINUTES=<minutes> (the integrity soak alone)"
+	@echo "install: the tool, its manual page and completions ([DESTDIR=] [PREFIX=/usr/local])"
 	@echo "packaging: packages (Debian packages in build/packages/),"
 	@echo "           package-check (install and run them in a Debian 12 VM, as root)"
 	@echo "options: KDIR=<kernel tree> (module against another kernel), T=<test> (vm-test)"
@@ -41,6 +42,20 @@ demo:
 
 check:
 	@$(TOP)/scripts/check.sh
+
+PREFIX ?= /usr/local
+# The tool, its manual page and shell completions (the module comes from
+# DKMS or make module; see Documentation/packaging.rst).
+install: tool
+	install -D -m 0755 $(TOOL) $(DESTDIR)$(PREFIX)/sbin/blksnap
+	install -d $(DESTDIR)$(PREFIX)/share/man/man8 \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	$(TOOL) generate man | gzip -9n >$(DESTDIR)$(PREFIX)/share/man/man8/blksnap.8.gz
+	$(TOOL) generate bash >$(DESTDIR)$(PREFIX)/share/bash-completion/completions/blksnap
+	$(TOOL) generate zsh >$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_blksnap
+	$(TOOL) generate fish >$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/blksnap.fish
 
 packages:
 	@$(TOP)/scripts/install-deps.sh --packaging
