@@ -958,6 +958,7 @@ mod tests {
 
     #[test]
     fn append_needs_a_source() {
+        // An existing file needs no --size; a size needs a file.
         assert!(Cli::try_parse_from([
             "blksnap",
             "snapshot",
@@ -965,6 +966,15 @@ mod tests {
             "x",
             "--file",
             "/f"
+        ])
+        .is_ok());
+        assert!(Cli::try_parse_from([
+            "blksnap",
+            "snapshot",
+            "append-storage",
+            "x",
+            "--size",
+            "1G"
         ])
         .is_err());
         assert!(Cli::try_parse_from([
