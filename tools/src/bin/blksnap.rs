@@ -295,6 +295,19 @@ fn run(cli: &Cli) -> Result<(), Fail> {
     Ok(())
 }
 
+/// One image as JSON: its original, its own number and its node.
+fn image_json(i: &blksnap::uapi::BlkSnapImageInfo) -> String {
+    let path = dev_path(&i.image_dev_id)
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    format!(
+        "{{\"original\":{},\"image\":{},\"path\":{}}}",
+        json_str(&dev_to_string(&i.orig_dev_id)),
+        json_str(&dev_to_string(&i.image_dev_id)),
+        json_str(&path)
+    )
+}
+
 /// `cleanup`: storage files whose snapshot is gone are removed; those of a
 /// snapshot still alive only with `destroy`, after destroying it.
 fn cleanup(dir: &std::path::Path, destroy: bool) -> Result<(), Fail> {
@@ -388,16 +401,7 @@ fn snapshot(c: &SnapCmd, json: bool) -> Result<(), Fail> {
                 // Images exist once the snapshot is taken.
                 let imgs = ctl.snapshot_images(&i).unwrap_or_default();
                 if json {
-                    let im: Vec<String> = imgs
-                        .iter()
-                        .map(|m| {
-                            format!(
-                                "{{\"original\":{},\"image\":{}}}",
-                                json_str(&dev_to_string(&m.orig_dev_id)),
-                                json_str(&dev_to_string(&m.image_dev_id))
-                            )
-                        })
-                        .collect();
+                    let im: Vec<String> = imgs.iter().map(image_json).collect();
                     items.push(format!(
                         "{{\"id\":{},\"taken\":{},\"images\":[{}]}}",
                         json_str(&uuid_to_string(&i)),
@@ -427,20 +431,7 @@ fn snapshot(c: &SnapCmd, json: bool) -> Result<(), Fail> {
         SnapCmd::Images { id } => {
             let imgs = ctl.snapshot_images(&id_of(id)?)?;
             if json {
-                let items: Vec<String> = imgs
-                    .iter()
-                    .map(|i| {
-                        let path = dev_path(&i.image_dev_id)
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_default();
-                        format!(
-                            "{{\"original\":{},\"image\":{},\"path\":{}}}",
-                            json_str(&dev_to_string(&i.orig_dev_id)),
-                            json_str(&dev_to_string(&i.image_dev_id)),
-                            json_str(&path)
-                        )
-                    })
-                    .collect();
+                let items: Vec<String> = imgs.iter().map(image_json).collect();
                 println!("[{}]", items.join(","));
             } else {
                 for i in imgs {
