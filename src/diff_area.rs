@@ -811,10 +811,7 @@ impl DiffArea {
         let end = sector.checked_add(n).ok_or(EIO)?.div_ceil(lbs) * lbs;
         let bytes = usize::try_from((end - first) * 512).map_err(|_| EIO)?;
         let at = usize::try_from((sector - first) * 512).map_err(|_| EIO)?;
-        let mut pages = KVec::with_capacity(bytes.div_ceil(PAGE_SIZE), GFP_KERNEL)?;
-        for _ in 0..bytes.div_ceil(PAGE_SIZE) {
-            pages.push(Page::alloc_page(GFP_KERNEL)?, GFP_KERNEL)?;
-        }
+        let pages = alloc_pages(bytes.div_ceil(PAGE_SIZE), GFP_KERNEL)?;
         let _rmw = self.bounce.lock();
         page_io(dev, first, &pages, bytes, false)?;
         bio.copy_pages(done as usize, &pages, at, part as usize, !write)?;
@@ -919,7 +916,11 @@ impl DiskOps for DiffArea {
 /// A chunk buffer of `geometry`'s chunk size.
 fn alloc_buffer(geometry: &Geometry, flags: kernel::alloc::Flags) -> Result<KVec<Page>> {
     let bytes = usize::try_from(geometry.unit_sectors() * 512).map_err(|_| EINVAL)?;
-    let n = bytes.div_ceil(PAGE_SIZE);
+    alloc_pages(bytes.div_ceil(PAGE_SIZE), flags)
+}
+
+/// `n` pages.
+fn alloc_pages(n: usize, flags: kernel::alloc::Flags) -> Result<KVec<Page>> {
     let mut pages = KVec::with_capacity(n, flags)?;
     for _ in 0..n {
         pages.push(Page::alloc_page(flags)?, flags)?;
