@@ -336,21 +336,23 @@ pub fn run(
     let mut chains = Vec::new();
     let mut last_since = Vec::new();
     for (i, (dev, target)) in opts.devices.iter().zip(&opts.targets).enumerate() {
-        chains.push(match opts.since.get(i) {
-            Some(s) => Some(*s),
+        let recorded = match opts.since.get(i) {
+            Some(s) => Some((*s, None)),
             None if opts.full => None,
             None => from_manifest(dev, target)?,
-        });
+        };
+        chains.push(recorded.map(|r| r.0));
         if opts.verify.is_some() {
-            if chains.last().copied().flatten().is_none() {
+            // --verify takes neither --since nor --full: the chain is the
+            // manifest's, with the last run's own start (a full run wrote
+            // every block).
+            let Some((_, last)) = recorded else {
                 return Err(format!(
                     "{}: no manifest: --verify compares a target with what its manifest records",
                     target.display()
                 ));
-            }
-            // The last run's own start: a full run wrote every block.
-            let m = manifest::load(target)?;
-            last_since.push(m.and_then(|m| m.runs.last().and_then(|r| r.since)));
+            };
+            last_since.push(last);
         }
     }
     let start = Instant::now();
@@ -464,13 +466,18 @@ pub fn run(
     })
 }
 
+/// Where a chain stands: changes after this snapshot number, in this
+/// generation.
+type Link = (u8, BlkSnapUuid);
+
 /// The chain that `target`'s manifest records for `dev`: `None` without a
 /// manifest (a full copy); a full backup is needed if the target holds a
 /// copy of another device.
+/// Also returns the last run's own start (`None`: it was a full copy).
 fn from_manifest(
     dev: &BlkSnapDev,
     target: &std::path::Path,
-) -> Result<Option<(u8, BlkSnapUuid)>, String> {
+) -> Result<Option<(Link, Option<u8>)>, String> {
     let Some(m) = manifest::load(target)? else {
         return Ok(None);
     };
@@ -486,7 +493,8 @@ fn from_manifest(
         ));
     }
     let generation = parse_uuid(&m.generation).map_err(|e| format!("{}: {e}", target.display()))?;
-    Ok(Some((m.next_since, generation)))
+    let last = m.runs.last().and_then(|r| r.since);
+    Ok(Some(((m.next_since, generation), last)))
 }
 
 /// Writes the manifest of a device's target after a good run; returns its
@@ -495,22 +503,12 @@ fn record(d: &DeviceReport) -> Result<Option<PathBuf>, String> {
     let Some(path) = manifest::path_for(&d.target) else {
         return Ok(None);
     };
-    let mut m = match (d.since, manifest::load(&d.target)?) {
-        (Some(_), Some(m)) => m,
-        _ => Manifest {
-            format: 1,
-            device: String::new(),
-            capacity: 0,
-            generation: String::new(),
-            next_since: 0,
-            runs: Vec::new(),
-        },
+    // An incremental adds a run to the chain; a full copy starts one.
+    let mut runs = match (d.since, manifest::load(&d.target)?) {
+        (Some(_), Some(m)) => m.runs,
+        _ => Vec::new(),
     };
-    m.device = dev_to_string(&d.dev);
-    m.capacity = d.capacity;
-    m.generation = uuid_to_string(&d.generation);
-    m.next_since = d.next_since;
-    m.runs.push(Run {
+    runs.push(Run {
         time: manifest::now(),
         kind: if d.since.is_some() {
             "incremental"
@@ -523,8 +521,30 @@ fn record(d: &DeviceReport) -> Result<Option<PathBuf>, String> {
         written: d.written,
         skipped: d.skipped,
     });
+    let m = Manifest {
+        format: 1,
+        device: dev_to_string(&d.dev),
+        capacity: d.capacity,
+        generation: uuid_to_string(&d.generation),
+        next_since: d.next_since,
+        runs,
+    };
     manifest::store(&d.target, &m)?;
     Ok(Some(path))
+}
+
+/// Runs of map blocks of `bs` bytes as byte ranges `(offset, length)` of a
+/// device of `capacity` bytes (its last block may be short).
+fn byte_runs(
+    runs: impl Iterator<Item = (usize, usize)>,
+    bs: u64,
+    capacity: u64,
+) -> Vec<(u64, u64)> {
+    runs.map(|(first, n)| {
+        let off = first as u64 * bs;
+        (off, (n as u64 * bs).min(capacity.saturating_sub(off)))
+    })
+    .collect()
 }
 
 /// The size of an existing target (a file or a device), if it can be read.
@@ -605,12 +625,7 @@ fn copy_all(
                     .read_cbt_map(*dev, info.blk_count)
                     .map_err(|e| e.to_string())?;
                 let bs = u64::from(info.blk_size);
-                let runs: Vec<(u64, u64)> = changed_runs(&map, *since)
-                    .map(|(first, n)| {
-                        let off = first as u64 * bs;
-                        (off, (n as u64 * bs).min(capacity.saturating_sub(off)))
-                    })
-                    .collect();
+                let runs = byte_runs(changed_runs(&map, *since), bs, capacity);
                 let total: u64 = runs.iter().map(|r| r.1).sum();
                 log(&format!(
                     "{}: {} changed block(s) of {} since snapshot {}: {} to copy",
@@ -713,12 +728,11 @@ fn compare_all(
             (Verify::LastRun, Some(prev)) => Some(prev),
             _ => None,
         };
-        let runs: Vec<(u64, u64)> = runs_where(&map, |v| v <= at && from.is_none_or(|f| v > f))
-            .map(|(first, n)| {
-                let off = first as u64 * bs;
-                (off, (n as u64 * bs).min(capacity.saturating_sub(off)))
-            })
-            .collect();
+        let runs = byte_runs(
+            runs_where(&map, |v| v <= at && from.is_none_or(|f| v > f)),
+            bs,
+            capacity,
+        );
         let total: u64 = runs.iter().map(|r| r.1).sum();
         let mut p = Progress::new(format!("verifying {}", pl.target.display()), total, log);
         let mut bad = 0;
