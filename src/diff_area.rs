@@ -14,8 +14,9 @@
 //!
 //! A write to the original covering a chunk that is not stored is taken
 //! over by the filter and held on the chunk; a worker reads the chunk from
-//! the original, writes it durably to storage, then lets the held writes go
-//! on. The filter never waits for that I/O itself.
+//! the original, writes it to storage, and lets the held writes go on once
+//! that write has completed (no FUA: a snapshot does not survive a reboot,
+//! so only the order of completions matters). The filter never waits for that I/O itself.
 //!
 //! Image reads of chunks not stored go to the original. While such a read is
 //! in flight the chunk counts it as a reader, and writes to the original
@@ -47,6 +48,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use kernel::alloc::flags::__GFP_NOWARN;
 use kernel::alloc::flags::{GFP_ATOMIC, GFP_KERNEL};
+use kernel::c_str;
 use kernel::page::{Page, PAGE_SIZE};
 use kernel::prelude::*;
 use kernel::rbtree::{RBTree, RBTreeNodeReservation};
@@ -64,7 +66,7 @@ use crate::kernel_ext::params::Param;
 use crate::kernel_ext::workqueue::WorkQueue;
 use crate::logic::events::Event;
 use crate::logic::fifo::Fifo;
-use crate::logic::geometry::Geometry;
+use crate::logic::geometry::{io_shift, Geometry};
 use crate::logic::storage::{Region, PAGE_SECTORS};
 use crate::storage::Storage;
 use crate::tracker::{CopyOnWrite, Tracker};
@@ -231,16 +233,27 @@ pub(crate) struct DiffArea {
     io_wq: Arc<WorkQueue>,
 }
 
-/// The chunk geometry for a device of `capacity` sectors, from the module
-/// parameters as they are now.
-fn chunk_geometry(capacity: u64) -> Result<Geometry> {
+/// The chunk geometry for `orig`, from the module parameters as they are
+/// now and the device's own I/O sizes.
+fn chunk_geometry(orig: &BdevFile) -> Result<Geometry> {
     let min = u32::try_from(Param::ChunkMinimumShift.get()).map_err(|_| EINVAL)?;
     let max = u32::try_from(Param::ChunkMaximumShift.get()).map_err(|_| EINVAL)?;
     // Chunks are whole pages.
     if min < 12 {
         return Err(EINVAL);
     }
-    Geometry::new(capacity, min, max, Param::ChunkMaximumCount.get()).map_err(|_| EINVAL)
+    let io = io_shift(
+        orig.logical_block_size(),
+        orig.physical_block_size(),
+        orig.io_min(),
+    );
+    Geometry::new(
+        orig.nr_sectors(),
+        min.max(io).min(max),
+        max,
+        Param::ChunkMaximumCount.get(),
+    )
+    .map_err(|_| EINVAL)
 }
 
 impl DiffArea {
@@ -254,7 +267,7 @@ impl DiffArea {
         copy_wq: Arc<WorkQueue>,
         io_wq: Arc<WorkQueue>,
     ) -> Result<Arc<Self>> {
-        let geometry = chunk_geometry(orig.nr_sectors())?;
+        let geometry = chunk_geometry(&orig)?;
         let mut idle = KVec::with_capacity(COPIES_AT_ONCE as usize, GFP_KERNEL)?;
         for _ in 0..COPIES_AT_ONCE {
             idle.push(Some(CopyWork::new()?), GFP_KERNEL)?;
@@ -905,11 +918,29 @@ impl DiffArea {
 }
 
 impl DiskOps for DiffArea {
+    /// `/sys/block/<image>/blksnap/`: the snapshot's diff storage, appended
+    /// and consumed, in 512-byte sectors (shared by the snapshot's images),
+    /// and this device's chunk size. Tools grow storage as it is consumed.
+    const ATTR_GROUP: &'static CStr = c_str!("blksnap");
+    const ATTRS: &'static [&'static CStr] = &[
+        c_str!("diff_storage_total"),
+        c_str!("diff_storage_used"),
+        c_str!("chunk_sectors"),
+    ];
+
     fn submit_bio(this: &Arc<Self>, bio: OwnedBio) {
         let worker = this.clone();
         // If the work item cannot be allocated, the closure and the bio in it
         // are dropped, which ends the bio with an I/O error.
         let _ = this.io_wq.spawn(move || worker.image_io(bio));
+    }
+
+    fn attr(this: &Arc<Self>, index: usize) -> u64 {
+        match index {
+            0 => this.storage.total(),
+            1 => this.storage.used(),
+            _ => this.geometry.unit_sectors(),
+        }
     }
 }
 

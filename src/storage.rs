@@ -58,6 +58,13 @@ impl Storage {
         self.state.lock().alloc.total()
     }
 
+    /// Sectors consumed so far (chunks stored, and the gaps allocation
+    /// skipped): what a tool compares with [`Self::total`] to append
+    /// storage as it is used, not as the low free space events ask.
+    pub(crate) fn used(&self) -> u64 {
+        self.state.lock().alloc.used()
+    }
+
     /// Appends `ranges` (`(start, len)` sectors) of `bdev` after checking
     /// them: `EINVAL` for empty, unaligned, out-of-device or overlapping
     /// ranges. Wakes writers waiting for storage.

@@ -422,9 +422,10 @@ unsafe fn submit_and_wait(bio: *mut bindings::bio) -> Result {
     kernel::error::to_result(ret)
 }
 
-/// Reads `len` bytes at `sector` of `bdev` into `pages` (or writes them, with
-/// FUA, so the data is durable on return), waiting for completion. The I/O
-/// bypasses the device's filter.
+/// Reads `len` bytes at `sector` of `bdev` into `pages` (or writes them),
+/// waiting for completion. The I/O bypasses the device's filter. A write
+/// has no FUA: completion says the device has the data, which is all a
+/// snapshot needs, since it does not survive a reboot.
 pub(crate) fn page_io(
     bdev: &super::block::BdevFile,
     sector: u64,
@@ -434,7 +435,7 @@ pub(crate) fn page_io(
 ) -> Result {
     use kernel::page::PAGE_SIZE;
     let opf = if write {
-        bindings::req_op_REQ_OP_WRITE | bindings::REQ_SYNC | bindings::REQ_FUA
+        bindings::req_op_REQ_OP_WRITE | bindings::REQ_SYNC
     } else {
         bindings::req_op_REQ_OP_READ
     };

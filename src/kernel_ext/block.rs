@@ -103,6 +103,20 @@ impl Bdev {
         unsafe { bindings::bdev_logical_block_size(self.as_raw()) }
     }
 
+    /// Physical block size in bytes: the smallest write the device does
+    /// without a read-modify-write of its own.
+    pub(crate) fn physical_block_size(&self) -> u32 {
+        // SAFETY: The device is valid (type invariant).
+        unsafe { bindings::bdev_physical_block_size(self.as_raw()) }
+    }
+
+    /// The device's preferred minimum I/O size in bytes (RAID stripe unit,
+    /// flash page), or 0 if it has none.
+    pub(crate) fn io_min(&self) -> u32 {
+        // SAFETY: The device is valid (type invariant).
+        unsafe { bindings::bdev_io_min(self.as_raw()) }
+    }
+
     /// Whether the device is zoned (writes must follow write pointers).
     pub(crate) fn is_zoned(&self) -> bool {
         // SAFETY: The device is valid (type invariant).

@@ -50,26 +50,96 @@ impl Drop for BlockMajor {
     }
 }
 
-/// What a bio-based disk does with its bios.
+/// Most read-only attributes a disk may have in its sysfs group.
+pub(crate) const MAX_ATTRS: usize = 4;
+
+/// What a bio-based disk does with its bios, and what it shows in sysfs.
 pub(crate) trait DiskOps: Send + Sync + Sized {
+    /// Name of the disk's attribute directory, `/sys/block/<disk>/<GROUP>/`.
+    const ATTR_GROUP: &'static CStr;
+    /// Names of the read-only numeric attributes in that directory (at most
+    /// [`MAX_ATTRS`]).
+    const ATTRS: &'static [&'static CStr];
+
     /// Handles a bio submitted to the disk; the callee owns it and must end
     /// it (possibly later, from another thread).
     fn submit_bio(this: &Arc<Self>, bio: OwnedBio);
+
+    /// The value of attribute `index` of [`Self::ATTRS`].
+    fn attr(this: &Arc<Self>, index: usize) -> u64;
 }
 
 struct LockClass(Opaque<bindings::lock_class_key>);
 // SAFETY: lockdep owns the key's contents and serialises access to them.
 unsafe impl Sync for LockClass {}
 static DISK_LOCK_CLASS: LockClass = LockClass(Opaque::uninit());
+/// The lockdep class of the attributes' sysfs files (what
+/// `sysfs_attr_init` gives an attribute that is not a static object).
+#[cfg(CONFIG_DEBUG_LOCK_ALLOC)]
+static ATTR_LOCK_CLASS: LockClass = LockClass(Opaque::uninit());
 
-/// What a disk's `private_data` points to: its operations and its data.
-/// Freed by the block layer's `free_disk` callback once the last reference
-/// to the disk is gone (an opener may outlive `del_gendisk`, and the block
-/// layer reads `fops` until then).
+/// The sysfs attribute group of one disk, in C's layout: the attributes,
+/// the NULL-terminated list of pointers to them, the group, and the
+/// NULL-terminated list of groups that `device_add_disk` takes.
+#[repr(C)]
+struct AttrGroup {
+    attrs: [Opaque<bindings::device_attribute>; MAX_ATTRS],
+    ptrs: Opaque<[*mut bindings::attribute; MAX_ATTRS + 1]>,
+    group: Opaque<bindings::attribute_group>,
+    groups: Opaque<[*const bindings::attribute_group; 2]>,
+}
+
+/// What a disk's `private_data` points to: its operations, its attributes
+/// and its data. Freed by the block layer's `free_disk` callback once the
+/// last reference to the disk is gone (an opener may outlive
+/// `del_gendisk`, and the block layer reads `fops` until then; the sysfs
+/// files go in `del_gendisk`, before).
 #[repr(C)]
 struct DiskData<T: DiskOps> {
     fops: Opaque<bindings::block_device_operations>,
+    attrs: AttrGroup,
     data: Arc<T>,
+}
+
+impl<T: DiskOps> DiskData<T> {
+    /// Fills in the attribute group of `dd` for `T` and returns the list of
+    /// groups for `device_add_disk`.
+    ///
+    /// # Safety
+    ///
+    /// `dd` points to a valid `DiskData<T>` that does not move and is not
+    /// yet used by any disk.
+    unsafe fn init_attrs(dd: *mut Self) -> Result<*mut *const bindings::attribute_group> {
+        if T::ATTRS.len() > MAX_ATTRS {
+            return Err(kernel::error::code::EINVAL);
+        }
+        // SAFETY: `dd` is valid and ours alone (function safety contract);
+        // every pointer stored points into `*dd`, which does not move, or to
+        // static names.
+        unsafe {
+            let a = &mut (*dd).attrs;
+            let ptrs = a.ptrs.get().cast::<*mut bindings::attribute>();
+            for (i, (name, slot)) in T::ATTRS.iter().zip(a.attrs.iter()).enumerate() {
+                let da = slot.get();
+                (*da).attr.name = name.as_char_ptr();
+                (*da).attr.mode = 0o444;
+                #[cfg(CONFIG_DEBUG_LOCK_ALLOC)]
+                {
+                    (*da).attr.key = ATTR_LOCK_CLASS.0.get();
+                }
+                (*da).show = Some(show_callback::<T>);
+                *ptrs.add(i) = core::ptr::addr_of_mut!((*da).attr);
+            }
+            *ptrs.add(T::ATTRS.len()) = core::ptr::null_mut();
+            let group = a.group.get();
+            (*group).name = T::ATTR_GROUP.as_char_ptr();
+            (*group).attrs = ptrs;
+            let groups = a.groups.get().cast::<*const bindings::attribute_group>();
+            *groups = group;
+            *groups.add(1) = core::ptr::null();
+            Ok(groups)
+        }
+    }
 }
 
 /// A bio-based disk with one minor and no partitions; removed on drop.
@@ -116,10 +186,22 @@ impl<T: DiskOps> BioDisk<T> {
         let dd = KBox::into_raw(KBox::new(
             DiskData {
                 fops: Opaque::new(ops),
+                // SAFETY: All-zero is a valid (empty) attribute group.
+                attrs: unsafe { MaybeUninit::zeroed().assume_init() },
                 data,
             },
             GFP_KERNEL,
         )?);
+        // SAFETY: `dd` is a fresh allocation of ours, freed only below on
+        // failure or by `free_disk`; it never moves.
+        let groups = match unsafe { DiskData::<T>::init_attrs(dd) } {
+            Ok(g) => g,
+            Err(e) => {
+                // SAFETY: `dd` came from `KBox::into_raw` and no disk refers to it.
+                drop(unsafe { KBox::from_raw(dd) });
+                return Err(e);
+            }
+        };
 
         // SAFETY: All-zero limits mean "defaults" to the block layer.
         let mut lim: bindings::queue_limits = unsafe { MaybeUninit::zeroed().assume_init() };
@@ -154,10 +236,10 @@ impl<T: DiskOps> BioDisk<T> {
             (*d).disk_name[n] = 0;
             bindings::set_capacity(d, sectors);
         }
-        // SAFETY: The disk is fully set up; on failure we still own it.
-        let ret = unsafe {
-            bindings::device_add_disk(core::ptr::null_mut(), disk.as_ptr(), core::ptr::null_mut())
-        };
+        // SAFETY: The disk is fully set up; on failure we still own it. The
+        // groups live in `dd` until `free_disk`, after their files are gone.
+        let ret =
+            unsafe { bindings::device_add_disk(core::ptr::null_mut(), disk.as_ptr(), groups) };
         if let Err(e) = to_result(ret) {
             // SAFETY: Never added, so `free_disk` will not run: drop our
             // reference, then the data.
@@ -210,6 +292,55 @@ unsafe extern "C" fn submit_bio_callback<T: DiskOps>(bio: *mut bindings::bio) {
     let dd = unsafe { &*((*(*(*bio).bi_bdev).bd_disk).private_data as *const DiskData<T>) };
     // SAFETY: The block layer hands the bio over to the driver.
     T::submit_bio(&dd.data, unsafe { OwnedBio::from_raw(bio) });
+}
+
+/// Shows attribute `attr` of the disk whose device is `dev` as a decimal
+/// number and a newline.
+///
+/// # Safety
+///
+/// Called by sysfs for a file of a group made by [`DiskData::init_attrs`]
+/// with this `T`, while that file exists (before `del_gendisk` returns);
+/// `buf` holds a page.
+unsafe extern "C" fn show_callback<T: DiskOps>(
+    dev: *mut bindings::device,
+    attr: *mut bindings::device_attribute,
+    buf: *mut kernel::ffi::c_char,
+) -> isize {
+    // SAFETY: `dev` is the `bd_device` of the disk's `part0` (the files are
+    // the disk's own), so `container_of` gives its block device, whose disk
+    // has our `DiskData<T>` as `private_data` until `free_disk`, which runs
+    // only after the files are gone.
+    let dd = unsafe {
+        let bdev = dev
+            .cast::<u8>()
+            .sub(core::mem::offset_of!(bindings::block_device, bd_device))
+            .cast::<bindings::block_device>();
+        &*((*(*bdev).bd_disk).private_data as *const DiskData<T>)
+    };
+    let first = dd.attrs.attrs.as_ptr() as usize;
+    let index =
+        (attr as usize).wrapping_sub(first) / core::mem::size_of::<bindings::device_attribute>();
+    if index >= T::ATTRS.len() {
+        return -(bindings::EINVAL as isize);
+    }
+    // A `u64` has at most 20 digits; one more byte for the newline.
+    let mut digits = [b'\n'; 21];
+    let mut v = T::attr(&dd.data, index);
+    let mut n = 1;
+    for d in digits.iter_mut().rev().skip(1) {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+        n += 1;
+        if v == 0 {
+            break;
+        }
+    }
+    let text = digits.get(digits.len() - n..).unwrap_or(&[]);
+    // SAFETY: `buf` holds a page (function safety contract), more than the
+    // 21 bytes of a `u64` and a newline.
+    unsafe { core::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len()) };
+    text.len() as isize
 }
 
 /// # Safety

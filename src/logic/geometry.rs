@@ -112,6 +112,19 @@ impl Geometry {
     }
 }
 
+/// The smallest unit shift that does whole I/Os of a device with these
+/// logical and physical block sizes and preferred minimum I/O size (bytes,
+/// 0 for none): a chunk smaller than any of them would make every copy a
+/// read-modify-write in the device (or be impossible). A minimum I/O size
+/// that is not a power of two (a RAID stripe of three disks) is rounded up
+/// to one.
+pub fn io_shift(logical: u32, physical: u32, io_min: u32) -> u32 {
+    let largest = logical.max(physical).max(io_min).max(1);
+    largest
+        .checked_next_power_of_two()
+        .map_or(31, |p| p.trailing_zeros())
+}
+
 /// Units of `1 << shift` bytes needed for `capacity` sectors.
 fn units(capacity: u64, shift: u32) -> u64 {
     let s = shift - SECTOR_SHIFT;

@@ -126,6 +126,12 @@ impl Allocator {
         self.total
     }
 
+    /// Sectors allocated or skipped so far (alignment gaps and the skipped
+    /// tails of ranges included): what the snapshot has consumed.
+    pub fn used(&self) -> u64 {
+        self.consumed
+    }
+
     /// Sectors still free (alignment gaps and skipped tails excluded once
     /// passed).
     pub fn free(&self) -> u64 {

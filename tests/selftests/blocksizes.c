@@ -6,18 +6,39 @@
  *
  * Disks: /dev/vdf (4Kn, original), /dev/vdg (4Kn, storage), /dev/vdh
  * (512-byte blocks, 64 MiB + 3 sectors), /dev/vda (512-byte original) and
- * /dev/vdb2 (512-byte storage).
+ * /dev/vdb2 (512-byte storage).  A one-stripe dm "striped" device over
+ * /dev/vdh stands for a RAID whose minimum I/O is larger than a chunk.
  */
 #include <stdlib.h>
 
 #include "blksnap_util.h"
 #include "blksnap_data.h"
+#include "blksnap_dm.h"
 #include "kselftest_harness.h"
 
 #define ORIG_4K "/dev/vdf"
 #define STORE_4K "/dev/vdg"
 #define ODD "/dev/vdh"
 #define ODD_BYTES ((64ULL << 20) + 3 * 512)
+
+#define STRIPED "blksnap_striped"
+
+/* Reads attribute NAME of image IMG (a /dev path) from sysfs; -1 if none. */
+static long long image_attr(const char *img, const char *name)
+{
+	char path[256];
+	long long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/block/%s/blksnap/%s", strrchr(img, '/') + 1, name);
+	f = fopen(path, "r");
+	if (f) {
+		if (fscanf(f, "%lld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
 
 static int block_size(const char *path)
 {
@@ -58,6 +79,7 @@ FIXTURE_TEARDOWN(bs)
 		blksnap_reset(self->fd);
 		close(self->fd);
 	}
+	dm_remove(STRIPED);
 }
 
 /* A 4Kn original: its image has 4096-byte blocks and the data of TAKE. */
@@ -179,6 +201,48 @@ TEST_F_TIMEOUT(bs, odd_sized_original, 180)
 	/* checksums() covers whole 64 KiB blocks: check the tail itself. */
 	EXPECT_EQ(0, same_as_pattern(img, ODD_BYTES - 4096 - 1536, 4096 + 1536, 121));
 	EXPECT_EQ(0, same_as_pattern(ODD, ODD_BYTES - 4096 - 1536, 4096 + 1536, 122));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	free(before), free(after);
+}
+
+/*
+ * An original whose minimum I/O (512 KiB, a stripe unit) is larger than
+ * the smallest chunk (256 KiB by default): its chunks grow to the stripe
+ * unit.  The image's sysfs attributes show the chunk size and the storage
+ * appended and consumed, which grows by one chunk per chunk first written.
+ */
+TEST_F_TIMEOUT(bs, chunks_follow_io_min_and_storage_use_is_shown, 180)
+{
+	const uint64_t len = 64ULL << 20, stripe = 1024;
+	struct blk_snap_dev striped;
+	struct blk_snap_uuid id;
+	uint64_t *before, *after;
+	size_t nb = 0, na = 0;
+	char dm[64], table[128], img[160];
+
+	snprintf(table, sizeof(table), "1 %llu %s 0", (unsigned long long)stripe, ODD);
+	ASSERT_EQ(0, dm_create(STRIPED, "striped", table, len >> 9, dm, sizeof(dm)));
+	ASSERT_EQ(0, dev_id(dm, &striped));
+	ASSERT_EQ(0, fill(dm, 0, len, 131));
+	before = checksums(dm, &nb);
+	ASSERT_NE(NULL, before);
+	ASSERT_EQ(0, snapshot_create(self->fd, &striped, 1, &id));
+	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 32 << 11));
+	ASSERT_EQ(0, take(self->fd, &id));
+	ASSERT_EQ(0, image_path(self->fd, &id, &striped, img, sizeof(img)));
+	EXPECT_EQ((long long)stripe, image_attr(img, "chunk_sectors"));
+	EXPECT_EQ(32 << 11, image_attr(img, "diff_storage_total"));
+	EXPECT_EQ(0, image_attr(img, "diff_storage_used"));
+	/* One 4 KiB write in each of chunks 0, 2 and 16, two in chunk 2. */
+	ASSERT_EQ(0, fill(dm, 0, 4096, 132));
+	ASSERT_EQ(0, fill(dm, 1 << 20, 4096, 132));
+	ASSERT_EQ(0, fill(dm, (1 << 20) + 8192, 4096, 132));
+	ASSERT_EQ(0, fill(dm, 8 << 20, 4096, 132));
+	EXPECT_EQ((long long)(3 * stripe), image_attr(img, "diff_storage_used"));
+	EXPECT_EQ(32 << 11, image_attr(img, "diff_storage_total"));
+	after = checksums(img, &na);
+	ASSERT_NE(NULL, after);
+	EXPECT_EQ(0, differing(before, nb, after, na));
 	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
 	free(before), free(after);
 }

@@ -85,3 +85,14 @@ fn units_of_ranges() {
     assert_eq!(g.units_of(u64::MAX, u64::MAX), None);
     assert_eq!(g.units_of(0, u64::MAX), Some((0, 8)));
 }
+
+#[test]
+fn io_shift_covers_every_io_size() {
+    assert_eq!(io_shift(512, 512, 0), 9);
+    assert_eq!(io_shift(512, 4096, 4096), 12);
+    assert_eq!(io_shift(4096, 4096, 65536), 16);
+    // A stripe of three 64 KiB units: 192 KiB, rounded up to 256 KiB.
+    assert_eq!(io_shift(512, 4096, 3 * 65536), 18);
+    assert_eq!(io_shift(0, 0, 0), 0);
+    assert_eq!(io_shift(512, 512, u32::MAX), 31);
+}

@@ -115,6 +115,33 @@ fn grows_with_appends() {
             len: 16
         })
     );
+    // Consumption counts what was handed out, and nothing else.
+    assert_eq!((a.total(), a.used(), a.free()), (48, 32, 16));
+}
+
+#[test]
+fn used_counts_skipped_tails_and_alignment() {
+    let list = [
+        StorageRange {
+            dev: 0,
+            start: 3,
+            len: 21,
+        },
+        StorageRange {
+            dev: 0,
+            start: 64,
+            len: 16,
+        },
+    ];
+    let mut a = Allocator::new();
+    a.appended(37);
+    assert_eq!(a.used(), 0);
+    // 5 sectors of padding to the page at sector 8, then 8 sectors.
+    assert!(a.alloc(&list, 8).is_some());
+    assert_eq!(a.used(), 13);
+    // The 8 sectors left in the first range are too few for 16: skipped.
+    assert!(a.alloc(&list, 16).is_some());
+    assert_eq!((a.used(), a.free()), (37, 0));
 }
 
 #[test]
