@@ -10,7 +10,7 @@
 [ -c /dev/blksnap ] || { echo "1..0 # SKIP /dev/blksnap missing"; exit $KSFT_SKIP; }
 P=/sys/module/blksnap/parameters
 D=/mnt/tool
-tap_plan 42
+tap_plan 47
 
 mkdir -p $D
 mount /dev/vdd $D || { tap_diag "cannot mount /dev/vdd"; }
@@ -70,6 +70,35 @@ sed 's/^/# /' /tmp/watch.log
 echo 2097152 >$P/diff_storage_minimum
 echo 5000 >$P/diff_storage_wait_ms
 
+# --- storage follows what the snapshot consumes ------------------------------
+# The default diff_storage_minimum (1 GiB) asks again after every append:
+# answered event by event, a 1 GiB limit would be appended at once.
+echo 20000 >$P/diff_storage_wait_ms
+id=$(blksnap snapshot create /dev/vda)
+blksnap snapshot watch "$id" --dir $D --limit 1G --step 16M >/tmp/need.log 2>&1 &
+wpid=$!
+n=0
+until blksnap snapshot take "$id" 2>/dev/null || [ $n -ge 50 ]; do n=$((n + 1)); sleep 0.2; done
+before=$(sum /dev/vda)
+img=$(blksnap --json snapshot images "$id" | sed 's/.*"path":"\([^"]*\)".*/\1/')
+S=/sys/block/${img##*/}/blksnap
+dd if=/dev/urandom of=/dev/vda bs=1M count=2 seek=100 oflag=direct 2>/dev/null
+used=$(cat $S/diff_storage_used)
+total=$(cat $S/diff_storage_total)
+check "2 MiB written: 8 chunks used ($used sectors), at most 2 steps appended ($total)" \
+	sh -c "[ '$used' = $((8 * 512)) ] && [ '$total' -le 65536 ]"
+dd if=/dev/urandom of=/dev/vda bs=1M count=64 seek=128 oflag=direct 2>/dev/null
+used=$(cat $S/diff_storage_used)
+total=$(cat $S/diff_storage_total)
+check "64 MiB more: storage grew with use ($used of $total sectors), far below the limit" \
+	sh -c "[ '$used' -ge $((66 * 2048)) ] && [ '$total' -ge '$used' ] && [ '$total' -le $((512 * 2048)) ]"
+check "and the image is the device at TAKE" test "$(sum "$img")" = "$before"
+blksnap snapshot destroy "$id"
+wait $wpid
+check "no corrupted event, no limit reached" sh -c "! grep -q 'CORRUPTED\\|limit' /tmp/need.log"
+sed 's/^/# /' /tmp/need.log
+echo 5000 >$P/diff_storage_wait_ms
+
 # --- backup: full, then incremental ----------------------------------------
 # 8 MiB of zeros on the device: a full copy leaves them as holes (the
 # file system's own extent blocks take a few KiB).
@@ -77,6 +106,7 @@ dd if=/dev/zero of=/dev/vda bs=1M count=8 seek=200 oflag=direct 2>/dev/null
 rm -f $D/full.img $D/full.img.blksnap.json
 blksnap --json backup /dev/vda --target $D/full.img --storage-dir $D --storage-step 16M >/tmp/full.json 2>/tmp/full.log
 check "full backup" test $? = 0
+check "it reports storage used and appended" grep -q '"storage_appended":[1-9][0-9]*,"storage_files":[1-9][0-9]*,"storage_used":[0-9]' /tmp/full.json
 check "full copy equals the device" test "$(sum $D/full.img)" = "$(sum /dev/vda)"
 skipped=$(sed 's/.*"skipped":\([0-9]*\).*/\1/' /tmp/full.json)
 used=$(du -k $D/full.img | cut -f1)

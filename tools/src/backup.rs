@@ -168,7 +168,12 @@ pub struct DeviceReport {
 pub struct Report {
     pub snapshot: BlkSnapUuid,
     pub devices: Vec<DeviceReport>,
-    pub storage_used: u64,
+    /// Storage appended to the snapshot, in bytes, and in how many files.
+    pub storage_appended: u64,
+    pub storage_files: usize,
+    /// Storage the snapshot consumed, in bytes (`None` if its images
+    /// did not show it).
+    pub storage_used: Option<u64>,
     pub low_space_events: u32,
     pub seconds: f64,
 }
@@ -451,6 +456,11 @@ pub fn run(
         ));
     }
     let mut devices = result?;
+    let storage_used = crate::storage::usage_dir(ctl, &id)
+        .as_deref()
+        .and_then(crate::storage::read_usage)
+        .map(|u| u.used)
+        .or(stats.storage_used);
     // Only now, with every copy whole, do the manifests move on.
     if opts.verify.is_none() {
         for d in devices.iter_mut() {
@@ -460,7 +470,9 @@ pub fn run(
     Ok(Report {
         snapshot: id,
         devices,
-        storage_used: guard.sd.used(),
+        storage_appended: guard.sd.appended(),
+        storage_files: guard.sd.files(),
+        storage_used,
         low_space_events: stats.low_space_events,
         seconds: start.elapsed().as_secs_f64(),
     })

@@ -750,8 +750,9 @@ fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
             })
             .collect();
         println!(
-            "{{\"snapshot\":{},\"seconds\":{:.3},\"storage_used\":{},\"low_space_events\":{},\"devices\":[{}]}}",
-            json_str(&uuid_to_string(&report.snapshot)), report.seconds, report.storage_used, report.low_space_events, items.join(",")
+            "{{\"snapshot\":{},\"seconds\":{:.3},\"storage_appended\":{},\"storage_files\":{},\"storage_used\":{},\"low_space_events\":{},\"devices\":[{}]}}",
+            json_str(&uuid_to_string(&report.snapshot)), report.seconds, report.storage_appended, report.storage_files,
+            report.storage_used.map_or("null".to_string(), |u| u.to_string()), report.low_space_events, items.join(",")
         );
     } else {
         for d in report.devices.iter().filter(|_| opts.verify.is_some()) {
@@ -811,10 +812,15 @@ fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
         if opts.verify.is_none() {
             println!("  {next} --storage-dir {}", a.storage_dir.display());
         }
+        let used = report
+            .storage_used
+            .map_or("an unknown amount".to_string(), human_bytes);
         println!(
-            "done in {:.1}s, {} of storage used",
+            "done in {:.1}s; storage: {} used of {} appended in {} file(s)",
             report.seconds,
-            human_bytes(report.storage_used)
+            used,
+            human_bytes(report.storage_appended),
+            report.storage_files
         );
     }
     let differ: Vec<String> = report
