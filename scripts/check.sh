@@ -118,4 +118,14 @@ if [ "$module_ok" = 1 ]; then
 else
 	fail "QEMU selftests not run: the build failed"
 fi
+
+step "demo"
+# make demo's VM part, so that what the README shows users cannot rot.
+if [ "$module_ok" = 1 ]; then
+	run "make demo: two devices backed up at one instant, full and incremental (VERDICT: PASS)" \
+		env KERNEL="$KDIR/arch/x86/boot/bzImage" MODULE="$top/blksnap.ko" TOOL="$top/tools/target/x86_64-unknown-linux-musl/release/blksnap" \
+		SELFTESTS="$B/selftests" OUT="$B/demo" VM_TIMEOUT=900 "$top/tests/vm/run.sh" demo
+else
+	fail "demo not run: the build failed"
+fi
 finish

@@ -99,7 +99,8 @@ enum SnapCmd {
     },
     /// Hand storage to a snapshot: a new file (--file, --size) or ranges of a device.
     AppendStorage(AppendArgs),
-    /// Answer a snapshot's storage requests with files in a directory until it goes.
+    /// Keep a snapshot supplied with storage files in a directory, as it
+    /// consumes them, until it goes.
     Watch {
         id: String,
         /// Directory for storage files (on a disk-backed file system).
@@ -108,7 +109,7 @@ enum SnapCmd {
         /// Total size of storage files at most, e.g. 4G.
         #[arg(long, value_parser = parse_size, default_value = "1G")]
         limit: u64,
-        /// Size of each file, e.g. 256M.
+        /// Size of each file (at least), e.g. 256M.
         #[arg(long, value_parser = parse_size, default_value = "256M")]
         step: u64,
     },
@@ -175,7 +176,8 @@ struct BackupArgs {
     /// Directory for storage files (not on a device being backed up).
     #[arg(long)]
     storage_dir: PathBuf,
-    /// Size of each storage file.
+    /// Size of each storage file (at least; storage is appended as the
+    /// snapshot consumes it, up to --storage-limit).
     #[arg(long, value_parser = parse_size, default_value = "64M")]
     storage_step: u64,
     /// Total storage at most.
