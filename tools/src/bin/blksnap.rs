@@ -33,7 +33,10 @@ use blksnap::util::{
     after_long_help = "Exit status: 0 success, 1 failure, 2 bad usage, 3 module not loaded or \
                        not permitted, 4 an image was corrupted during a backup, 5 an incremental \
                        backup cannot continue its chain (a full backup is needed), 6 --verify found \
-                       a target that differs from its device, 130 interrupted."
+                       a target that differs from its device, 130 interrupted.\n\n\
+                       Change tracking lives in memory: after a reboot or a module reload, an \
+                       incremental backup cannot continue (exit 5) and the next backup of every \
+                       device is a full one (--full)."
 )]
 struct Cli {
     /// Print machine-readable JSON instead of text.
@@ -54,6 +57,11 @@ enum Cmd {
     #[command(subcommand)]
     Tracker(TrackerCmd),
     /// Back up devices: snapshot, copy each image (or only its changes), destroy.
+    #[command(
+        after_help = "Change tracking lives in memory: after a reboot or a module reload, \
+                            an incremental cannot continue (exit 5) and the next backup of every \
+                            device is a full one (--full)."
+    )]
     Backup(BackupArgs),
     /// Remove the storage files that a killed backup or watch left in a
     /// directory; with --destroy, first destroy the snapshots still using
@@ -813,6 +821,10 @@ fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
         }
         if opts.verify.is_none() {
             println!("  {next} --storage-dir {}", a.storage_dir.display());
+            println!(
+                "  (change tracking lives in memory: after a reboot or a module reload \
+                 that run exits 5, and a full backup with --full is needed)"
+            );
         }
         let used = report
             .storage_used
