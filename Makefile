@@ -22,7 +22,7 @@ KERNEL_DEP := kernel
 endif
 
 .PHONY: all demo check deps kernel module tool selftests host-test vm-test \
-	vm-shell fuzz soak packages package-check install clean help
+	vm-shell fuzz soak bench packages package-check install clean help
 
 all: module tool
 
@@ -31,7 +31,9 @@ help:
 	@echo "make check   build everything, run every test, print 'N passed, M failed'"
 	@echo "steps: deps kernel module tool selftests host-test vm-test vm-shell clean"
 	@echo "more: fuzz N=<calls> [SEED=<seed>] (the ioctl fuzzer alone),"
-	@echo "      soak MINUTES=<minutes> (the integrity soak alone)"
+	@echo "      soak MINUTES=<minutes> (the integrity soak alone),"
+	@echo "      bench [TRIALS=3] (blksnap vs dm-snapshot on a non-debug kernel;"
+	@echo "      writes Documentation/performance.rst)"
 	@echo "install: the tool, its manual page and completions ([DESTDIR=] [PREFIX=/usr/local])"
 	@echo "packaging: packages (Debian packages in build/packages/),"
 	@echo "           package-check (install and run them in a Debian 12 VM, as root)"
@@ -42,6 +44,9 @@ demo:
 
 check:
 	@$(TOP)/scripts/check.sh
+
+bench:
+	@$(TOP)/scripts/bench.sh
 
 PREFIX ?= /usr/local
 # The tool, its manual page and shell completions (the module comes from

@@ -16,7 +16,8 @@
 # BLKSNAP_FLAVOUR=production builds the packaged kernel instead (make
 # packages): base.config + production.config, no test devices and no
 # debugging, built with bindeb-pkg; its Debian packages end up in the
-# tree's debs/ directory.
+# tree's debs/ directory. BLKSNAP_FLAVOUR=bench builds the benchmark
+# kernel (make bench): base.config + bench.config, no debugging.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/scripts/versions.env"
@@ -37,8 +38,12 @@ production)
 	PREFIX=pkgkernel
 	FRAGMENTS="$top/scripts/kconfig/base.config $top/scripts/kconfig/production.config"
 	;;
+bench)
+	PREFIX=benchkernel
+	FRAGMENTS="$top/scripts/kconfig/base.config $top/scripts/kconfig/bench.config"
+	;;
 *)
-	echo "BLKSNAP_FLAVOUR=$FLAVOUR: test or production" >&2
+	echo "BLKSNAP_FLAVOUR=$FLAVOUR: test, production or bench" >&2
 	exit 2
 	;;
 esac

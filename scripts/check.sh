@@ -128,4 +128,13 @@ if [ "$module_ok" = 1 ]; then
 else
 	fail "demo not run: the build failed"
 fi
+
+step "benchmark smoke run"
+# make bench's program, one short trial on the benchmark kernel (built
+# once, then cached like the test kernel), so that it cannot rot.
+if [ "$module_ok" = 1 ]; then
+	run "make bench's cases all run and move data (smoke run)" "$top/scripts/bench.sh" --smoke
+else
+	fail "benchmark smoke run not run: the build failed"
+fi
 finish

@@ -16,7 +16,7 @@ SUDO=
 
 pkgs="clang lld llvm libclang-dev flex bison bc libelf-dev libssl-dev cpio
       xz-utils zstd make gcc g++ libc6-dev file musl-tools qemu-system-x86 busybox-static
-      e2fsprogs fdisk kmod python3 rsync"
+      e2fsprogs fdisk kmod python3 rsync fio dmsetup"
 # --packaging: also what `make packages` and `make package-check` need.
 if [ "${1:-}" = --packaging ]; then
 	pkgs="$pkgs dpkg-dev debhelper fakeroot lintian debootstrap"

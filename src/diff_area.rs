@@ -878,42 +878,128 @@ impl DiffArea {
         let total = bio.size();
         let mut sector = bio.sector();
         let mut done: u32 = 0;
+        // The source of the chunk after a run of reads, found while
+        // extending the run (an original source counts a reader).
+        let mut pending: Option<(u32, Source)> = None;
         while done < total {
             let (idx, _) = self.geometry.units_of(sector, 1).ok_or(EIO)?;
-            let chunk_end = self.geometry.unit_start(idx) + self.geometry.unit_len(idx);
-            let part = u32::try_from(((chunk_end - sector) * 512).min(u64::from(total - done)))
-                .map_err(|_| EIO)?;
+            let part = self.part_in_chunk(idx, sector, total - done)?;
             let in_chunk = sector - self.geometry.unit_start(idx);
             if write {
                 let (region, dev) = self.ensure_stored(idx)?;
                 self.stored_io(bio, done, part, &dev, region.sector + in_chunk, true)?;
                 self.tracker.mark_dirty(sector, u64::from(part >> 9));
-            } else {
-                let mut reservation = RBTreeNodeReservation::new(GFP_KERNEL).ok();
-                match self.read_source(idx, &mut reservation)? {
-                    Source::Storage(region, dev) => {
-                        self.stored_io(bio, done, part, &dev, region.sector + in_chunk, false)?
+                done += part;
+                sector += u64::from(part >> 9);
+                continue;
+            }
+            let src = match pending.take() {
+                Some((i, src)) if i == idx => src,
+                other => {
+                    self.drop_source(other);
+                    let mut reservation = RBTreeNodeReservation::new(GFP_KERNEL).ok();
+                    self.read_source(idx, &mut reservation)?
+                }
+            };
+            // The chunks after this one that read from where this one ends
+            // (the original, or the next region of the same storage) join
+            // it: one I/O for the run.
+            let (len, last) = self.extend_run(&src, idx, done + part, total, part, &mut pending);
+            let r = match &src {
+                Source::Storage(region, dev) => {
+                    self.stored_io(bio, done, len, dev, region.sector + in_chunk, false)
+                }
+                Source::Original => {
+                    let r = bio.io_part(done, len, &self.orig, sector);
+                    // Writes to the original stop being held once the
+                    // image is corrupted or the snapshot is going, and one
+                    // may have landed while this read was in flight: only
+                    // a read that ended before either is known to hold the
+                    // data of TAKE.
+                    let stale = self.is_corrupted() || self.going.load(Ordering::Acquire);
+                    for i in idx..=last {
+                        self.read_done(i);
                     }
-                    Source::Original => {
-                        let r = bio.io_part(done, part, &self.orig, sector);
-                        // Writes to the original stop being held once the
-                        // image is corrupted or the snapshot is going, and
-                        // one may have landed while this read was in
-                        // flight: only a read that ended before either is
-                        // known to hold the data of TAKE.
-                        let stale = self.is_corrupted() || self.going.load(Ordering::Acquire);
-                        self.read_done(idx);
-                        r?;
-                        if stale {
-                            return Err(EIO);
-                        }
+                    if r.is_ok() && stale {
+                        Err(EIO)
+                    } else {
+                        r
                     }
                 }
+            };
+            if let Err(e) = r {
+                self.drop_source(pending.take());
+                return Err(e);
             }
-            done += part;
-            sector += u64::from(part >> 9);
+            done += len;
+            sector += u64::from(len >> 9);
         }
+        self.drop_source(pending);
         Ok(())
+    }
+
+    /// Bytes of an image bio from `sector` that lie in chunk `idx`, at most
+    /// `left`.
+    fn part_in_chunk(&self, idx: u32, sector: u64, left: u32) -> Result<u32> {
+        let chunk_end = self.geometry.unit_start(idx) + self.geometry.unit_len(idx);
+        u32::try_from(((chunk_end - sector) * 512).min(u64::from(left))).map_err(|_| EIO)
+    }
+
+    /// Extends an image read that starts in chunk `first` with `len` bytes
+    /// (its first chunk's part) over the following chunks whose data lies
+    /// right after it on the same device, up to byte `total` of the bio
+    /// (`at` is where the run ends so far). Returns the run's length and
+    /// last chunk; the source of the first chunk that does not join goes
+    /// to `pending`.
+    fn extend_run(
+        &self,
+        src: &Source,
+        first: u32,
+        mut at: u32,
+        total: u32,
+        mut len: u32,
+        pending: &mut Option<(u32, Source)>,
+    ) -> (u32, u32) {
+        let mut last = first;
+        let mut end_sector = match src {
+            Source::Storage(r, _) => r.sector + self.geometry.unit_sectors(),
+            Source::Original => 0,
+        };
+        while at < total {
+            let n = last + 1;
+            let part = match self.part_in_chunk(n, self.geometry.unit_start(n), total - at) {
+                Ok(p) if p > 0 => p,
+                _ => break,
+            };
+            let mut reservation = RBTreeNodeReservation::new(GFP_KERNEL).ok();
+            let Ok(next) = self.read_source(n, &mut reservation) else {
+                break;
+            };
+            let joins = match (src, &next) {
+                (Source::Original, Source::Original) => true,
+                (Source::Storage(_, dev), Source::Storage(r, d)) => {
+                    Arc::ptr_eq(d, dev) && r.sector == end_sector
+                }
+                _ => false,
+            };
+            if !joins {
+                *pending = Some((n, next));
+                break;
+            }
+            end_sector += self.geometry.unit_sectors();
+            len += part;
+            at += part;
+            last = n;
+        }
+        (len, last)
+    }
+
+    /// Gives up a source found but not used (an original source counted a
+    /// reader).
+    fn drop_source(self: &Arc<Self>, src: Option<(u32, Source)>) {
+        if let Some((idx, Source::Original)) = src {
+            self.read_done(idx);
+        }
     }
 }
 
