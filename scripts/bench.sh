@@ -31,6 +31,10 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 
 scripts/install-deps.sh >&2
+command -v perf >/dev/null || [ $smoke = 1 ] || {
+	say "installing linux-perf (for the profile)"
+	apt-get install -y -qq --no-install-recommends linux-perf >/dev/null
+}
 say "kernel: the $FLAVOUR flavour (cached after the first build)"
 KDIR=$(BLKSNAP_FLAVOUR=$FLAVOUR scripts/build-kernel.sh)
 say "module against it, the tool, take_time"
@@ -50,7 +54,7 @@ tar -xJf "/usr/src/linux-source-6.12.tar.xz" -C "$ks" --strip-components=1 \
 gcc -static -O2 -Wall -Werror -D_GNU_SOURCE -Iinclude/uapi -Itests/selftests \
 	-I"$ks/tools/testing/selftests" tests/bench/take_time.c -o "$OUT/take_time"
 
-say "initramfs: busybox, fio and dmsetup with their libraries"
+say "initramfs: busybox, fio, dmsetup and perf with their libraries"
 root=$OUT/root
 mkdir -p "$root"/{bin,sbin,etc,proc,sys,dev,tmp,root,lib/modules,bench,mnt}
 cp /bin/busybox "$root/bin/busybox"
@@ -58,7 +62,9 @@ cp tests/vm/init "$root/init"
 cp "$OUT/module/blksnap.ko" "$root/lib/modules/"
 cp "$tool" "$root/bin/blksnap"
 cp tests/bench/run.sh "$OUT/take_time" "$root/bench/"
-for b in "$(command -v fio)" "$(command -v dmsetup)"; do
+bins="$(command -v fio) $(command -v dmsetup)"
+[ $smoke = 1 ] || bins="$bins $(command -v perf)"
+for b in $bins; do
 	cp "$b" "$root/bin/"
 	ldd "$b" | awk '/=> \// { print $3 } /^\t\/lib/ { print $1 }' | while read -r lib; do
 		mkdir -p "$root$(dirname "$lib")"
@@ -83,6 +89,7 @@ for d in orig store big small store2; do
 done
 cmdline="console=ttyS0 rdinit=/init panic=-1 bsvm_mode=bench"
 cmdline="$cmdline bsbench_trials=$TRIALS bsbench_seconds=$SECS bsbench_mib=$MIB bsbench_engine=$ENGINE"
+[ $smoke = 1 ] || cmdline="$cmdline bsbench_profile=1"
 say "booting the $FLAVOUR kernel: $TRIALS trial(s), about $((TRIALS * 3 + 1)) minutes"
 : >"$OUT/results.log"
 timeout --kill-after=10 $((600 + TRIALS * 900)) \

@@ -7,18 +7,23 @@
 //! with the device size:
 //!
 //! - no entry: the original still holds the chunk's snapshot data;
-//! - `Copying`: a worker is saving the chunk to diff storage, or the chunk
-//!   waits in the device's queue for one of its copy slots;
+//! - `Copying`: a worker is saving the chunk to diff storage (its data is
+//!   in memory once read), or the chunk waits in the device's queue for one
+//!   of its copy slots;
 //! - `Stored`: the chunk's snapshot data is in diff storage;
 //! - `Failed`: it could not be saved; the image is corrupted.
 //!
 //! A write to the original covering a chunk that is not stored is taken
 //! over by the filter and held on the chunk; a worker reads the chunk from
-//! the original, writes it to storage, and lets the held writes go on once
-//! that write has completed (no FUA: a snapshot does not survive a reboot,
-//! so only the order of completions matters). The filter never waits for that I/O itself.
+//! the original into a buffer, and from then on the chunk's data at TAKE is
+//! safe in memory: the held writes go on, and image reads of the chunk copy
+//! from that buffer, while the worker writes it to storage. When that write
+//! has completed the chunk is `Stored` and the buffer goes back to the
+//! pool. The storage write has no FUA: a snapshot does not survive a
+//! reboot, so only the order of completions matters. The filter never
+//! waits for that I/O itself.
 //!
-//! Image reads of chunks not stored go to the original. While such a read is
+//! Image reads of chunks not copied go to the original. While such a read is
 //! in flight the chunk counts it as a reader, and writes to the original
 //! stay held until the last reader is done, so a read never sees data
 //! written after the snapshot. Once the image is corrupted or the snapshot
@@ -52,7 +57,8 @@ use kernel::c_str;
 use kernel::page::{Page, PAGE_SIZE};
 use kernel::prelude::*;
 use kernel::rbtree::{RBTree, RBTreeNodeReservation};
-use kernel::sync::{Arc, CondVar, Mutex, SpinLock};
+use kernel::sync::{Arc, CondVar, Mutex, SpinLock, UniqueArc};
+use kernel::time::msecs_to_jiffies;
 use kernel::workqueue::{Work, WorkItem};
 use kernel::{impl_has_work, new_condvar, new_mutex, new_spinlock, new_work, pin_init};
 
@@ -88,6 +94,16 @@ struct Chunk {
     held: BioList,
     /// The storage device of `Stored`.
     storage: Option<Arc<BdevFile>>,
+    /// In `Copying`, once the copy has read the chunk: its data at TAKE,
+    /// in memory until the storage write completes. Writes to the
+    /// original go on from then, and image reads are served from here.
+    mem: Option<Arc<ChunkData>>,
+}
+
+/// A chunk's data at TAKE, in memory while it goes to storage.
+#[derive(Default)]
+struct ChunkData {
+    pages: KVec<Page>,
 }
 
 impl Chunk {
@@ -97,15 +113,19 @@ impl Chunk {
             readers: 0,
             held: BioList::new(),
             storage: None,
+            mem: None,
         }
     }
 
-    /// A write to the original may go on.
+    /// A write to the original may go on: the chunk's data at TAKE is
+    /// safe elsewhere (or lost), and no image read of the original is in
+    /// flight.
     fn writable(&self) -> bool {
         match self.state {
             State::Stored(_) => self.readers == 0,
             State::Failed => true,
-            State::Original | State::Copying => false,
+            State::Copying => self.mem.is_some() && self.readers == 0,
+            State::Original => false,
         }
     }
 }
@@ -196,6 +216,7 @@ impl Drop for Buffer<'_> {
 enum Source {
     Original,
     Storage(Region, Arc<BdevFile>),
+    Memory(Arc<ChunkData>),
 }
 
 #[pin_data]
@@ -534,17 +555,57 @@ impl DiffArea {
         }
     }
 
-    /// Worker: saves chunk `idx` to diff storage, then lets its writes go.
+    /// Worker: saves chunk `idx` to diff storage, letting its writes go as
+    /// soon as its data is in memory.
     fn copy_chunk(self: &Arc<Self>, slot: Arc<CopyWork>, idx: u32) {
         let _noio = NoIo::enter();
-        let result = self.save(idx);
+        let mut shared = None;
+        let result = self.save(idx, &mut shared);
         self.finish_copy(slot, idx, result);
+        // The chunk no longer refers to its data in memory: the pages come
+        // back to the pool, unless an image read still copies from them
+        // (then they go when it is done).
+        if let Some(data) = shared.and_then(|d| d.into_unique_or_drop()) {
+            let mut data = Pin::into_inner(data);
+            self.put_buffer(core::mem::take(&mut data.pages));
+        }
+    }
+
+    /// The copy of chunk `idx` has read its data into `buffer`: moves the
+    /// pages into a shared `ChunkData` that the chunk refers to until the
+    /// storage write is done, and lets the writes waiting for the chunk go
+    /// on. Without memory for it, the writes wait for the storage write
+    /// and `None` is returned (the pages stay in `buffer`).
+    fn share(self: &Arc<Self>, idx: u32, buffer: &mut Buffer<'_>) -> Option<Arc<ChunkData>> {
+        let mut data = UniqueArc::new(ChunkData::default(), GFP_KERNEL | __GFP_NOWARN).ok()?;
+        data.pages = core::mem::take(&mut buffer.pages);
+        let data: Arc<ChunkData> = data.into();
+        let released = {
+            let mut c = self.chunks.lock();
+            match c.map.get_mut(&idx) {
+                Some(chunk) if matches!(chunk.state, State::Copying) => {
+                    chunk.mem = Some(data.clone());
+                    if chunk.writable() {
+                        chunk.held.take()
+                    } else {
+                        BioList::new()
+                    }
+                }
+                _ => BioList::new(),
+            }
+        };
+        let mut released = released;
+        while let Some(bio) = released.pop() {
+            self.hold_or_release(bio);
+        }
+        Some(data)
     }
 
     /// A chunk buffer: a spare one, a new one, or, when memory is short,
-    /// the next one a running copy gives back. Some copy always holds a
-    /// buffer if none is spare (TAKE made one, and the pool never lets the
-    /// last one go), so the wait ends.
+    /// the next one a running copy gives back (or memory that an image
+    /// read gives back). Some copy or read always holds a buffer if none
+    /// is spare (TAKE made one, and the pool never lets the last one go),
+    /// so the wait ends.
     fn get_buffer(&self) -> Buffer<'_> {
         loop {
             if let Some(pages) = self.buffers.lock().iter_mut().find_map(Option::take) {
@@ -555,13 +616,22 @@ impl DiffArea {
             }
             let mut spare = self.buffers.lock();
             if spare.iter().all(Option::is_none) {
-                self.buffer_back.wait(&mut spare);
+                // A buffer whose pages an image read still held is freed,
+                // not given back, when that read ends: memory may come
+                // back with no signal, so look again now and then.
+                let _ = self
+                    .buffer_back
+                    .wait_interruptible_timeout(&mut spare, msecs_to_jiffies(20));
             }
         }
     }
 
     /// Takes a buffer back: kept as a spare, or freed if enough are.
     fn put_buffer(&self, pages: KVec<Page>) {
+        // A buffer whose pages went to a `ChunkData` comes back empty.
+        if pages.is_empty() {
+            return;
+        }
         let extra = {
             let mut spare = self.buffers.lock();
             let kept = spare.iter().filter(|b| b.is_some()).count();
@@ -577,29 +647,45 @@ impl DiffArea {
         drop(extra);
     }
 
-    fn save(&self, idx: u32) -> Result<(Region, Arc<BdevFile>)> {
+    /// Copies chunk `idx` to storage; its data goes to `shared` once read,
+    /// for as long as the write to storage lasts.
+    fn save(
+        self: &Arc<Self>,
+        idx: u32,
+        shared: &mut Option<Arc<ChunkData>>,
+    ) -> Result<(Region, Arc<BdevFile>)> {
         let len = self.geometry.unit_len(idx);
         let bytes = usize::try_from(len * 512).map_err(|_| EINVAL)?;
         let alloc_len = len.div_ceil(PAGE_SECTORS) * PAGE_SECTORS;
         let (region, dev) = self.storage.alloc(alloc_len)?;
         let npages = bytes.div_ceil(PAGE_SIZE);
         let mut buffer = self.get_buffer();
-        let pages = buffer.pages.get_mut(..npages).ok_or(EINVAL)?;
-        page_io(
-            &self.orig,
-            self.geometry.unit_start(idx),
-            pages,
-            bytes,
-            false,
-        )?;
-        // The last chunk of a device whose size is not a whole number of
-        // pages ends inside its last page: that page goes to storage whole,
-        // so its tail is zeroed (no stale memory on the disk).
-        if bytes % PAGE_SIZE != 0 {
-            if let Some(last) = pages.last_mut() {
-                zero_page_tail(last, bytes % PAGE_SIZE)?;
+        {
+            let pages = buffer.pages.get_mut(..npages).ok_or(EINVAL)?;
+            page_io(
+                &self.orig,
+                self.geometry.unit_start(idx),
+                pages,
+                bytes,
+                false,
+            )?;
+            // The last chunk of a device whose size is not a whole number
+            // of pages ends inside its last page: that page goes to storage
+            // whole, so its tail is zeroed (no stale memory on the disk).
+            if bytes % PAGE_SIZE != 0 {
+                if let Some(last) = pages.last_mut() {
+                    zero_page_tail(last, bytes % PAGE_SIZE)?;
+                }
             }
         }
+        // The data at TAKE is safe in memory: the held writes need not wait
+        // for the storage write.
+        *shared = self.share(idx, &mut buffer);
+        let pages = match shared {
+            Some(data) => &data.pages,
+            None => &buffer.pages,
+        };
+        let pages = pages.get(..npages).ok_or(EINVAL)?;
         // Storage writes are whole, aligned pages, whatever the storage
         // device's logical block size.
         page_io(&dev, region.sector, pages, npages * PAGE_SIZE, true)?;
@@ -663,6 +749,7 @@ impl DiffArea {
                 }
                 Err(_) => chunk.state = State::Failed,
             }
+            chunk.mem = None;
             if chunk.writable() {
                 released = chunk.held.take();
             }
@@ -707,6 +794,9 @@ impl DiffArea {
             Some(chunk) => match chunk.state {
                 State::Stored(r) => Ok(Source::Storage(r, chunk.storage.clone().ok_or(EIO)?)),
                 State::Failed => Err(EIO),
+                State::Copying if chunk.mem.is_some() => {
+                    Ok(Source::Memory(chunk.mem.clone().ok_or(EIO)?))
+                }
                 State::Original | State::Copying => {
                     chunk.readers += 1;
                     Ok(Source::Original)
@@ -909,6 +999,10 @@ impl DiffArea {
                 Source::Storage(region, dev) => {
                     self.stored_io(bio, done, len, dev, region.sector + in_chunk, false)
                 }
+                Source::Memory(data) => {
+                    let at = usize::try_from(in_chunk * 512).map_err(|_| EIO)?;
+                    bio.copy_pages(done as usize, &data.pages, at, len as usize, true)
+                }
                 Source::Original => {
                     let r = bio.io_part(done, len, &self.orig, sector);
                     // Writes to the original stop being held once the
@@ -963,6 +1057,8 @@ impl DiffArea {
         let mut last = first;
         let mut end_sector = match src {
             Source::Storage(r, _) => r.sector + self.geometry.unit_sectors(),
+            // Data in memory is one chunk's: no run.
+            Source::Memory(_) => return (len, last),
             Source::Original => 0,
         };
         while at < total {

@@ -29,6 +29,16 @@ def parse(path):
     return res
 
 
+def profiles(path):
+    """The PROFILE lines: case -> the lines of perf's report."""
+    out = {}
+    for line in open(path, errors="replace"):
+        if line.startswith("PROFILE "):
+            _, case, rest = line.rstrip("\n").split(" ", 2)
+            out.setdefault(case, []).append(rest.strip())
+    return out
+
+
 def ratios(res, case, system, base):
     out = []
     for (c, s, t), v in sorted(res.items()):
@@ -96,12 +106,17 @@ def main():
     print(f"  CREATE+TAKE ms: 1 TiB {', '.join(f'{x / 1e6:.1f}' for x in big)}; 1 GiB {', '.join(f'{x / 1e6:.1f}' for x in small)}")
     print("every goal met" if met else "not every goal met: see the gaps above and Documentation/performance.rst")
 
+    prof = profiles(a.log)
+    for case, lines in prof.items():
+        print(f"profile of {case} (perf, cpu-clock, whole VM):")
+        for l in lines[:15]:
+            print("  " + l)
     if a.rst:
-        write_rst(a, table, big, small, mt, take_ok, res)
+        write_rst(a, table, big, small, mt, take_ok, res, prof)
     return 0
 
 
-def write_rst(a, table, big, small, mt, take_ok, res):
+def write_rst(a, table, big, small, mt, take_ok, res, prof):
     def f(xs):
         return ", ".join(f"{x:.2f}" for x in xs) or "—"
 
@@ -148,6 +163,15 @@ def write_rst(a, table, big, small, mt, take_ok, res):
     out.append(f"1 TiB disk {ms(big)} ms, 1 GiB disk {ms(small)} ms; median ratio")
     out.append(f"{'—' if mt is None else f'{mt:.2f}'} (goal: at most 2, {'met' if take_ok else 'not met'}).")
     out.append("")
+    titles = {"fresh": "fresh-snapshot 4k random writes", "read": "image sequential read 1M"}
+    for case, lines in prof.items():
+        out.append(f"Where the time goes in the {titles.get(case, case)} (``perf record -a -g")
+        out.append("-e cpu-clock`` over one run, the whole VM; top symbols by self time):")
+        out.append("")
+        out.append("::")
+        out.append("")
+        out += ["    " + l for l in lines[:20]]
+        out.append("")
     raw = ["Raw values (IOPS for writes, KiB/s for reads):", ""]
     for (c, s, t), v in sorted(res.items()):
         if c != "take":

@@ -15,7 +15,8 @@
 # those two.
 # Settings from the kernel command line: bsbench_trials, bsbench_seconds,
 # bsbench_mib (size of the original used), bsbench_engine (libaio, or
-# psync on a kernel without AIO).
+# psync on a kernel without AIO), bsbench_profile=1 (after the trials,
+# profile the fresh-snapshot writes and the image read with perf).
 ORIG=/dev/vda
 STORE=/dev/vdb
 TRIALS=3
@@ -28,6 +29,7 @@ for arg in $(cat /proc/cmdline); do
 	bsbench_seconds=*) SECS=${arg#*=} ;;
 	bsbench_mib=*) MIB=${arg#*=} ;;
 	bsbench_engine=*) ENGINE=${arg#*=} ;;
+	bsbench_profile=*) PROFILE=${arg#*=} ;;
 	esac
 done
 CHUNK_KIB=256
@@ -145,6 +147,26 @@ while [ $t -le $TRIALS ]; do
 	dm_remove
 	t=$((t + 1))
 done
+
+# Where the time goes: a system-wide profile of one run of each of the two
+# cases furthest from their goals, printed as "PROFILE <case> <line>".
+profile() { # CASE FIO-RUN...
+	case=$1
+	shift
+	perf record -a -g -e cpu-clock -o /tmp/perf.data -- "$@" >/dev/null 2>/tmp/perf.err ||
+		{ sed 's/^/# perf: /' /tmp/perf.err; return; }
+	perf report -i /tmp/perf.data --stdio --no-children --sort sym -g none 2>/dev/null |
+		grep -v '^#' | grep -v '^$' | head -30 | sed "s/^/PROFILE $case /"
+}
+if [ "${PROFILE:-0}" = 1 ]; then
+	say "profiles"
+	id=$(blksnap_snapshot) && {
+		profile read sh -c "fio --name=p --direct=1 --thread --ioengine=$ENGINE --iodepth=16 --filename=$(cat /tmp/img) --rw=read --bs=1M --size=${MIB}M"
+		profile fresh sh -c "fio --name=p --direct=1 --thread --ioengine=$ENGINE --iodepth=16 --filename=$ORIG --rw=randwrite --bs=4k --size=${MIB}M --norandommap --runtime=$SECS --time_based"
+		blksnap snapshot destroy "$id"
+	}
+	blksnap tracker remove $ORIG
+fi
 
 say "CREATE+TAKE on 1 TiB and on 1 GiB"
 t=1
