@@ -140,7 +140,29 @@ struct Chunks {
     /// in `Copying` is either running or queued here.
     queued: Fifo,
     ring: KVec<u32>,
+    /// Stored chunks whose data stays in memory for image reads, oldest
+    /// first, in `cache_ring` (`chunk_maximum_in_cache` places). A chunk
+    /// listed here may have lost its data since (an image write); every
+    /// `Stored` chunk with data in memory is listed.
+    cached: Fifo,
+    cache_ring: KVec<u32>,
 }
+
+impl Chunks {
+    /// Takes the data of the oldest cached chunk that still has some.
+    fn evict(&mut self) -> Option<Arc<ChunkData>> {
+        while let Some(idx) = self.cached.pop(&self.cache_ring) {
+            if let Some(data) = self.map.get_mut(&idx).and_then(|c| c.mem.take()) {
+                return Some(data);
+            }
+        }
+        None
+    }
+}
+
+/// Most chunks a device keeps in memory after copying them, whatever
+/// `chunk_maximum_in_cache` says.
+const CACHE_MAX: u64 = 1024;
 
 /// Chunk copies running at once for one device: each holds a chunk buffer,
 /// so this bounds their memory (16 x 256 KiB with default chunks). The bound
@@ -210,6 +232,16 @@ impl Drop for Buffer<'_> {
         let pages = core::mem::take(&mut self.pages);
         self.area.put_buffer(pages);
     }
+}
+
+/// What a finished copy leaves to do once the chunk lock is dropped.
+struct Settled {
+    /// Writes that waited for the chunk.
+    released: BioList,
+    /// The copy slot, handed to the oldest queued chunk.
+    next: Option<(Arc<CopyWork>, u32)>,
+    /// Data the cache let go of.
+    evicted: Option<Arc<ChunkData>>,
 }
 
 /// Where an image read of one chunk goes.
@@ -301,13 +333,26 @@ impl DiffArea {
         let keep = Param::FreeDiffBufferPoolSize
             .get()
             .clamp(1, COPIES_AT_ONCE.into());
+        let cache_ring = KVec::from_elem(
+            0u32,
+            Param::ChunkMaximumInCache.get().min(CACHE_MAX) as usize,
+            GFP_KERNEL,
+        )?;
         Arc::pin_init(
             pin_init!(Self {
                 orig,
                 tracker,
                 geometry,
                 chunks <- new_spinlock!(
-                    Chunks { map: RBTree::new(), closed: false, idle, queued: Fifo::new(), ring: KVec::new() },
+                    Chunks {
+                        map: RBTree::new(),
+                        closed: false,
+                        idle,
+                        queued: Fifo::new(),
+                        ring: KVec::new(),
+                        cached: Fifo::new(),
+                        cache_ring,
+                    },
                     "blksnap_chunks"
                 ),
                 settled <- new_condvar!("blksnap_chunk_settled"),
@@ -561,11 +606,19 @@ impl DiffArea {
         let _noio = NoIo::enter();
         let mut shared = None;
         let result = self.save(idx, &mut shared);
-        self.finish_copy(slot, idx, result);
-        // The chunk no longer refers to its data in memory: the pages come
-        // back to the pool, unless an image read still copies from them
-        // (then they go when it is done).
-        if let Some(data) = shared.and_then(|d| d.into_unique_or_drop()) {
+        let evicted = self.finish_copy(slot, idx, result);
+        // Data that no chunk refers to any more (this one's, unless it
+        // stays in the cache, and the one it pushed out) goes back to the
+        // pool.
+        self.reclaim(shared);
+        self.reclaim(evicted);
+    }
+
+    /// Gives `data`'s pages back to the pool, unless someone else still
+    /// holds it: an image read copying from it (the pages then go when it
+    /// is done), or the cache.
+    fn reclaim(&self, data: Option<Arc<ChunkData>>) {
+        if let Some(data) = data.and_then(|d| d.into_unique_or_drop()) {
             let mut data = Pin::into_inner(data);
             self.put_buffer(core::mem::take(&mut data.pages));
         }
@@ -613,6 +666,15 @@ impl DiffArea {
             }
             if let Ok(pages) = alloc_buffer(&self.geometry, GFP_KERNEL | __GFP_NOWARN) {
                 return Buffer { area: self, pages };
+            }
+            // Memory is short: the cache gives way to copies.
+            let evicted = self.chunks.lock().evict();
+            if let Some(data) = evicted.and_then(|d| d.into_unique_or_drop()) {
+                let mut data = Pin::into_inner(data);
+                let pages = core::mem::take(&mut data.pages);
+                if !pages.is_empty() {
+                    return Buffer { area: self, pages };
+                }
             }
             let mut spare = self.buffers.lock();
             if spare.iter().all(Option::is_none) {
@@ -700,9 +762,13 @@ impl DiffArea {
         slot: Arc<CopyWork>,
         idx: u32,
         result: Result<(Region, Arc<BdevFile>)>,
-    ) {
+    ) -> Option<Arc<ChunkData>> {
         let err = result.as_ref().err().copied();
-        let (mut released, next) = self.settle(slot, idx, result);
+        let Settled {
+            mut released,
+            next,
+            evicted,
+        } = self.settle(slot, idx, result);
         self.settled.notify_all();
         if let Some(e) = err {
             self.corrupt(e);
@@ -713,19 +779,24 @@ impl DiffArea {
         if let Some((slot, n)) = next {
             self.start_copy(slot, n);
         }
+        evicted
     }
 
     /// Under the chunk lock: frees the copy slot of chunk `idx` and gives it
     /// to the oldest queued chunk (returned), and records the chunk's state;
-    /// returns its held writes if it is writable now.
+    /// returns its held writes if it is writable now. A stored chunk keeps
+    /// its data in memory, in the cache, whose oldest entry may give way
+    /// (its data is returned).
     fn settle(
         &self,
         slot: Arc<CopyWork>,
         idx: u32,
         result: Result<(Region, Arc<BdevFile>)>,
-    ) -> (BioList, Option<(Arc<CopyWork>, u32)>) {
+    ) -> Settled {
         let mut released = BioList::new();
         let mut next = None;
+        let mut evicted = None;
+        let mut cache = false;
         let mut guard = self.chunks.lock();
         let c = &mut *guard;
         match if c.closed {
@@ -741,20 +812,39 @@ impl DiffArea {
                 }
             }
         }
+        let cache_room = !c.closed && !c.cache_ring.is_empty();
         if let Some(chunk) = c.map.get_mut(&idx) {
             match result {
                 Ok((region, dev)) => {
                     chunk.state = State::Stored(region);
                     chunk.storage = Some(dev);
+                    cache = cache_room && chunk.mem.is_some();
                 }
                 Err(_) => chunk.state = State::Failed,
             }
-            chunk.mem = None;
+            if !cache {
+                chunk.mem = None;
+            }
             if chunk.writable() {
                 released = chunk.held.take();
             }
         }
-        (released, next)
+        if cache {
+            if c.cached.room(&c.cache_ring) == 0 {
+                evicted = c.evict();
+            }
+            // `evict` made room (the ring has at least one place).
+            if !c.cached.push(&mut c.cache_ring, idx) {
+                if let Some(chunk) = c.map.get_mut(&idx) {
+                    chunk.mem = None;
+                }
+            }
+        }
+        Settled {
+            released,
+            next,
+            evicted,
+        }
     }
 
     /// Lets every held write go and holds no more (DESTROY, unload).
@@ -792,11 +882,11 @@ impl DiffArea {
         let mut c = self.chunks.lock();
         match c.map.get_mut(&idx) {
             Some(chunk) => match chunk.state {
-                State::Stored(r) => Ok(Source::Storage(r, chunk.storage.clone().ok_or(EIO)?)),
-                State::Failed => Err(EIO),
-                State::Copying if chunk.mem.is_some() => {
+                State::Stored(_) | State::Copying if chunk.mem.is_some() => {
                     Ok(Source::Memory(chunk.mem.clone().ok_or(EIO)?))
                 }
+                State::Stored(r) => Ok(Source::Storage(r, chunk.storage.clone().ok_or(EIO)?)),
+                State::Failed => Err(EIO),
                 State::Original | State::Copying => {
                     chunk.readers += 1;
                     Ok(Source::Original)
@@ -852,7 +942,14 @@ impl DiffArea {
             let c = &mut *guard;
             let copy = match c.map.get_mut(&idx) {
                 Some(chunk) => match chunk.state {
-                    State::Stored(r) => return Ok((r, chunk.storage.clone().ok_or(EIO)?)),
+                    State::Stored(r) => {
+                        // The image write makes the cached data stale.
+                        let stale = chunk.mem.take();
+                        let dev = chunk.storage.clone().ok_or(EIO);
+                        drop(guard);
+                        self.reclaim(stale);
+                        return Ok((r, dev?));
+                    }
                     State::Failed => return Err(EIO),
                     State::Copying => false,
                     State::Original => {

@@ -43,6 +43,7 @@ FIXTURE_TEARDOWN(snap)
 	}
 	set_param("diff_storage_wait_ms", 5000);
 	set_param("diff_storage_minimum", 2097152);
+	set_param("chunk_maximum_in_cache", 32);
 	free(self->ev);
 }
 
@@ -264,6 +265,57 @@ TEST_F_TIMEOUT(snap, image_writes_stay_in_the_snapshot, 120)
 	ASSERT_NE(NULL, after);
 	EXPECT_EQ(0, differing(before, nb, after, na));
 	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	free(before), free(after), free(w), free(r);
+}
+
+/*
+ * Chunks copied by writes to the original stay in memory (the cache of
+ * chunk_maximum_in_cache): image reads of them give the data of TAKE, an
+ * image write replaces it in the image and not in a stale cached copy, and
+ * with a cache of 2 chunks the ones pushed out are read from storage.
+ */
+TEST_F_TIMEOUT(snap, cached_chunks_read_back_and_follow_image_writes, 120)
+{
+	const uint64_t chunk = 256 << 10;
+	struct blk_snap_uuid id;
+	uint64_t *before, *after;
+	size_t nb = 0, na = 0;
+	unsigned char *w, *r;
+	char img[160];
+	int ifd;
+
+	set_param("chunk_maximum_in_cache", 2);
+	ASSERT_EQ(0, fill(DISK_A, 0, 8 << 20, 51));
+	before = checksums(DISK_A, &nb);
+	ASSERT_NE(NULL, before);
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
+	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 100 << 11));
+	ASSERT_EQ(0, take(self->fd, &id));
+	ASSERT_EQ(0, image_path(self->fd, &id, &self->a, img, sizeof(img)));
+	/* Copies of chunks 0..7, in order: 6 and 7 stay cached. */
+	for (int i = 0; i < 8; i++)
+		ASSERT_EQ(0, fill(DISK_A, i * chunk + 4096, 4096, 52));
+	after = checksums(img, &na);
+	ASSERT_NE(NULL, after);
+	EXPECT_EQ(0, differing(before, nb, after, na));
+	/* An image write into cached chunk 7, then into evicted chunk 1. */
+	ASSERT_EQ(0, posix_memalign((void **)&w, 4096, 8192));
+	ASSERT_EQ(0, posix_memalign((void **)&r, 4096, 8192));
+	ifd = open(img, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, ifd);
+	for (int i = 7; i >= 1; i -= 6) {
+		pattern(w, 8192, i * chunk + 8192, 53);
+		ASSERT_EQ(8192, pwrite(ifd, w, 8192, i * chunk + 8192));
+		ASSERT_EQ(8192, pread(ifd, r, 8192, i * chunk + 8192));
+		EXPECT_EQ(0, memcmp(w, r, 8192));
+		/* The rest of the chunk still holds the data of TAKE. */
+		EXPECT_EQ(0, same_as_pattern(img, i * chunk + 16384, chunk - 16384, 51));
+	}
+	close(ifd);
+	/* The original never sees image writes. */
+	EXPECT_EQ(0, same_as_pattern(DISK_A, 7 * chunk + 8192, 8192, 51));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	set_param("chunk_maximum_in_cache", 32);
 	free(before), free(after), free(w), free(r);
 }
 
