@@ -26,7 +26,7 @@ use crate::kernel_ext::mem::zeroed_box;
 use crate::kernel_ext::params::Param;
 use crate::kernel_ext::random::random_uuid;
 use crate::kernel_ext::time::sleep_interruptible;
-use crate::logic::cbt::{pages_for, Cbt, PagedBytes};
+use crate::logic::cbt::{differs_bytes, pages_for, Cbt, PagedBytes};
 use crate::logic::geometry::Geometry;
 use crate::uapi;
 
@@ -85,7 +85,14 @@ fn tracking_geometry(capacity: u64) -> Result<Geometry> {
 fn new_cbt(capacity: u64) -> Result<Cbt<PageMap>> {
     let g = tracking_geometry(capacity)?;
     let bytes = g.count() as usize;
-    Cbt::new(g, PageMap::new(bytes)?, PageMap::new(bytes)?, random_uuid()).map_err(|_| ENOMEM)
+    Cbt::new(
+        g,
+        PageMap::new(bytes)?,
+        PageMap::new(bytes)?,
+        PageMap::new(differs_bytes::<PageMap>(bytes))?,
+        random_uuid(),
+    )
+    .map_err(|_| ENOMEM)
 }
 
 /// Copy on write of a device in a taken snapshot, as the tracker sees it:

@@ -34,6 +34,12 @@ pub fn pages_for<M: PagedBytes>(bytes: usize) -> usize {
     bytes.div_ceil(M::PAGE)
 }
 
+/// Bytes of the `differs` map of a tracker whose maps have `bytes` bytes:
+/// one per page.
+pub fn differs_bytes<M: PagedBytes>(bytes: usize) -> usize {
+    pages_for::<M>(bytes)
+}
+
 /// Why a map cannot back a tracker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CbtError {
@@ -46,22 +52,28 @@ pub enum CbtError {
 /// # Invariants
 ///
 /// Both maps hold at least `geometry.count()` bytes; `active_number >= 1`;
-/// every byte of the active map is `<= active_number`.
+/// every byte of the active map is `<= active_number`. `differs` has a byte
+/// for every page of the maps, and where it is 0 the two maps' pages are
+/// equal: taking a snapshot copies only the pages written since the last
+/// one, so that its time grows with the changes, not with the device.
 pub struct Cbt<M: PagedBytes> {
     geometry: Geometry,
     active: M,
     snapshot: M,
+    differs: M,
     active_number: u8,
     previous_number: u8,
     generation: [u8; 16],
 }
 
 impl<M: PagedBytes> Cbt<M> {
-    /// A fresh tracker: both maps must be zeroed.
+    /// A fresh tracker: the maps must be zeroed; `differs` needs a byte for
+    /// each page of the maps ([`differs_bytes`]).
     pub fn new(
         geometry: Geometry,
         active: M,
         snapshot: M,
+        differs: M,
         generation: [u8; 16],
     ) -> Result<Self, CbtError> {
         let need = geometry.count() as usize;
@@ -70,10 +82,14 @@ impl<M: PagedBytes> Cbt<M> {
                 return Err(CbtError::MapTooSmall);
             }
         }
+        if differs.pages().saturating_mul(M::PAGE) < differs_bytes::<M>(need) {
+            return Err(CbtError::MapTooSmall);
+        }
         Ok(Self {
             geometry,
             active,
             snapshot,
+            differs,
             active_number: 1,
             previous_number: 0,
             generation,
@@ -116,7 +132,22 @@ impl<M: PagedBytes> Cbt<M> {
                 end as usize,
                 self.active_number,
             );
+            self.note_differs(first as usize, end as usize);
         }
+    }
+
+    /// Notes that the pages holding bytes `[first, end)` may differ between
+    /// the maps.
+    fn note_differs(&mut self, first: usize, end: usize) {
+        if first >= end {
+            return;
+        }
+        raise(
+            &mut self.differs,
+            first / M::PAGE,
+            (end - 1) / M::PAGE + 1,
+            1,
+        );
     }
 
     /// Records a change that user space reports or that was written to a
@@ -137,6 +168,7 @@ impl<M: PagedBytes> Cbt<M> {
                 end as usize,
                 self.previous_number,
             );
+            self.note_differs(first as usize, end as usize);
         }
     }
 
@@ -144,16 +176,27 @@ impl<M: PagedBytes> Cbt<M> {
     /// numbers wrap and a new generation starts.
     pub fn switch(&mut self, new_generation: impl FnOnce() -> [u8; 16]) {
         let count = self.geometry.count() as usize;
-        for i in 0..pages_for::<M>(count) {
-            self.snapshot
-                .page_mut(i)
-                .copy_from_slice(self.active.page(i));
+        let pages = pages_for::<M>(count);
+        for fp in 0..pages_for::<M>(pages) {
+            let flags = self.differs.page_mut(fp);
+            for (j, flag) in flags.iter_mut().enumerate() {
+                let i = fp * M::PAGE + j;
+                if *flag == 0 || i >= pages {
+                    continue;
+                }
+                *flag = 0;
+                self.snapshot
+                    .page_mut(i)
+                    .copy_from_slice(self.active.page(i));
+            }
         }
         self.previous_number = self.active_number;
         if self.active_number == u8::MAX {
             for i in 0..self.active.pages() {
                 self.active.page_mut(i).fill(0);
             }
+            // The snapshot map keeps the old numbers: every page differs.
+            self.note_differs(0, count);
             self.active_number = 1;
             self.generation = new_generation();
         } else {

@@ -172,8 +172,11 @@ say "CREATE+TAKE on 1 TiB and on 1 GiB"
 t=1
 while [ $t -le $TRIALS ]; do
 	for d in big:/dev/vdc small:/dev/vdd; do
-		ns=$(/bench/take_time ${d#*:} /dev/vde) || { ns=0; echo "BENCH-ERROR take_time $d" >&2; }
-		result take ${d%%:*} $t "$ns"
+		ns=$(/bench/take_time ${d#*:} /dev/vde) || { ns="0 0 0"; echo "BENCH-ERROR take_time $d" >&2; }
+		set -- $ns
+		result take ${d%%:*} $t "$1"
+		result create ${d%%:*} $t "$2"
+		result takeonly ${d%%:*} $t "$3"
 		blksnap tracker remove ${d#*:}
 	done
 	t=$((t + 1))

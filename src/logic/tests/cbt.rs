@@ -28,7 +28,14 @@ fn map(bytes: usize) -> VecMap {
 fn cbt() -> Cbt<VecMap> {
     let g = Geometry::new(19 * 128 + 5, 16, 26, 1 << 20).unwrap();
     assert_eq!(g.count(), 20);
-    Cbt::new(g, map(20), map(20), [7; 16]).unwrap()
+    Cbt::new(
+        g,
+        map(20),
+        map(20),
+        map(differs_bytes::<VecMap>(20)),
+        [7; 16],
+    )
+    .unwrap()
 }
 
 fn snapshot(c: &Cbt<VecMap>) -> Vec<u8> {
@@ -57,7 +64,14 @@ fn fresh_tracker() {
 fn map_too_small() {
     let g = Geometry::new(100 * 128, 16, 26, 1 << 20).unwrap();
     assert_eq!(
-        Cbt::new(g, map(90), map(100), [0; 16]).err(),
+        Cbt::new(
+            g,
+            map(90),
+            map(100),
+            map(differs_bytes::<VecMap>(100)),
+            [0; 16]
+        )
+        .err(),
         Some(CbtError::MapTooSmall)
     );
 }
@@ -163,7 +177,14 @@ fn resize_means_a_fresh_map() {
     assert!(c.resized(40 * 128));
     // The replacement starts over: numbers 0/1, new generation, empty maps.
     let g = Geometry::new(40 * 128, 16, 26, 1 << 20).unwrap();
-    let fresh = Cbt::new(g, map(40), map(40), [8; 16]).unwrap();
+    let fresh = Cbt::new(
+        g,
+        map(40),
+        map(40),
+        map(differs_bytes::<VecMap>(40)),
+        [8; 16],
+    )
+    .unwrap();
     assert_eq!((fresh.previous_number(), fresh.active_number()), (0, 1));
     assert_ne!(fresh.generation(), c.generation());
     assert_eq!(fresh.geometry().count(), 40);
@@ -182,4 +203,70 @@ fn runs_where_picks_the_blocks_a_range_of_numbers_holds() {
     let kept: Vec<_> = runs_where(&map, |v| v <= 5).collect();
     assert_eq!(kept, vec![(0, 6), (7, 1)]);
     assert_eq!(runs_where(&map, |_| false).count(), 0);
+}
+
+/// Writes, reported changes and snapshots in a pseudo-random order: the
+/// maps always equal those of a model that copies the whole active map at
+/// every snapshot (the tracker copies only the pages written since).
+#[test]
+fn switch_copies_what_a_full_copy_would() {
+    let g = Geometry::new(100 * 8, 12, 20, 1 << 20).unwrap();
+    let count = g.count() as usize;
+    let mut c = Cbt::new(
+        g,
+        map(count),
+        map(count),
+        map(differs_bytes::<VecMap>(count)),
+        [1; 16],
+    )
+    .unwrap();
+    let (mut act, mut snap) = (vec![0u8; count], vec![0u8; count]);
+    let (mut a, mut p) = (1u8, 0u8);
+    let mut seed = 12345u64;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    for _ in 0..3000 {
+        let first = next(count as u64) as usize;
+        let len = 1 + next(4) as usize;
+        let end = (first + len).min(count);
+        match next(10) {
+            0 => {
+                c.switch(|| [2; 16]);
+                snap.copy_from_slice(&act);
+                p = a;
+                if a == u8::MAX {
+                    act.fill(0);
+                    a = 1;
+                } else {
+                    a += 1;
+                }
+            }
+            1 => {
+                c.mark_dirty(first as u64 * 8, (end - first) as u64 * 8);
+                for i in first..end {
+                    act[i] = act[i].max(a);
+                    snap[i] = snap[i].max(p);
+                }
+            }
+            _ => {
+                c.mark_write(first as u64 * 8, (end - first) as u64 * 8);
+                for v in &mut act[first..end] {
+                    *v = (*v).max(a);
+                }
+            }
+        }
+        let mut out = vec![0xee; count];
+        assert_eq!(c.read_snapshot(0, &mut out), count);
+        assert_eq!(out, snap);
+        assert_eq!(c.read_active(0, &mut out), count);
+        assert_eq!(out, act);
+    }
+    assert!(
+        c.generation() == &[2; 16],
+        "the numbers wrapped at least once"
+    );
 }
