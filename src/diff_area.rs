@@ -63,6 +63,7 @@ use kernel::workqueue::{Work, WorkItem};
 use kernel::{impl_has_work, new_condvar, new_mutex, new_spinlock, new_work, pin_init};
 
 use crate::event_queue::EventQueue;
+use crate::kernel_ext::async_io::{AsyncIo, IoPages, IoWaker, PageVec};
 use crate::kernel_ext::bio::{page_io, BioList, BioOp, BlkStatus, IncomingBio, OwnedBio};
 use crate::kernel_ext::block::{BdevFile, DevT};
 use crate::kernel_ext::errno::eopnotsupp;
@@ -100,11 +101,9 @@ struct Chunk {
     mem: Option<Arc<ChunkData>>,
 }
 
-/// A chunk's data at TAKE, in memory while it goes to storage.
-#[derive(Default)]
-struct ChunkData {
-    pages: KVec<Page>,
-}
+/// A chunk's data at TAKE, in memory while it goes to storage (and after,
+/// in the cache).
+type ChunkData = PageVec;
 
 impl Chunk {
     fn new(state: State) -> Self {
@@ -183,15 +182,54 @@ impl CopyOnWrite for DiffArea {
 }
 
 /// One copy slot of a device: a work item made at TAKE, so that starting a
-/// copy allocates nothing. A slot that finishes a copy starts the next one
-/// queued, or goes back to the device's idle slots.
+/// copy allocates nothing. A copy is three short runs of the work item: the
+/// first gets storage and a buffer and starts the read of the original;
+/// the read's completion queues the second, which lets the held writes go
+/// and starts the write to storage; that write's completion queues the
+/// third, which records the chunk as stored. No thread waits for the I/O.
+/// A slot that finishes a copy starts the next one queued, or goes back to
+/// the device's idle slots.
 #[pin_data]
 struct CopyWork {
     #[pin]
     work: Work<CopyWork>,
-    /// The copy to run, set before the slot is queued.
+    /// The copy under way, set before the slot is queued or its I/O
+    /// started.
     #[pin]
-    job: SpinLock<Option<(Arc<DiffArea>, u32)>>,
+    job: SpinLock<Option<Job>>,
+    /// The copy's I/O in flight.
+    io: AsyncIo,
+    /// Where the slot's work runs (the I/O completions queue it there).
+    wq: Arc<WorkQueue>,
+}
+
+/// A copy in a slot: the device, the chunk and how far it got.
+struct Job {
+    area: Arc<DiffArea>,
+    idx: u32,
+    step: Step,
+}
+
+enum Step {
+    /// Storage and a buffer to get, then the read of the original.
+    Start,
+    /// The read of the original is in flight; its data goes to `region`.
+    Reading { region: Region, dev: Arc<BdevFile> },
+    /// The write to storage is in flight; `shared` is the data that image
+    /// reads copy meanwhile (none if there was no memory to share it).
+    Writing {
+        region: Region,
+        dev: Arc<BdevFile>,
+        shared: Option<Arc<ChunkData>>,
+    },
+}
+
+impl IoWaker for CopyWork {
+    fn io_completed(this: Arc<Self>) {
+        // The slot is not queued while its I/O runs.
+        let wq = this.wq.clone();
+        let _ = wq.enqueue(this);
+    }
 }
 
 impl_has_work! {
@@ -199,11 +237,13 @@ impl_has_work! {
 }
 
 impl CopyWork {
-    fn new() -> Result<Arc<Self>> {
+    fn new(wq: Arc<WorkQueue>) -> Result<Arc<Self>> {
         Arc::pin_init(
             pin_init!(Self {
                 work <- new_work!("blksnap_copy"),
                 job <- new_spinlock!(None, "blksnap_copy_job"),
+                io: AsyncIo::new(),
+                wq,
             }),
             GFP_KERNEL,
         )
@@ -215,8 +255,9 @@ impl WorkItem for CopyWork {
 
     fn run(this: Arc<CopyWork>) {
         let job = this.job.lock().take();
-        if let Some((area, idx)) = job {
-            area.copy_chunk(this, idx);
+        if let Some(job) = job {
+            let area = job.area.clone();
+            area.copy_step(this, job.idx, job.step);
         }
     }
 }
@@ -323,7 +364,7 @@ impl DiffArea {
         let geometry = chunk_geometry(&orig)?;
         let mut idle = KVec::with_capacity(COPIES_AT_ONCE as usize, GFP_KERNEL)?;
         for _ in 0..COPIES_AT_ONCE {
-            idle.push(Some(CopyWork::new()?), GFP_KERNEL)?;
+            idle.push(Some(CopyWork::new(copy_wq.clone())?), GFP_KERNEL)?;
         }
         let mut spare = KVec::with_capacity(COPIES_AT_ONCE as usize, GFP_KERNEL)?;
         spare.push(Some(alloc_buffer(&geometry, GFP_KERNEL)?), GFP_KERNEL)?;
@@ -489,7 +530,11 @@ impl DiffArea {
 
     /// Runs the copy of chunk `idx` in `slot`, a slot of ours not queued.
     fn start_copy(self: &Arc<Self>, slot: Arc<CopyWork>, idx: u32) {
-        *slot.job.lock() = Some((self.clone(), idx));
+        *slot.job.lock() = Some(Job {
+            area: self.clone(),
+            idx,
+            step: Step::Start,
+        });
         // A slot is queued only by whoever took it from the idle ones or
         // finished its last copy in it: it cannot be pending already.
         let _ = self.copy_wq.enqueue(slot);
@@ -600,39 +645,168 @@ impl DiffArea {
         }
     }
 
-    /// Worker: saves chunk `idx` to diff storage, letting its writes go as
-    /// soon as its data is in memory.
-    fn copy_chunk(self: &Arc<Self>, slot: Arc<CopyWork>, idx: u32) {
+    /// Worker: the next step of the copy of chunk `idx` in `slot`.
+    fn copy_step(self: &Arc<Self>, slot: Arc<CopyWork>, idx: u32, step: Step) {
         let _noio = NoIo::enter();
-        let mut shared = None;
-        let result = self.save(idx, &mut shared);
+        match step {
+            Step::Start => {
+                if let Err(e) = self.copy_read(&slot, idx) {
+                    self.copy_end(slot, idx, Err(e), None);
+                }
+            }
+            Step::Reading { region, dev } => match slot.io.finish() {
+                Some((IoPages::Own(pages), Ok(()))) => {
+                    self.copy_write(slot, idx, pages, region, dev)
+                }
+                other => {
+                    let err = self.give_back(other);
+                    self.copy_end(slot, idx, Err(err), None);
+                }
+            },
+            Step::Writing {
+                region,
+                dev,
+                shared,
+            } => {
+                let result = match slot.io.finish() {
+                    Some((pages, Ok(()))) => {
+                        self.give_back(Some((pages, Ok(()))));
+                        Ok((region, dev))
+                    }
+                    other => Err(self.give_back(other)),
+                };
+                self.copy_end(slot, idx, result, shared);
+            }
+        }
+    }
+
+    /// First step of a copy: storage for chunk `idx`, a buffer, and the
+    /// read of the original into it, started.
+    fn copy_read(self: &Arc<Self>, slot: &Arc<CopyWork>, idx: u32) -> Result {
+        let len = self.geometry.unit_len(idx);
+        let bytes = usize::try_from(len * 512).map_err(|_| EINVAL)?;
+        let alloc_len = len.div_ceil(PAGE_SECTORS) * PAGE_SECTORS;
+        let (region, dev) = self.storage.alloc(alloc_len)?;
+        let pages = core::mem::take(&mut self.get_buffer().pages);
+        *slot.job.lock() = Some(Job {
+            area: self.clone(),
+            idx,
+            step: Step::Reading { region, dev },
+        });
+        let start = self.geometry.unit_start(idx);
+        let started = slot.io.start(
+            &self.orig,
+            start,
+            IoPages::Own(pages),
+            bytes,
+            false,
+            slot.clone(),
+        );
+        if let Err((e, pages)) = started {
+            slot.job.lock().take();
+            self.give_back(Some((pages, Ok(()))));
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Second step: the chunk's data at TAKE is in `pages`. It is shared
+    /// with image reads and the writes held on the chunk go on; then the
+    /// write to storage starts.
+    fn copy_write(
+        self: &Arc<Self>,
+        slot: Arc<CopyWork>,
+        idx: u32,
+        mut pages: KVec<Page>,
+        region: Region,
+        dev: Arc<BdevFile>,
+    ) {
+        let bytes = (self.geometry.unit_len(idx) * 512) as usize;
+        let npages = bytes.div_ceil(PAGE_SIZE);
+        // The last chunk of a device whose size is not a whole number of
+        // pages ends inside its last page: that page goes to storage whole,
+        // so its tail is zeroed (no stale memory on the disk).
+        if bytes % PAGE_SIZE != 0 {
+            if let Some(last) = pages.get_mut(npages.saturating_sub(1)) {
+                if let Err(e) = zero_page_tail(last, bytes % PAGE_SIZE) {
+                    self.put_buffer(pages);
+                    self.copy_end(slot, idx, Err(e), None);
+                    return;
+                }
+            }
+        }
+        let (io_pages, shared) = match self.share(idx, pages) {
+            Ok(data) => (IoPages::Shared(data.clone()), Some(data)),
+            Err(pages) => (IoPages::Own(pages), None),
+        };
+        *slot.job.lock() = Some(Job {
+            area: self.clone(),
+            idx,
+            step: Step::Writing {
+                region,
+                dev: dev.clone(),
+                shared: shared.clone(),
+            },
+        });
+        // Storage writes are whole, aligned pages, whatever the storage
+        // device's logical block size.
+        let started = slot.io.start(
+            &dev,
+            region.sector,
+            io_pages,
+            npages * PAGE_SIZE,
+            true,
+            slot.clone(),
+        );
+        if let Err((e, io_pages)) = started {
+            slot.job.lock().take();
+            self.give_back(Some((io_pages, Ok(()))));
+            self.copy_end(slot, idx, Err(e), shared);
+        }
+    }
+
+    /// Last step (or the end of a failed copy): records the chunk's state,
+    /// passes the slot on, and gives back the data no chunk refers to any
+    /// more (this one's, unless it stays in the cache, and the one it
+    /// pushed out).
+    fn copy_end(
+        self: &Arc<Self>,
+        slot: Arc<CopyWork>,
+        idx: u32,
+        result: Result<(Region, Arc<BdevFile>)>,
+        shared: Option<Arc<ChunkData>>,
+    ) {
         let evicted = self.finish_copy(slot, idx, result);
-        // Data that no chunk refers to any more (this one's, unless it
-        // stays in the cache, and the one it pushed out) goes back to the
-        // pool.
         self.reclaim(shared);
         self.reclaim(evicted);
     }
 
-    /// Gives `data`'s pages back to the pool, unless someone else still
-    /// holds it: an image read copying from it (the pages then go when it
-    /// is done), or the cache.
-    fn reclaim(&self, data: Option<Arc<ChunkData>>) {
-        if let Some(data) = data.and_then(|d| d.into_unique_or_drop()) {
-            let mut data = Pin::into_inner(data);
-            self.put_buffer(core::mem::take(&mut data.pages));
+    /// Takes back the pages of a collected I/O; returns the error to
+    /// record (`EIO` when there was nothing to collect).
+    fn give_back(&self, io: Option<(IoPages, Result)>) -> Error {
+        match io {
+            Some((IoPages::Own(pages), r)) => {
+                self.put_buffer(pages);
+                r.err().unwrap_or(EIO)
+            }
+            Some((IoPages::Shared(data), r)) => {
+                drop(data);
+                r.err().unwrap_or(EIO)
+            }
+            None => EIO,
         }
     }
 
-    /// The copy of chunk `idx` has read its data into `buffer`: moves the
-    /// pages into a shared `ChunkData` that the chunk refers to until the
-    /// storage write is done, and lets the writes waiting for the chunk go
-    /// on. Without memory for it, the writes wait for the storage write
-    /// and `None` is returned (the pages stay in `buffer`).
-    fn share(self: &Arc<Self>, idx: u32, buffer: &mut Buffer<'_>) -> Option<Arc<ChunkData>> {
-        let mut data = UniqueArc::new(ChunkData::default(), GFP_KERNEL | __GFP_NOWARN).ok()?;
-        data.pages = core::mem::take(&mut buffer.pages);
-        let data: Arc<ChunkData> = data.into();
+    /// The copy of chunk `idx` has read its data into `pages`: moves them
+    /// into a shared `ChunkData` that the chunk refers to until the storage
+    /// write is done, and lets the writes waiting for the chunk go on.
+    /// Without memory for it, the writes wait for the storage write and
+    /// the pages come back.
+    fn share(self: &Arc<Self>, idx: u32, pages: KVec<Page>) -> Result<Arc<ChunkData>, KVec<Page>> {
+        let Ok(place) = UniqueArc::<ChunkData>::new_uninit(GFP_KERNEL | __GFP_NOWARN) else {
+            return Err(pages);
+        };
+        let data: Arc<ChunkData> = place.write(ChunkData::new(pages)).into();
         let released = {
             let mut c = self.chunks.lock();
             match c.map.get_mut(&idx) {
@@ -651,7 +825,16 @@ impl DiffArea {
         while let Some(bio) = released.pop() {
             self.hold_or_release(bio);
         }
-        Some(data)
+        Ok(data)
+    }
+
+    /// Gives `data`'s pages back to the pool, unless someone else still
+    /// holds it: an image read copying from it (the pages then go when it
+    /// is done), or the cache.
+    fn reclaim(&self, data: Option<Arc<ChunkData>>) {
+        if let Some(pages) = data.and_then(PageVec::into_pages) {
+            self.put_buffer(pages);
+        }
     }
 
     /// A chunk buffer: a spare one, a new one, or, when memory is short,
@@ -669,9 +852,7 @@ impl DiffArea {
             }
             // Memory is short: the cache gives way to copies.
             let evicted = self.chunks.lock().evict();
-            if let Some(data) = evicted.and_then(|d| d.into_unique_or_drop()) {
-                let mut data = Pin::into_inner(data);
-                let pages = core::mem::take(&mut data.pages);
+            if let Some(pages) = evicted.and_then(PageVec::into_pages) {
                 if !pages.is_empty() {
                     return Buffer { area: self, pages };
                 }
@@ -707,51 +888,6 @@ impl DiffArea {
         };
         self.buffer_back.notify_all();
         drop(extra);
-    }
-
-    /// Copies chunk `idx` to storage; its data goes to `shared` once read,
-    /// for as long as the write to storage lasts.
-    fn save(
-        self: &Arc<Self>,
-        idx: u32,
-        shared: &mut Option<Arc<ChunkData>>,
-    ) -> Result<(Region, Arc<BdevFile>)> {
-        let len = self.geometry.unit_len(idx);
-        let bytes = usize::try_from(len * 512).map_err(|_| EINVAL)?;
-        let alloc_len = len.div_ceil(PAGE_SECTORS) * PAGE_SECTORS;
-        let (region, dev) = self.storage.alloc(alloc_len)?;
-        let npages = bytes.div_ceil(PAGE_SIZE);
-        let mut buffer = self.get_buffer();
-        {
-            let pages = buffer.pages.get_mut(..npages).ok_or(EINVAL)?;
-            page_io(
-                &self.orig,
-                self.geometry.unit_start(idx),
-                pages,
-                bytes,
-                false,
-            )?;
-            // The last chunk of a device whose size is not a whole number
-            // of pages ends inside its last page: that page goes to storage
-            // whole, so its tail is zeroed (no stale memory on the disk).
-            if bytes % PAGE_SIZE != 0 {
-                if let Some(last) = pages.last_mut() {
-                    zero_page_tail(last, bytes % PAGE_SIZE)?;
-                }
-            }
-        }
-        // The data at TAKE is safe in memory: the held writes need not wait
-        // for the storage write.
-        *shared = self.share(idx, &mut buffer);
-        let pages = match shared {
-            Some(data) => &data.pages,
-            None => &buffer.pages,
-        };
-        let pages = pages.get(..npages).ok_or(EINVAL)?;
-        // Storage writes are whole, aligned pages, whatever the storage
-        // device's logical block size.
-        page_io(&dev, region.sector, pages, npages * PAGE_SIZE, true)?;
-        Ok((region, dev))
     }
 
     /// A copy ended (or could not start): records the chunk's state, hands
@@ -848,7 +984,9 @@ impl DiffArea {
     }
 
     /// Lets every held write go and holds no more (DESTROY, unload).
-    /// Queued copies never start; running ones finish on their own.
+    /// Queued copies never start; then waits for the running ones to end
+    /// (their I/O runs with no thread behind it, so only their slots
+    /// coming back show that they are done).
     pub(crate) fn close(&self) {
         let mut all = BioList::new();
         {
@@ -869,6 +1007,10 @@ impl DiffArea {
         self.settled.notify_all();
         while let Some(bio) = all.pop() {
             bio.resubmit();
+        }
+        let mut c = self.chunks.lock();
+        while c.idle.iter().any(Option::is_none) {
+            self.settled.wait(&mut c);
         }
     }
 
@@ -1098,7 +1240,7 @@ impl DiffArea {
                 }
                 Source::Memory(data) => {
                     let at = usize::try_from(in_chunk * 512).map_err(|_| EIO)?;
-                    bio.copy_pages(done as usize, &data.pages, at, len as usize, true)
+                    bio.copy_pages(done as usize, data.pages(), at, len as usize, true)
                 }
                 Source::Original => {
                     let r = bio.io_part(done, len, &self.orig, sector);

@@ -356,8 +356,14 @@ impl BioSetOwner {
         let flags = bindings::BIOSET_NEED_BVECS | bindings::BIOSET_NEED_RESCUER;
         // SAFETY: `BIO_SET` is not initialised: the flag was clear, and
         // only we set it.
-        let ret =
-            unsafe { bindings::bioset_init(BIO_SET.0.get(), BIO_SET_RESERVE, 0, flags as i32) };
+        let ret = unsafe {
+            bindings::bioset_init(
+                BIO_SET.0.get(),
+                BIO_SET_RESERVE,
+                super::async_io::FRONT_PAD,
+                flags as i32,
+            )
+        };
         if ret != 0 {
             BIO_SET_LIVE.store(false, Ordering::Release);
             return Err(kernel::error::Error::from_errno(ret));
@@ -389,7 +395,7 @@ fn bio_set() -> Result<*mut bindings::bio_set> {
 /// # Safety
 ///
 /// `bdev` must be an open block device; the caller owns the returned bio.
-unsafe fn alloc_bio(
+pub(super) unsafe fn alloc_bio(
     bdev: *mut bindings::block_device,
     vecs: u16,
     opf: u32,

@@ -13,6 +13,7 @@
 // callers use.
 #![allow(dead_code)]
 
+pub(crate) mod async_io;
 pub(crate) mod bio;
 pub(crate) mod block;
 pub(crate) mod bytes;

@@ -86,6 +86,7 @@ FIXTURE_TEARDOWN(flt)
 		blksnap_reset(self->fd);
 		close(self->fd);
 	}
+	set_param("chunk_maximum_in_cache", 32);
 	free(self->ev);
 }
 
@@ -186,12 +187,16 @@ TEST_F_TIMEOUT(flt, original_read_errors_during_copy, 120)
 	free(before), free(after);
 }
 
-/* Storage reads fail under image reads: EIO, and the image is corrupted. */
+/*
+ * Storage reads fail under image reads: EIO, and the image is corrupted.
+ * With no cache of copied chunks, so that the reads go to storage.
+ */
 TEST_F_TIMEOUT(flt, storage_read_errors_under_image_reads, 120)
 {
 	struct blk_snap_uuid id;
 	char img[160];
 
+	set_param("chunk_maximum_in_cache", 0);
 	ASSERT_EQ(0, fill(DISK_A, 0, 8 << 20, 161));
 	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
 	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 32 << 11));
