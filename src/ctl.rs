@@ -255,7 +255,7 @@ impl Control {
             .ok_or(ENODEV)?;
         // All or nothing: every range is read and checked before any is marked.
         for r in read_ranges(req.dirty_blocks_array, req.count)?.iter() {
-            tracker.mark_dirty(r.sector_offset, r.sector_count);
+            tracker.mark_dirty(r.sector_offset, r.sector_count)?;
         }
         Ok(0)
     }

@@ -1217,7 +1217,7 @@ impl DiffArea {
             if write {
                 let (region, dev) = self.ensure_stored(idx)?;
                 self.stored_io(bio, done, part, &dev, region.sector + in_chunk, true)?;
-                self.tracker.mark_dirty(sector, u64::from(part >> 9));
+                self.tracker.mark_dirty(sector, u64::from(part >> 9))?;
                 done += part;
                 sector += u64::from(part >> 9);
                 continue;

@@ -415,8 +415,12 @@ impl State {
             for t in trackers.iter() {
                 t.drain()?;
             }
-            for (t, a) in trackers.iter().zip(areas.iter()) {
-                t.start_snapshot(a.clone());
+            let mut map_pages = KVec::with_capacity(trackers.len(), GFP_KERNEL)?;
+            for t in trackers.iter() {
+                map_pages.push(t.reserve_map_pages()?, GFP_KERNEL)?;
+            }
+            for ((t, a), pages) in trackers.iter().zip(areas.iter()).zip(map_pages) {
+                t.start_snapshot(a.clone(), pages);
             }
         }
 

@@ -22,7 +22,7 @@ use crate::kernel_ext::bio::{BlkStatus, IncomingBio};
 use crate::kernel_ext::block::{BdevRef, DevT};
 use crate::kernel_ext::filter::FilterOps;
 use crate::kernel_ext::inflight::{InFlight, WatchPool};
-use crate::kernel_ext::mem::zeroed_box;
+use crate::kernel_ext::mem::{zeroed_box, NoIo};
 use crate::kernel_ext::params::Param;
 use crate::kernel_ext::random::random_uuid;
 use crate::kernel_ext::time::sleep_interruptible;
@@ -30,41 +30,79 @@ use crate::logic::cbt::{differs_bytes, pages_for, Cbt, PagedBytes};
 use crate::logic::geometry::Geometry;
 use crate::uapi;
 
-/// CBT map bytes, one page-sized allocation per page.
+/// A zeroed page of a CBT map.
+type MapPage = KBox<[u8; PAGE_SIZE]>;
+
+/// What an absent page of a sparse map reads as.
+static ZEROES: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
+
+/// CBT map bytes, one page-sized allocation per page present.
 pub(crate) struct PageMap {
-    pages: KVec<KBox<[u8; PAGE_SIZE]>>,
+    pages: KVec<Option<MapPage>>,
 }
 
 impl PageMap {
-    /// A zeroed map of at least `bytes` bytes.
+    /// A zeroed map of at least `bytes` bytes, every page present.
     fn new(bytes: usize) -> Result<Self> {
         let n = pages_for::<Self>(bytes);
         let mut pages = KVec::with_capacity(n, GFP_KERNEL)?;
         for _ in 0..n {
-            pages.push(zeroed_box::<[u8; PAGE_SIZE]>(GFP_KERNEL)?, GFP_KERNEL)?;
+            pages.push(Some(zeroed_box(GFP_KERNEL)?), GFP_KERNEL)?;
+        }
+        Ok(Self { pages })
+    }
+
+    /// A zeroed map of at least `bytes` bytes, no page present yet.
+    fn sparse(bytes: usize) -> Result<Self> {
+        let n = pages_for::<Self>(bytes);
+        let mut pages = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            pages.push(None, GFP_KERNEL)?;
         }
         Ok(Self { pages })
     }
 }
 
+/// `n` zeroed map pages, allocated without I/O (TAKE holds the device's
+/// writes meanwhile, and image writes run in the I/O path).
+fn map_pages(n: usize) -> Result<KVec<MapPage>> {
+    let _noio = NoIo::enter();
+    let mut pages = KVec::with_capacity(n, GFP_KERNEL)?;
+    for _ in 0..n {
+        pages.push(zeroed_box(GFP_KERNEL)?, GFP_KERNEL)?;
+    }
+    Ok(pages)
+}
+
 impl PagedBytes for PageMap {
     const PAGE: usize = PAGE_SIZE;
+    type Page = MapPage;
 
     fn pages(&self) -> usize {
         self.pages.len()
     }
 
+    fn present(&self, i: usize) -> bool {
+        matches!(self.pages.get(i), Some(Some(_)))
+    }
+
     fn page(&self, i: usize) -> &[u8] {
         match self.pages.get(i) {
-            Some(p) => &p[..],
-            None => &[],
+            Some(Some(p)) => &p[..],
+            _ => &ZEROES[..],
         }
     }
 
     fn page_mut(&mut self, i: usize) -> &mut [u8] {
         match self.pages.get_mut(i) {
-            Some(p) => &mut p[..],
-            None => &mut [],
+            Some(Some(p)) => &mut p[..],
+            _ => &mut [],
+        }
+    }
+
+    fn put(&mut self, i: usize, page: MapPage) {
+        if let Some(slot @ None) = self.pages.get_mut(i) {
+            *slot = Some(page);
         }
     }
 }
@@ -88,7 +126,7 @@ fn new_cbt(capacity: u64) -> Result<Cbt<PageMap>> {
     Cbt::new(
         g,
         PageMap::new(bytes)?,
-        PageMap::new(bytes)?,
+        PageMap::sparse(bytes)?,
         PageMap::new(differs_bytes::<PageMap>(bytes))?,
         random_uuid(),
     )
@@ -229,13 +267,33 @@ impl Tracker {
         Ok(())
     }
 
+    /// TAKE, third step (under a hold, after the drain): memory for the
+    /// snapshot map pages that the switch fills. With writes held, what
+    /// the switch needs cannot change meanwhile.
+    pub(crate) fn reserve_map_pages(&self) -> Result<KVec<MapPage>> {
+        let need = self.cbt.lock().cbt.missing_for_switch();
+        map_pages(need)
+    }
+
     /// TAKE: at one instant for this device's writes, switches the maps
-    /// (the snapshot map becomes what the active map is) and starts copy on
-    /// write into `diff`.
-    pub(crate) fn start_snapshot(&self, diff: Arc<dyn CopyOnWrite>) {
+    /// (the snapshot map becomes what the active map is, its new pages
+    /// taken from `pages`) and starts copy on write into `diff`.
+    pub(crate) fn start_snapshot(&self, diff: Arc<dyn CopyOnWrite>, pages: KVec<MapPage>) {
+        let mut pages = pages.into_iter();
         let mut st = self.cbt.lock();
-        st.cbt.switch(random_uuid);
+        if !st.cbt.switch(random_uuid, &mut || pages.next()) {
+            // Not reachable with the pages reserved; if it were, tracking
+            // starts over in a new generation rather than lose changes.
+            pr_err!(
+                "{}:{}: change map pages missing: tracking restarts\n",
+                self.dev().major(),
+                self.dev().minor()
+            );
+        }
         st.diff = Some(diff);
+        drop(st);
+        // Pages left over are freed after the lock.
+        drop(pages);
     }
 
     /// Stops copy on write (DESTROY); returns the area that was in use.
@@ -244,9 +302,23 @@ impl Tracker {
     }
 
     /// Marks sectors changed outside the write path (user request, image
-    /// writes).
-    pub(crate) fn mark_dirty(&self, sector: u64, len: u64) {
-        self.cbt.lock().cbt.mark_dirty(sector, len);
+    /// writes). Fails only when there is no memory for the snapshot map's
+    /// pages: then nothing is marked.
+    pub(crate) fn mark_dirty(&self, sector: u64, len: u64) -> Result {
+        loop {
+            let need = self.cbt.lock().cbt.missing_for_dirty(sector, len);
+            let mut pages = map_pages(need)?.into_iter();
+            let done = self
+                .cbt
+                .lock()
+                .cbt
+                .mark_dirty(sector, len, &mut || pages.next());
+            // A map replaced meanwhile (the device changed size) may need
+            // more: then again.
+            if done {
+                return Ok(());
+            }
+        }
     }
 
     /// Copies snapshot map bytes from `offset` into `out`; returns how many.

@@ -17,16 +17,23 @@
 use super::geometry::Geometry;
 
 /// Byte storage for a map, in pages of equal size, so that large maps need
-/// no large contiguous allocation.
+/// no large contiguous allocation. A map may be sparse: an absent page
+/// reads as zeros and must be put in place (zeroed) before it is written.
 pub trait PagedBytes {
     /// Bytes per page (a power of two).
     const PAGE: usize;
+    /// A zeroed page that [`PagedBytes::put`] takes.
+    type Page;
     /// Number of pages.
     fn pages(&self) -> usize;
-    /// Page `i`, `PAGE` bytes long; `i < pages()`.
+    /// Whether page `i` is there (`i < pages()`).
+    fn present(&self, i: usize) -> bool;
+    /// Page `i`, `PAGE` bytes long (zeros if absent); `i < pages()`.
     fn page(&self, i: usize) -> &[u8];
-    /// Page `i`, `PAGE` bytes long; `i < pages()`.
+    /// Page `i`, `PAGE` bytes long, if present; `i < pages()`.
     fn page_mut(&mut self, i: usize) -> &mut [u8];
+    /// Puts zeroed `page` in place of absent page `i`.
+    fn put(&mut self, i: usize, page: Self::Page);
 }
 
 /// Pages needed for `bytes` bytes.
@@ -52,10 +59,12 @@ pub enum CbtError {
 /// # Invariants
 ///
 /// Both maps hold at least `geometry.count()` bytes; `active_number >= 1`;
-/// every byte of the active map is `<= active_number`. `differs` has a byte
-/// for every page of the maps, and where it is 0 the two maps' pages are
-/// equal: taking a snapshot copies only the pages written since the last
-/// one, so that its time grows with the changes, not with the device.
+/// every byte of the active map is `<= active_number`; the active map and
+/// `differs` have every page present. `differs` has a byte for every page
+/// of the maps, and where it is 0 the two maps' pages are equal: taking a
+/// snapshot copies only the pages written since the last one, so that its
+/// time grows with the changes, not with the device. The snapshot map is
+/// sparse: a page gets memory only when something nonzero goes there.
 pub struct Cbt<M: PagedBytes> {
     geometry: Geometry,
     active: M,
@@ -136,6 +145,51 @@ impl<M: PagedBytes> Cbt<M> {
         }
     }
 
+    /// Snapshot map pages that [`Cbt::switch`] needs put in place first.
+    pub fn missing_for_switch(&self) -> usize {
+        let pages = pages_for::<M>(self.geometry.count() as usize);
+        (0..pages)
+            .filter(|&i| self.flagged(i) && !self.snapshot.present(i))
+            .count()
+    }
+
+    /// Snapshot map pages that [`Cbt::mark_dirty`] of these sectors needs
+    /// put in place first.
+    pub fn missing_for_dirty(&self, sector: u64, len: u64) -> usize {
+        match self.geometry.units_of(sector, len) {
+            Some((first, end)) => (first as usize / M::PAGE..=(end as usize - 1) / M::PAGE)
+                .filter(|&i| !self.snapshot.present(i))
+                .count(),
+            None => 0,
+        }
+    }
+
+    /// Whether page `i` of the maps may differ.
+    fn flagged(&self, i: usize) -> bool {
+        self.differs
+            .page(i / M::PAGE)
+            .get(i % M::PAGE)
+            .is_some_and(|&f| f != 0)
+    }
+
+    /// Puts pages from `supply` in place of the absent snapshot map pages
+    /// among `wanted`; `false` if `supply` ran out first.
+    fn materialize(
+        snapshot: &mut M,
+        wanted: impl Iterator<Item = usize>,
+        supply: &mut dyn FnMut() -> Option<M::Page>,
+    ) -> bool {
+        for i in wanted {
+            if !snapshot.present(i) {
+                match supply() {
+                    Some(p) => snapshot.put(i, p),
+                    None => return false,
+                }
+            }
+        }
+        true
+    }
+
     /// Notes that the pages holding bytes `[first, end)` may differ between
     /// the maps.
     fn note_differs(&mut self, first: usize, end: usize) {
@@ -154,8 +208,20 @@ impl<M: PagedBytes> Cbt<M> {
     /// snapshot image: the active map gets the active number, the snapshot
     /// map the previous number, so the change shows both in the map read now
     /// and in the one read after the next snapshot.
-    pub fn mark_dirty(&mut self, sector: u64, len: u64) {
+    /// The snapshot map's pages come from `supply` where absent
+    /// ([`Cbt::missing_for_dirty`] says how many); if it runs out, nothing
+    /// is marked and `false` is returned.
+    pub fn mark_dirty(
+        &mut self,
+        sector: u64,
+        len: u64,
+        supply: &mut dyn FnMut() -> Option<M::Page>,
+    ) -> bool {
         if let Some((first, end)) = self.geometry.units_of(sector, len) {
+            let pages = first as usize / M::PAGE..=(end as usize - 1) / M::PAGE;
+            if !Self::materialize(&mut self.snapshot, pages, supply) {
+                return false;
+            }
             raise(
                 &mut self.active,
                 first as usize,
@@ -170,13 +236,44 @@ impl<M: PagedBytes> Cbt<M> {
             );
             self.note_differs(first as usize, end as usize);
         }
+        true
     }
 
     /// Takes a snapshot of the map. `new_generation` is called when the
-    /// numbers wrap and a new generation starts.
-    pub fn switch(&mut self, new_generation: impl FnOnce() -> [u8; 16]) {
+    /// numbers wrap and a new generation starts. The snapshot map's pages
+    /// come from `supply` where absent ([`Cbt::missing_for_switch`] says
+    /// how many). If it runs out, the map cannot be copied whole: the
+    /// generation changes instead (user space then knows that the changes
+    /// since earlier snapshots are lost), and `false` is returned.
+    pub fn switch(
+        &mut self,
+        new_generation: impl FnOnce() -> [u8; 16],
+        supply: &mut dyn FnMut() -> Option<M::Page>,
+    ) -> bool {
         let count = self.geometry.count() as usize;
         let pages = pages_for::<M>(count);
+        let wanted: KeepFlagged<'_, M> = KeepFlagged {
+            differs: &self.differs,
+            next: 0,
+            end: pages,
+        };
+        let whole = Self::materialize(&mut self.snapshot, wanted, supply);
+        if !whole {
+            // Start over: both maps zero (the snapshot map's present pages
+            // are cleared), a new generation, numbering from 1 after this
+            // snapshot.
+            for i in 0..pages {
+                self.snapshot.page_mut(i).fill(0);
+                self.active.page_mut(i).fill(0);
+            }
+            for i in 0..self.differs.pages() {
+                self.differs.page_mut(i).fill(0);
+            }
+            self.previous_number = 0;
+            self.active_number = 1;
+            self.generation = new_generation();
+            return false;
+        }
         for fp in 0..pages_for::<M>(pages) {
             let flags = self.differs.page_mut(fp);
             for (j, flag) in flags.iter_mut().enumerate() {
@@ -185,9 +282,11 @@ impl<M: PagedBytes> Cbt<M> {
                     continue;
                 }
                 *flag = 0;
-                self.snapshot
-                    .page_mut(i)
-                    .copy_from_slice(self.active.page(i));
+                // Present: materialised above.
+                let dst = self.snapshot.page_mut(i);
+                for (d, a) in dst.iter_mut().zip(self.active.page(i)) {
+                    *d = *a;
+                }
             }
         }
         self.previous_number = self.active_number;
@@ -202,6 +301,7 @@ impl<M: PagedBytes> Cbt<M> {
         } else {
             self.active_number += 1;
         }
+        true
     }
 
     /// Copies snapshot map bytes from `offset` into `out`; returns how many
@@ -213,6 +313,33 @@ impl<M: PagedBytes> Cbt<M> {
     /// Copies active map bytes (for diagnostics and tests).
     pub fn read_active(&self, offset: usize, out: &mut [u8]) -> usize {
         read_bytes(&self.active, self.geometry.count() as usize, offset, out)
+    }
+}
+
+/// The pages of the maps that `differs` flags, in `next..end`.
+struct KeepFlagged<'a, M: PagedBytes> {
+    differs: &'a M,
+    next: usize,
+    end: usize,
+}
+
+impl<M: PagedBytes> Iterator for KeepFlagged<'_, M> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        while self.next < self.end {
+            let i = self.next;
+            self.next += 1;
+            if self
+                .differs
+                .page(i / M::PAGE)
+                .get(i % M::PAGE)
+                .is_some_and(|&f| f != 0)
+            {
+                return Some(i);
+            }
+        }
+        None
     }
 }
 

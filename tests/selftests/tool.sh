@@ -15,6 +15,19 @@ tap_plan 47
 mkdir -p $D
 mount /dev/vdd $D || { tap_diag "cannot mount /dev/vdd"; }
 sum() { dd if="$1" bs=1M count="${2:-256}" 2>/dev/null | md5sum | cut -d' ' -f1; }
+# watched_snapshot LIMIT STEP LOG: a snapshot of /dev/vda ($id) that
+# `blksnap snapshot watch` ($wpid) supplies with storage, taken once the
+# watch has answered the first request.
+watched_snapshot() {
+	id=$(blksnap snapshot create /dev/vda)
+	blksnap snapshot watch "$id" --dir $D --limit "$1" --step "$2" >"$3" 2>&1 &
+	wpid=$!
+	n=0
+	until blksnap snapshot take "$id" 2>/dev/null || [ $n -ge 50 ]; do
+		n=$((n + 1))
+		sleep 0.2
+	done
+}
 
 # --- snapshot and tracker subcommands -------------------------------------
 out=$(blksnap version)
@@ -51,11 +64,7 @@ rm -f $D/pre.storage
 # --- watch answers low free space with files -------------------------------
 echo 8192 >$P/diff_storage_minimum	# 4 MiB: events come early
 echo 20000 >$P/diff_storage_wait_ms
-id=$(blksnap snapshot create /dev/vda)
-blksnap snapshot watch "$id" --dir $D --limit 64M --step 4M >/tmp/watch.log 2>&1 &
-wpid=$!
-n=0
-until blksnap snapshot take "$id" 2>/dev/null || [ $n -ge 50 ]; do n=$((n + 1)); sleep 0.2; done
+watched_snapshot 64M 4M /tmp/watch.log
 before=$(sum /dev/vda 32)
 dd if=/dev/urandom of=/dev/vda bs=1M count=16 seek=4 oflag=direct 2>/dev/null
 img=$(blksnap --json snapshot images "$id" | sed 's/.*"path":"\([^"]*\)".*/\1/')
@@ -74,11 +83,7 @@ echo 5000 >$P/diff_storage_wait_ms
 # The default diff_storage_minimum (1 GiB) asks again after every append:
 # answered event by event, a 1 GiB limit would be appended at once.
 echo 20000 >$P/diff_storage_wait_ms
-id=$(blksnap snapshot create /dev/vda)
-blksnap snapshot watch "$id" --dir $D --limit 1G --step 16M >/tmp/need.log 2>&1 &
-wpid=$!
-n=0
-until blksnap snapshot take "$id" 2>/dev/null || [ $n -ge 50 ]; do n=$((n + 1)); sleep 0.2; done
+watched_snapshot 1G 16M /tmp/need.log
 before=$(sum /dev/vda)
 img=$(blksnap --json snapshot images "$id" | sed 's/.*"path":"\([^"]*\)".*/\1/')
 S=/sys/block/${img##*/}/blksnap

@@ -4,24 +4,46 @@
 
 use super::*;
 
-/// Host map: small pages so tests cross page boundaries.
-struct VecMap(Vec<[u8; 8]>);
+/// Host map: small pages so tests cross page boundaries; `None` is an
+/// absent page.
+struct VecMap(Vec<Option<[u8; 8]>>);
+
+const ZERO_PAGE: [u8; 8] = [0; 8];
 
 impl PagedBytes for VecMap {
     const PAGE: usize = 8;
+    type Page = [u8; 8];
     fn pages(&self) -> usize {
         self.0.len()
     }
+    fn present(&self, i: usize) -> bool {
+        self.0[i].is_some()
+    }
     fn page(&self, i: usize) -> &[u8] {
-        &self.0[i]
+        self.0[i].as_ref().map_or(&ZERO_PAGE[..], |p| &p[..])
     }
     fn page_mut(&mut self, i: usize) -> &mut [u8] {
-        &mut self.0[i]
+        self.0[i].as_mut().map_or(&mut [][..], |p| &mut p[..])
+    }
+    fn put(&mut self, i: usize, page: [u8; 8]) {
+        assert!(self.0[i].is_none(), "put over a present page");
+        self.0[i] = Some(page);
     }
 }
 
+/// A map with every page present.
 fn map(bytes: usize) -> VecMap {
-    VecMap(vec![[0u8; 8]; pages_for::<VecMap>(bytes)])
+    VecMap(vec![Some([0u8; 8]); pages_for::<VecMap>(bytes)])
+}
+
+/// A map with no page present.
+fn sparse(bytes: usize) -> VecMap {
+    VecMap(vec![None; pages_for::<VecMap>(bytes)])
+}
+
+/// Zeroed pages, as many as asked for.
+fn plenty() -> impl FnMut() -> Option<[u8; 8]> {
+    || Some([0u8; 8])
 }
 
 /// 20 blocks of 64 KiB (128 sectors); the last one partial.
@@ -31,7 +53,7 @@ fn cbt() -> Cbt<VecMap> {
     Cbt::new(
         g,
         map(20),
-        map(20),
+        sparse(20),
         map(differs_bytes::<VecMap>(20)),
         [7; 16],
     )
@@ -90,7 +112,7 @@ fn writes_mark_touched_blocks_only() {
     assert_eq!(active(&c), want);
     // The snapshot map changes only at switch.
     assert_eq!(snapshot(&c), vec![0; 20]);
-    c.switch(|| unreachable!());
+    assert!(c.switch(|| unreachable!(), &mut plenty()));
     assert_eq!(snapshot(&c), want);
     assert_eq!((c.previous_number(), c.active_number()), (1, 2));
 }
@@ -99,10 +121,10 @@ fn writes_mark_touched_blocks_only() {
 fn changes_since_a_snapshot() {
     let mut c = cbt();
     c.mark_write(0, 128 * 20);
-    c.switch(|| unreachable!()); // snapshot 1: everything
+    assert!(c.switch(|| unreachable!(), &mut plenty())); // snapshot 1: everything
     c.mark_write(128 * 3, 1);
     c.mark_write(128 * 9, 1);
-    c.switch(|| unreachable!()); // snapshot 2
+    assert!(c.switch(|| unreachable!(), &mut plenty())); // snapshot 2
     let s = snapshot(&c);
     let since1: Vec<_> = changed_runs(&s, 1).collect();
     assert_eq!(since1, vec![(3, 1), (9, 1)]);
@@ -113,9 +135,9 @@ fn changes_since_a_snapshot() {
 #[test]
 fn write_keeps_larger_number() {
     let mut c = cbt();
-    c.switch(|| unreachable!());
+    assert!(c.switch(|| unreachable!(), &mut plenty()));
     c.mark_write(0, 1); // 2
-    c.mark_dirty(128, 1); // active 2, snapshot 1
+    assert!(c.mark_dirty(128, 1, &mut plenty())); // active 2, snapshot 1
     assert_eq!(active(&c)[..2], [2, 2]);
     assert_eq!(snapshot(&c)[..2], [0, 1]);
 }
@@ -123,7 +145,7 @@ fn write_keeps_larger_number() {
 #[test]
 fn mark_dirty_before_first_snapshot_only_touches_active() {
     let mut c = cbt();
-    c.mark_dirty(0, 1);
+    assert!(c.mark_dirty(0, 1, &mut plenty()));
     assert_eq!(active(&c)[0], 1);
     assert_eq!(snapshot(&c)[0], 0);
 }
@@ -132,11 +154,11 @@ fn mark_dirty_before_first_snapshot_only_touches_active() {
 fn wrap_starts_new_generation() {
     let mut c = cbt();
     for _ in 0..254 {
-        c.switch(|| unreachable!());
+        assert!(c.switch(|| unreachable!(), &mut plenty()));
     }
     assert_eq!((c.previous_number(), c.active_number()), (254, 255));
     c.mark_write(128 * 2, 1);
-    c.switch(|| [9; 16]);
+    assert!(c.switch(|| [9; 16], &mut plenty()));
     assert_eq!((c.previous_number(), c.active_number()), (255, 1));
     assert_eq!(c.generation(), &[9; 16]);
     assert_eq!(snapshot(&c)[2], 255);
@@ -149,7 +171,7 @@ fn wrap_starts_new_generation() {
 fn reads_at_offsets() {
     let mut c = cbt();
     c.mark_write(128 * 7, 128 * 3); // blocks 7, 8, 9 straddle a page
-    c.switch(|| unreachable!());
+    assert!(c.switch(|| unreachable!(), &mut plenty()));
     let mut out = [0u8; 4];
     assert_eq!(c.read_snapshot(6, &mut out), 4);
     assert_eq!(out, [0, 1, 1, 1]);
@@ -172,7 +194,7 @@ fn runs_at_edges() {
 fn resize_means_a_fresh_map() {
     let mut c = cbt();
     c.mark_write(0, 1);
-    c.switch(|| unreachable!());
+    assert!(c.switch(|| unreachable!(), &mut plenty()));
     assert!(!c.resized(19 * 128 + 5));
     assert!(c.resized(40 * 128));
     // The replacement starts over: numbers 0/1, new generation, empty maps.
@@ -215,7 +237,7 @@ fn switch_copies_what_a_full_copy_would() {
     let mut c = Cbt::new(
         g,
         map(count),
-        map(count),
+        sparse(count),
         map(differs_bytes::<VecMap>(count)),
         [1; 16],
     )
@@ -235,7 +257,7 @@ fn switch_copies_what_a_full_copy_would() {
         let end = (first + len).min(count);
         match next(10) {
             0 => {
-                c.switch(|| [2; 16]);
+                assert!(c.switch(|| [2; 16], &mut plenty()));
                 snap.copy_from_slice(&act);
                 p = a;
                 if a == u8::MAX {
@@ -246,7 +268,7 @@ fn switch_copies_what_a_full_copy_would() {
                 }
             }
             1 => {
-                c.mark_dirty(first as u64 * 8, (end - first) as u64 * 8);
+                assert!(c.mark_dirty(first as u64 * 8, (end - first) as u64 * 8, &mut plenty()));
                 for i in first..end {
                     act[i] = act[i].max(a);
                     snap[i] = snap[i].max(p);
@@ -269,4 +291,43 @@ fn switch_copies_what_a_full_copy_would() {
         c.generation() == &[2; 16],
         "the numbers wrapped at least once"
     );
+}
+
+/// The snapshot map gets memory only for pages that hold changes, exactly
+/// as many as missing_for_* say; a supply that runs out makes TAKE start a
+/// new generation (never a map that misses changes) and makes mark_dirty
+/// mark nothing.
+#[test]
+fn snapshot_map_pages_come_from_the_supply() {
+    let mut c = cbt();
+    assert_eq!(c.missing_for_switch(), 0);
+    c.mark_write(0, 1); // block 0, page 0
+    c.mark_write(19 * 128, 1); // block 19, page 2
+    assert_eq!(c.missing_for_switch(), 2);
+    let mut given = 0;
+    assert!(c.switch(|| unreachable!(), &mut || {
+        given += 1;
+        Some([0u8; 8])
+    }));
+    assert_eq!(given, 2);
+    assert_eq!(c.missing_for_switch(), 0);
+    assert_eq!(c.missing_for_dirty(9 * 128, 1), 1); // page 1
+    assert!(!c.mark_dirty(9 * 128, 1, &mut || None));
+    assert_eq!(snapshot(&c)[9], 0);
+    assert!(c.mark_dirty(9 * 128, 1, &mut plenty()));
+    assert_eq!(snapshot(&c)[9], 1);
+    // Block 12 written: page 1 is present now, nothing is missing; block
+    // 0 again, nothing either. A fresh tracker's page 2 is, and a supply
+    // that runs out starts a new generation with empty maps.
+    c.mark_write(12 * 128, 1);
+    assert_eq!(c.missing_for_switch(), 0);
+    let mut d = cbt();
+    d.mark_write(19 * 128, 1);
+    assert!(!d.switch(|| [5; 16], &mut || None));
+    assert_eq!(d.generation(), &[5; 16]);
+    assert_eq!((d.previous_number(), d.active_number()), (0, 1));
+    assert!(snapshot(&d)
+        .iter()
+        .chain(active(&d).iter())
+        .all(|&b| b == 0));
 }
