@@ -67,7 +67,9 @@ rand() { fio_run 49 --filename="$1" --rw=randwrite --bs=4k $SIZE --norandommap \
 	--randrepeat=0 --runtime=$SECS --time_based; }
 # One 4 KiB write at the start of every chunk.
 strided() { fio_run 49 --filename="$1" --rw=write:$((CHUNK_KIB - 4))k --bs=4k $SIZE; }
-seqread() { fio_run 7 --filename="$1" --rw=read --bs=1M $SIZE; }
+# Read passes over the device for as long as the random runs: one pass
+# takes a fraction of a second, too short to time.
+seqread() { fio_run 7 --filename="$1" --rw=read --bs=1M $SIZE --runtime=$SECS --time_based; }
 
 # A device node appears a moment after its disk: wait for it to be usable.
 ready() {
@@ -161,7 +163,7 @@ profile() { # CASE FIO-RUN...
 if [ "${PROFILE:-0}" = 1 ]; then
 	say "profiles"
 	id=$(blksnap_snapshot) && {
-		profile read sh -c "fio --name=p --direct=1 --thread --ioengine=$ENGINE --iodepth=16 --filename=$(cat /tmp/img) --rw=read --bs=1M --size=${MIB}M"
+		profile read sh -c "fio --name=p --direct=1 --thread --ioengine=$ENGINE --iodepth=16 --filename=$(cat /tmp/img) --rw=read --bs=1M --size=${MIB}M --runtime=$SECS --time_based"
 		profile fresh sh -c "fio --name=p --direct=1 --thread --ioengine=$ENGINE --iodepth=16 --filename=$ORIG --rw=randwrite --bs=4k --size=${MIB}M --norandommap --runtime=$SECS --time_based"
 		blksnap snapshot destroy "$id"
 	}
