@@ -307,10 +307,9 @@ unsafe extern "C" fn show_callback<T: DiskOps>(
     attr: *mut bindings::device_attribute,
     buf: *mut kernel::ffi::c_char,
 ) -> isize {
-    // SAFETY: `dev` is the `bd_device` of the disk's `part0` (the files are
-    // the disk's own), so `container_of` gives its block device, whose disk
-    // has our `DiskData<T>` as `private_data` until `free_disk`, which runs
-    // only after the files are gone.
+    // The files are the disk's own: `dev` is its `part0`'s `bd_device`.
+    // SAFETY: So `container_of` gives that block device, whose disk keeps
+    // our `DiskData<T>` until `free_disk`, after the files are gone.
     let dd = unsafe {
         let bdev = dev
             .cast::<u8>()
