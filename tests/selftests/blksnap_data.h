@@ -210,6 +210,25 @@ static inline int image_path(int fd, const struct blk_snap_uuid *id,
 	return -1;
 }
 
+/*
+ * A snapshot of `dev` with `sectors` sectors of `store` (from sector 0) as
+ * storage, taken; its id into `id` and its image's path into `img` (160
+ * bytes).  0, or the first failing call's error.
+ */
+static inline int taken_snapshot(int fd, const struct blk_snap_dev *dev, const char *store,
+				 uint64_t sectors, struct blk_snap_uuid *id, char *img)
+{
+	int ret = snapshot_create(fd, dev, 1, id);
+
+	if (!ret)
+		ret = append_storage(fd, id, store, 0, sectors);
+	if (!ret)
+		ret = take(fd, id);
+	if (!ret)
+		ret = image_path(fd, id, dev, img, 160);
+	return ret;
+}
+
 static inline void set_param(const char *name, unsigned long v)
 {
 	char path[128];

@@ -247,10 +247,7 @@ TEST_F_TIMEOUT(snap, image_writes_stay_in_the_snapshot, 120)
 	ASSERT_EQ(0, fill(DISK_A, 0, 16 << 20, 9));
 	before = checksums(DISK_A, &nb);
 	ASSERT_NE(NULL, before);
-	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
-	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 100 << 11));
-	ASSERT_EQ(0, take(self->fd, &id));
-	ASSERT_EQ(0, image_path(self->fd, &id, &self->a, img, sizeof(img)));
+	ASSERT_EQ(0, taken_snapshot(self->fd, &self->a, PART_B2, 100 << 11, &id, img));
 	ASSERT_EQ(0, posix_memalign((void **)&w, 4096, 1 << 20));
 	ASSERT_EQ(0, posix_memalign((void **)&r, 4096, 1 << 20));
 	pattern(w, 1 << 20, 0, 42);
@@ -288,10 +285,7 @@ TEST_F_TIMEOUT(snap, cached_chunks_read_back_and_follow_image_writes, 120)
 	ASSERT_EQ(0, fill(DISK_A, 0, 8 << 20, 51));
 	before = checksums(DISK_A, &nb);
 	ASSERT_NE(NULL, before);
-	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
-	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 100 << 11));
-	ASSERT_EQ(0, take(self->fd, &id));
-	ASSERT_EQ(0, image_path(self->fd, &id, &self->a, img, sizeof(img)));
+	ASSERT_EQ(0, taken_snapshot(self->fd, &self->a, PART_B2, 100 << 11, &id, img));
 	/* Copies of chunks 0..7, in order: 6 and 7 stay cached. */
 	for (int i = 0; i < 8; i++)
 		ASSERT_EQ(0, fill(DISK_A, i * chunk + 4096, 4096, 52));
