@@ -302,10 +302,13 @@ impl Tracker {
     }
 
     /// Marks sectors changed outside the write path (user request, image
-    /// writes). Fails only when there is no memory for the snapshot map's
-    /// pages: then nothing is marked.
+    /// writes). Fails when there is no memory for the snapshot map's pages
+    /// (`ENOMEM`) or the map keeps being replaced (`EBUSY`): then nothing
+    /// is marked.
     pub(crate) fn mark_dirty(&self, sector: u64, len: u64) -> Result {
-        loop {
+        // Only a map replaced in between (the device changed size) needs
+        // another round; one that keeps changing gets `EBUSY`.
+        for _ in 0..4 {
             let need = self.cbt.lock().cbt.missing_for_dirty(sector, len);
             let mut pages = map_pages(need)?.into_iter();
             let done = self
@@ -313,12 +316,11 @@ impl Tracker {
                 .lock()
                 .cbt
                 .mark_dirty(sector, len, &mut || pages.next());
-            // A map replaced meanwhile (the device changed size) may need
-            // more: then again.
             if done {
                 return Ok(());
             }
         }
+        Err(EBUSY)
     }
 
     /// Copies snapshot map bytes from `offset` into `out`; returns how many.
