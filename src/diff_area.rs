@@ -670,7 +670,7 @@ impl DiffArea {
             } => {
                 let result = match slot.io.finish() {
                     Some((pages, Ok(()))) => {
-                        self.give_back(Some((pages, Ok(()))));
+                        self.release(pages);
                         Ok((region, dev))
                     }
                     other => Err(self.give_back(other)),
@@ -704,7 +704,7 @@ impl DiffArea {
         );
         if let Err((e, pages)) = started {
             slot.job.lock().take();
-            self.give_back(Some((pages, Ok(()))));
+            self.release(pages);
             return Err(e);
         }
         Ok(())
@@ -760,7 +760,7 @@ impl DiffArea {
         );
         if let Err((e, io_pages)) = started {
             slot.job.lock().take();
-            self.give_back(Some((io_pages, Ok(()))));
+            self.release(io_pages);
             self.copy_end(slot, idx, Err(e), shared);
         }
     }
@@ -781,16 +781,21 @@ impl DiffArea {
         self.reclaim(evicted);
     }
 
-    /// Takes back the pages of a collected I/O; returns the error to
-    /// record (`EIO` when there was nothing to collect).
+    /// Takes back the pages of an I/O: a buffer of the copy's goes back to
+    /// the pool, shared data is reclaimed if nothing else holds it.
+    fn release(&self, pages: IoPages) {
+        match pages {
+            IoPages::Own(pages) => self.put_buffer(pages),
+            IoPages::Shared(data) => self.reclaim(Some(data)),
+        }
+    }
+
+    /// Takes back the pages of a collected I/O that failed; returns the
+    /// error to record (`EIO` when there was nothing to collect).
     fn give_back(&self, io: Option<(IoPages, Result)>) -> Error {
         match io {
-            Some((IoPages::Own(pages), r)) => {
-                self.put_buffer(pages);
-                r.err().unwrap_or(EIO)
-            }
-            Some((IoPages::Shared(data), r)) => {
-                drop(data);
+            Some((pages, r)) => {
+                self.release(pages);
                 r.err().unwrap_or(EIO)
             }
             None => EIO,
@@ -807,7 +812,7 @@ impl DiffArea {
             return Err(pages);
         };
         let data: Arc<ChunkData> = place.write(ChunkData::new(pages)).into();
-        let released = {
+        let mut released = {
             let mut c = self.chunks.lock();
             match c.map.get_mut(&idx) {
                 Some(chunk) if matches!(chunk.state, State::Copying) => {
@@ -821,7 +826,6 @@ impl DiffArea {
                 _ => BioList::new(),
             }
         };
-        let mut released = released;
         while let Some(bio) = released.pop() {
             self.hold_or_release(bio);
         }
