@@ -226,10 +226,7 @@ TEST_F_TIMEOUT(bs, chunks_follow_io_min_and_storage_use_is_shown, 180)
 	ASSERT_EQ(0, fill(dm, 0, len, 131));
 	before = checksums(dm, &nb);
 	ASSERT_NE(NULL, before);
-	ASSERT_EQ(0, snapshot_create(self->fd, &striped, 1, &id));
-	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 32 << 11));
-	ASSERT_EQ(0, take(self->fd, &id));
-	ASSERT_EQ(0, image_path(self->fd, &id, &striped, img, sizeof(img)));
+	ASSERT_EQ(0, taken_snapshot(self->fd, &striped, PART_B2, 32 << 11, &id, img));
 	EXPECT_EQ((long long)stripe, image_attr(img, "chunk_sectors"));
 	EXPECT_EQ(32 << 11, image_attr(img, "diff_storage_total"));
 	EXPECT_EQ(0, image_attr(img, "diff_storage_used"));

@@ -525,10 +525,7 @@ TEST_F_TIMEOUT(snap, image_held_open_across_destroy, 60)
 	int ifd;
 
 	ASSERT_EQ(0, posix_memalign((void **)&buf, 4096, 4096));
-	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
-	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 16 << 11));
-	ASSERT_EQ(0, take(self->fd, &id));
-	ASSERT_EQ(0, image_path(self->fd, &id, &self->a, img, sizeof(img)));
+	ASSERT_EQ(0, taken_snapshot(self->fd, &self->a, PART_B2, 16 << 11, &id, img));
 	ifd = open(img, O_RDONLY | O_DIRECT);
 	ASSERT_LE(0, ifd);
 	ASSERT_EQ(4096, pread(ifd, buf, 4096, 0));
@@ -687,10 +684,7 @@ TEST_F_TIMEOUT(snap, image_reads_never_return_data_written_after_take, 300)
 
 	set_param("diff_storage_wait_ms", 100);
 	ASSERT_EQ(0, fill(DISK_A, 0, 64 << 20, 95));
-	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
-	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 4 << 11));
-	ASSERT_EQ(0, take(self->fd, &id));
-	ASSERT_EQ(0, image_path(self->fd, &id, &self->a, img, sizeof(img)));
+	ASSERT_EQ(0, taken_snapshot(self->fd, &self->a, PART_B2, 4 << 11, &id, img));
 	for (int i = 0; i < 3; i++) {
 		c[i] = (struct checker){ img, 95, &stop, 0, 0, 0 };
 		ASSERT_EQ(0, pthread_create(&tc[i], NULL, image_checker, &c[i]));
