@@ -787,6 +787,9 @@ static long race_torn(int fd, int region, uint64_t *buf)
 		return -1;
 	for (size_t i = 0; i < RACE_LEN / 8; i++)
 		torn += buf[i] != buf[0];
+	if (torn)
+		printf("# region %d: word 0 %#llx, word 1 %#llx\n", region,
+		       (unsigned long long)buf[0], (unsigned long long)buf[1]);
 	return torn;
 }
 
@@ -812,6 +815,22 @@ TEST_F_TIMEOUT(snap, write_racing_take_is_wholly_before_or_after, 300)
 		SKIP(return, "no dm-delay device: %s", strerror(errno));
 	ASSERT_EQ(0, dev_id(dm, &d));
 	ASSERT_EQ(0, posix_memalign((void **)&buf, 4096, RACE_LEN));
+	/*
+	 * Each region holds one value (round 0) before any writer starts: a
+	 * region whose first write comes after the first TAKE is then whole
+	 * in that image too. Left with an earlier test's pattern (a value per
+	 * word), it read as torn on two CPUs, where TAKE can come before a
+	 * writer's first write.
+	 */
+	fd = open(dm, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, fd);
+	for (int g = 0; g < RACE_REGIONS; g++) {
+		for (size_t i = 0; i < RACE_LEN / 8; i++)
+			buf[i] = (uint64_t)g << 40;
+		ASSERT_EQ(RACE_LEN, pwrite(fd, buf, RACE_LEN, race_base(g) + RACE_CHUNK / 2));
+	}
+	ASSERT_EQ(0, fsync(fd));
+	close(fd);
 	/* Tracked from now on (the tracker outlives the snapshot). */
 	ASSERT_EQ(0, snapshot_create(self->fd, &d, 1, &tracked));
 	ASSERT_EQ(0, snapshot_destroy(self->fd, &tracked));
