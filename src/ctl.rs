@@ -165,8 +165,10 @@ impl Control {
         let id = st.create(devs, &self.pool)?;
         req.id = uapi::BlkSnapUuid { b: id };
         if let Err(e) = write_arg(arg, &req) {
-            // Nobody can name the snapshot: take it back.
-            st.destroy(&id)?;
+            // Nobody can name the snapshot: take it back (it was never
+            // taken: nothing to wait for).
+            let ended = st.destroy(&id)?.wait();
+            st.release(ended);
             return Err(e);
         }
         Ok(0)
@@ -174,7 +176,11 @@ impl Control {
 
     fn snapshot_destroy(&self, arg: usize) -> Result<isize> {
         let req: uapi::BlkSnapSnapshotDestroy = read_arg(arg)?;
-        self.state.lock().destroy(&req.id.b)?;
+        // The end waits for the snapshot's own copies and image I/O: not
+        // under the state lock, which other snapshots' calls need.
+        let destroyed = self.state.lock().destroy(&req.id.b)?;
+        let ended = destroyed.wait();
+        self.state.lock().release(ended);
         Ok(0)
     }
 
@@ -305,7 +311,12 @@ impl Control {
             copy_wq: self.copy_wq.clone(),
             io_wq: self.io_wq.clone(),
         };
-        self.state.lock().take(&req.id.b, &env)?;
+        // The switch may wait long (freezes, a slow device's writes in
+        // flight): not under the state lock, which other snapshots' calls
+        // need. The snapshot is marked as being taken meanwhile.
+        let taking = self.state.lock().take_begin(&req.id.b, &env)?;
+        let switched = taking.switch();
+        self.state.lock().take_end(taking, switched, &env)?;
         Ok(0)
     }
 

@@ -49,7 +49,7 @@
 //! Locking: one spinlock per device guards its chunk map and copy queue (no
 //! global lock on the write path); allocations happen before taking it.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use kernel::alloc::flags::__GFP_NOWARN;
 use kernel::alloc::flags::{GFP_ATOMIC, GFP_KERNEL};
@@ -318,6 +318,11 @@ pub(crate) struct DiffArea {
     corrupted: AtomicBool,
     /// Set by DESTROY before it ends the storage waits.
     going: AtomicBool,
+    /// Image bios accepted and not ended yet: DESTROY waits for them, so
+    /// that none reaches storage after it returned (when the storage file
+    /// may be deleted and its blocks another file's). Changed under the
+    /// chunk lock, and `settled` is signalled when it falls to 0.
+    image_ios: AtomicUsize,
     storage: Arc<Storage>,
     events: Arc<EventQueue>,
     /// Chunk copies, at most [`COPIES_AT_ONCE`] of this device's at once.
@@ -403,6 +408,7 @@ impl DiffArea {
                 keep_buffers: keep as usize,
                 corrupted: AtomicBool::new(false),
                 going: AtomicBool::new(false),
+                image_ios: AtomicUsize::new(0),
                 storage,
                 events,
                 copy_wq,
@@ -442,7 +448,12 @@ impl DiffArea {
     /// Marks the image corrupted (once) and tells user space, unless the
     /// snapshot is going anyway.
     fn corrupt(&self, err: Error) {
-        if !self.corrupted.swap(true, Ordering::AcqRel) && !self.going.load(Ordering::Acquire) {
+        let first = !self.corrupted.swap(true, Ordering::AcqRel);
+        if first {
+            // Copies of this device waiting for storage give up now.
+            self.storage.kick();
+        }
+        if first && !self.going.load(Ordering::Acquire) {
             let dev = self.dev();
             let errno = -err.to_errno();
             pr_err!(
@@ -683,10 +694,16 @@ impl DiffArea {
     /// First step of a copy: storage for chunk `idx`, a buffer, and the
     /// read of the original into it, started.
     fn copy_read(self: &Arc<Self>, slot: &Arc<CopyWork>, idx: u32) -> Result {
+        // A corrupted image needs no more copies: the queued ones end at
+        // once, and their held writes go on, rather than each waiting for
+        // storage in turn.
+        if self.is_corrupted() {
+            return Err(EIO);
+        }
         let len = self.geometry.unit_len(idx);
         let bytes = usize::try_from(len * 512).map_err(|_| EINVAL)?;
         let alloc_len = len.div_ceil(PAGE_SECTORS) * PAGE_SECTORS;
-        let (region, dev) = self.storage.alloc(alloc_len)?;
+        let (region, dev) = self.storage.alloc(alloc_len, &self.corrupted)?;
         let pages = core::mem::take(&mut self.get_buffer().pages);
         *slot.job.lock() = Some(Job {
             area: self.clone(),
@@ -1013,7 +1030,7 @@ impl DiffArea {
             bio.resubmit();
         }
         let mut c = self.chunks.lock();
-        while c.idle.iter().any(Option::is_none) {
+        while c.idle.iter().any(Option::is_none) || self.image_ios.load(Ordering::Acquire) != 0 {
             self.settled.wait(&mut c);
         }
     }
@@ -1122,10 +1139,12 @@ impl DiffArea {
                 }
                 Self::start_or_queue(c, idx, &mut to_start);
                 drop(guard);
-                self.spawn_copies(core::mem::replace(
-                    &mut to_start,
-                    KVec::with_capacity(1, GFP_KERNEL)?,
-                ));
+                // The slot taken goes to its copy before anything can fail:
+                // a slot dropped here would never come back, and the chunk
+                // would stay `Copying` (its writes, DESTROY and unload
+                // waiting for ever).
+                self.spawn_copies(core::mem::take(&mut to_start));
+                to_start = KVec::with_capacity(1, GFP_KERNEL)?;
                 guard = self.chunks.lock();
                 continue;
             }
@@ -1354,10 +1373,14 @@ impl DiskOps for DiffArea {
     ];
 
     fn submit_bio(this: &Arc<Self>, bio: OwnedBio) {
-        let worker = this.clone();
+        let counted = ImageIo::new(this.clone());
         // If the work item cannot be allocated, the closure and the bio in it
-        // are dropped, which ends the bio with an I/O error.
-        let _ = this.io_wq.spawn(move || worker.image_io(bio));
+        // are dropped, which ends the bio with an I/O error (and then drops
+        // the count): nothing else to do with the error.
+        let _ = this.io_wq.spawn(move || {
+            counted.0.image_io(bio);
+            drop(counted);
+        });
     }
 
     fn attr(this: &Arc<Self>, index: usize) -> u64 {
@@ -1365,6 +1388,28 @@ impl DiskOps for DiffArea {
             0 => this.storage.total(),
             1 => this.storage.used(),
             _ => this.geometry.unit_sectors(),
+        }
+    }
+}
+
+/// One image bio counted in [`DiffArea::image_ios`] until this is dropped,
+/// after the bio ended.
+struct ImageIo(Arc<DiffArea>);
+
+impl ImageIo {
+    fn new(area: Arc<DiffArea>) -> Self {
+        // No lock needed: DESTROY waits only after the image disk is
+        // deleted, when no bio comes in any more.
+        area.image_ios.fetch_add(1, Ordering::AcqRel);
+        Self(area)
+    }
+}
+
+impl Drop for ImageIo {
+    fn drop(&mut self) {
+        let _c = self.0.chunks.lock();
+        if self.0.image_ios.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.settled.notify_all();
         }
     }
 }

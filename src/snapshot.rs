@@ -60,10 +60,60 @@ fn fmt_image_name(buf: &mut [u8; 32], n: u32) -> usize {
     len
 }
 
+/// Whether devices `a` and `b` (each with its whole disk) share blocks:
+/// the same device, or a disk and one of its partitions.
+fn shares_blocks(a: DevT, a_whole: DevT, b: DevT, b_whole: DevT) -> bool {
+    a == b || a_whole == b || a == b_whole
+}
+
+/// `EINVAL` if storage on `bdev` would reach one of `devs`, devices of a
+/// taken snapshot: itself, through a disk and its partition, or through the
+/// devices `bdev` is built on (an LV on the disk being snapshotted). The
+/// module's storage writes pass every filter, which is only right for
+/// blocks that held nothing of the snapshot at TAKE: storage given before
+/// TAKE (a storage file's blocks then). Blocks appended after TAKE may be
+/// those of a file deleted since, which the image must still show.
+/// `devs` pairs each device with its whole disk.
+fn refuse_storage_under(bdev: &BdevFile, devs: &[(DevT, DevT)]) -> Result {
+    let lower = bdev.lower_devices()?;
+    let mut wholes = KVec::with_capacity(lower.len() + 1, GFP_KERNEL)?;
+    wholes.push((bdev.dev(), bdev.whole_dev()), GFP_KERNEL)?;
+    for &dev in lower.iter() {
+        // Its whole disk, from the device itself; one that cannot be
+        // opened cannot be told apart from a device of the snapshot.
+        let whole = open_dev(dev, false)?.whole_dev();
+        wholes.push((dev, whole), GFP_KERNEL)?;
+    }
+    for &(s, s_whole) in wholes.iter() {
+        for &(d, d_whole) in devs.iter() {
+            if shares_blocks(s, s_whole, d, d_whole) {
+                pr_err!(
+                    "storage on {}:{} reaches {}:{}, a device of the taken snapshot: \
+                     append such storage before TAKE\n",
+                    bdev.dev().major(),
+                    bdev.dev().minor(),
+                    d.major(),
+                    d.minor()
+                );
+                return Err(EINVAL);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Opens device `dev`: `ENODEV` if there is none (whatever the block layer
-/// said), but a shortage of memory stays `ENOMEM`.
+/// said); a shortage of memory (`ENOMEM`), a device held exclusively or
+/// otherwise busy (`EBUSY`), one the caller may not open (`EACCES`) and a
+/// read-only one opened for writing (`EROFS`) keep their own errno.
 pub(crate) fn open_dev(dev: DevT, write: bool) -> Result<BdevFile> {
-    BdevFile::open(dev, write).map_err(|e| if e == ENOMEM { ENOMEM } else { ENODEV })
+    BdevFile::open(dev, write).map_err(|e| {
+        if [ENOMEM, EBUSY, EACCES, EROFS].contains(&e) {
+            e
+        } else {
+            ENODEV
+        }
+    })
 }
 
 /// A tracked device.
@@ -87,17 +137,26 @@ struct Snapshot {
     id: [u8; 16],
     devices: KVec<DevT>,
     taken: bool,
+    /// A TAKE is under way without the state lock (see [`Taking`]):
+    /// DESTROY and another TAKE are refused meanwhile.
+    taking: bool,
+    /// [`Snapshot::stop`] has run.
+    stopped: bool,
     events: Arc<EventQueue>,
     storage: Arc<Storage>,
     /// After TAKE, one per device.
     images: KVec<Image>,
 }
 
-impl Drop for Snapshot {
-    fn drop(&mut self) {
-        // Copies waiting for storage give up at once; writes stop being
-        // copied, the images go (no image bio starts once a disk is
-        // deleted), then every held write is let go.
+impl Snapshot {
+    /// The quick part of the end, done under the state lock (and only
+    /// once): copies waiting for storage give up at once, writes stop
+    /// being copied, the images go (no image bio starts once a disk is
+    /// deleted, and their minors are free again).
+    fn stop(&mut self) {
+        if core::mem::replace(&mut self.stopped, true) {
+            return;
+        }
         for img in self.images.iter() {
             img.area.set_going();
         }
@@ -107,9 +166,82 @@ impl Drop for Snapshot {
         }
         for img in self.images.iter_mut() {
             drop(img.disk.take());
+        }
+    }
+}
+
+impl Drop for Snapshot {
+    /// The end: after [`Snapshot::stop`], every held write is let go, and
+    /// the copies and image bios still running are waited for. DESTROY
+    /// drops a snapshot after the state lock, so that these waits (a copy
+    /// on a slow device) hold up no other snapshot.
+    fn drop(&mut self) {
+        self.stop();
+        for img in self.images.iter() {
             img.area.close();
         }
         self.events.close();
+    }
+}
+
+/// A TAKE under way (see [`State::take_begin`]): what it works on, held
+/// while the state lock is not.
+pub(crate) struct Taking {
+    id: [u8; 16],
+    trackers: KVec<Arc<Tracker>>,
+    origs: KVec<Arc<BdevFile>>,
+    areas: KVec<Arc<DiffArea>>,
+}
+
+impl Taking {
+    /// TAKE, second step, without the state lock, since it may wait long
+    /// (for a slow device's writes in flight, up to 30 s, or a freeze):
+    /// one instant for all devices. Freezes every file system, holds new
+    /// writes, waits for those in flight, switches every map and starts
+    /// copy on write, lets the writes go, thaws. A raw write racing TAKE is
+    /// thus wholly before the snapshot (in the image, in the map taken now)
+    /// or wholly after it (copied first).
+    pub(crate) fn switch(&self) -> Result {
+        let mut frozen = KVec::with_capacity(self.origs.len(), GFP_KERNEL)?;
+        for orig in self.origs.iter() {
+            frozen.push(orig.freeze()?, GFP_KERNEL)?;
+        }
+        let mut holds = KVec::with_capacity(self.trackers.len(), GFP_KERNEL)?;
+        for t in self.trackers.iter() {
+            holds.push(t.hold_writes(), GFP_KERNEL)?;
+        }
+        for t in self.trackers.iter() {
+            t.drain()?;
+        }
+        let mut map_pages = KVec::with_capacity(self.trackers.len(), GFP_KERNEL)?;
+        for t in self.trackers.iter() {
+            map_pages.push(t.reserve_map_pages()?, GFP_KERNEL)?;
+        }
+        for ((t, a), pages) in self.trackers.iter().zip(self.areas.iter()).zip(map_pages) {
+            t.start_snapshot(a.clone(), pages);
+        }
+        Ok(())
+    }
+}
+
+/// A snapshot taken out of the state by DESTROY, stopped; its devices stay
+/// in it (no other snapshot can have them) until [`Destroyed::wait`] and
+/// [`State::release`].
+pub(crate) struct Destroyed {
+    snap: Snapshot,
+    id: [u8; 16],
+}
+
+/// A destroyed snapshot whose end is over: [`State::release`] frees its
+/// devices.
+pub(crate) struct Ended([u8; 16]);
+
+impl Destroyed {
+    /// Waits for the end of the snapshot's copies and image I/O: call it
+    /// without the state lock.
+    pub(crate) fn wait(self) -> Ended {
+        drop(self.snap);
+        Ended(self.id)
     }
 }
 
@@ -175,7 +307,7 @@ impl State {
     /// tracked disk or partition other than `dev` itself.
     fn check_overlap(&self, dev: DevT, whole: DevT) -> Result {
         for t in self.trackers.iter() {
-            let other = t.tracker.bdev();
+            let other = &t.tracker;
             if other.dev() == dev {
                 continue;
             }
@@ -212,7 +344,7 @@ impl State {
                 if t.snapshot.is_some() {
                     return Err(EBUSY);
                 }
-                self.check_overlap(dev, t.tracker.bdev().whole_dev())?;
+                self.check_overlap(dev, t.tracker.whole_dev())?;
                 continue;
             }
             let bdev = open_dev(dev, false)?;
@@ -239,19 +371,31 @@ impl State {
         self.snapshots.reserve(1)?;
         self.trackers.reserve(fresh.len())?;
         // Start tracking on the new devices, with their file systems frozen
-        // so that no write slips past the attach half-done.
+        // so that no write slips past the attach half-done. All or nothing:
+        // the new trackers join only once every device has its filter, so
+        // a device that fails leaves no tracker or filter on the others
+        // (dropping `attached` detaches them).
+        let mut attached = KVec::with_capacity(fresh.len(), GFP_KERNEL)?;
         for bdev in fresh.into_iter() {
             let tracker = Tracker::new(bdev.hold(), pool.clone())?;
             let filter = {
                 let _frozen = bdev.freeze()?;
-                Attached::attach(bdev.hold(), tracker.clone())?
+                Attached::attach(&bdev, tracker.clone())?
             };
-            pr_info!("tracking {}:{}\n", bdev.dev().major(), bdev.dev().minor());
-            self.trackers.insert(TrackerEntry {
-                tracker,
-                _filter: filter,
-                snapshot: None,
-            })?;
+            attached.push(
+                TrackerEntry {
+                    tracker,
+                    _filter: filter,
+                    snapshot: None,
+                },
+                GFP_KERNEL,
+            )?;
+        }
+        for entry in attached.into_iter() {
+            let dev = entry.tracker.dev();
+            // Room reserved above: no allocation, no failure.
+            self.trackers.insert(entry)?;
+            pr_info!("tracking {}:{}\n", dev.major(), dev.minor());
         }
 
         let id = random_uuid();
@@ -268,6 +412,8 @@ impl State {
             id,
             devices: devs,
             taken: false,
+            taking: false,
+            stopped: false,
             events,
             storage,
             images: KVec::new(),
@@ -277,15 +423,23 @@ impl State {
 
     /// SNAPSHOT_DESTROY: the images go, held writes are let go, the
     /// storage is released; the trackers stay.
-    pub(crate) fn destroy(&mut self, id: &[u8; 16]) -> Result {
-        let snap = self.snapshots.remove_first(|s| &s.id == id).ok_or(ESRCH)?;
+    pub(crate) fn destroy(&mut self, id: &[u8; 16]) -> Result<Destroyed> {
+        if self.snapshot(id)?.taking {
+            return Err(EBUSY);
+        }
+        let mut snap = self.snapshots.remove_first(|s| &s.id == id).ok_or(ESRCH)?;
+        snap.stop();
+        Ok(Destroyed { snap, id: *id })
+    }
+
+    /// The devices of a destroyed snapshot, whose end [`Destroyed`] waited
+    /// for, are free for another snapshot.
+    pub(crate) fn release(&mut self, gone: Ended) {
         for t in self.trackers.iter_mut() {
-            if t.snapshot.as_ref() == Some(id) {
+            if t.snapshot.as_ref() == Some(&gone.0) {
                 t.snapshot = None;
             }
         }
-        drop(snap);
-        Ok(())
     }
 
     /// The ids of the snapshots.
@@ -341,7 +495,16 @@ impl State {
         pairs: &mut KVVec<(u64, u64)>,
         abs: &[(u64, u64)],
     ) -> Result {
-        let storage = self.snapshot(id)?.storage.clone();
+        let snap = self.snapshot(id)?;
+        if snap.taken {
+            let mut devs = KVec::with_capacity(snap.devices.len(), GFP_KERNEL)?;
+            for &d in snap.devices.iter() {
+                let whole = self.tracker(d).map_or(d, |t| t.tracker.whole_dev());
+                devs.push((d, whole), GFP_KERNEL)?;
+            }
+            refuse_storage_under(&bdev, &devs)?;
+        }
+        let storage = snap.storage.clone();
         if self
             .snapshots
             .iter()
@@ -352,11 +515,13 @@ impl State {
         storage.append(bdev, pairs)
     }
 
-    /// SNAPSHOT_TAKE of snapshot `id`: one instant for all its devices,
-    /// then an image of each.
-    pub(crate) fn take(&mut self, id: &[u8; 16], env: &ImageEnv) -> Result {
+    /// SNAPSHOT_TAKE of snapshot `id`, first step: checks, opens the
+    /// devices and makes their copy-on-write state, and marks the
+    /// snapshot as being taken. [`Taking::switch`] follows without the
+    /// state lock, then [`Self::take_end`] under it.
+    pub(crate) fn take_begin(&mut self, id: &[u8; 16], env: &ImageEnv) -> Result<Taking> {
         let snap = self.snapshot(id)?;
-        if snap.taken {
+        if snap.taken || snap.taking {
             return Err(ealready());
         }
         if snap.storage.total() == 0 {
@@ -372,7 +537,7 @@ impl State {
                 return Err(ENODEV);
             }
             let orig = open_dev(dev, false)?;
-            if !t.tracker.bdev().is(&orig) {
+            if !t.tracker.is_device(&orig) {
                 // Another device took the number of the one tracked.
                 return Err(ENODEV);
             }
@@ -396,34 +561,26 @@ impl State {
                 GFP_KERNEL,
             )?;
         }
+        self.snapshot_mut(id)?.taking = true;
+        Ok(Taking {
+            id: *id,
+            trackers,
+            origs,
+            areas,
+        })
+    }
+
+    /// SNAPSHOT_TAKE, last step, with the result of [`Taking::switch`]:
+    /// an image of each device. If the switch or an image fails, nothing
+    /// of the TAKE stays: no copy on write, no image.
+    pub(crate) fn take_end(&mut self, taking: Taking, switched: Result, env: &ImageEnv) -> Result {
+        let Taking {
+            id, trackers, areas, ..
+        } = taking;
+        // DESTROY is refused while `taking` is set: the snapshot is there.
+        self.snapshot_mut(&id)?.taking = false;
+        switched?;
         let mut images = KVec::with_capacity(areas.len(), GFP_KERNEL)?;
-
-        // One instant for all devices: freeze every file system, hold new
-        // writes, wait for those in flight, switch every map and start copy
-        // on write, let the writes go, thaw. A raw write racing TAKE is thus
-        // wholly before the snapshot (in the image, in the map taken now) or
-        // wholly after it (copied first).
-        {
-            let mut frozen = KVec::with_capacity(origs.len(), GFP_KERNEL)?;
-            for orig in origs.iter() {
-                frozen.push(orig.freeze()?, GFP_KERNEL)?;
-            }
-            let mut holds = KVec::with_capacity(trackers.len(), GFP_KERNEL)?;
-            for t in trackers.iter() {
-                holds.push(t.hold_writes(), GFP_KERNEL)?;
-            }
-            for t in trackers.iter() {
-                t.drain()?;
-            }
-            let mut map_pages = KVec::with_capacity(trackers.len(), GFP_KERNEL)?;
-            for t in trackers.iter() {
-                map_pages.push(t.reserve_map_pages()?, GFP_KERNEL)?;
-            }
-            for ((t, a), pages) in trackers.iter().zip(areas.iter()).zip(map_pages) {
-                t.start_snapshot(a.clone(), pages);
-            }
-        }
-
         for a in areas.iter() {
             let minor = self.free_minor(&images);
             let mut name = [0u8; 32];
@@ -443,7 +600,9 @@ impl State {
                     // is checked, so the block layer failed for want of
                     // resources: under allocation failures it can say
                     // EINVAL as well as ENOMEM. Report ENOMEM.
-                    // Undo: no copy on write without images.
+                    // Undo: no copy on write without images (those made
+                    // go first, so that no image bio comes after).
+                    drop(images);
                     for t in trackers.iter() {
                         drop(t.end_snapshot());
                     }
@@ -462,7 +621,7 @@ impl State {
                 GFP_KERNEL,
             )?;
         }
-        let snap = self.snapshot_mut(id)?;
+        let snap = self.snapshot_mut(&id)?;
         snap.images = images;
         snap.taken = true;
         Ok(())

@@ -10,6 +10,8 @@
 //! snapshot's own (no other snapshot's copies queue behind it) and ends at
 //! once when the snapshot goes.
 
+use core::sync::atomic::{AtomicBool, Ordering};
+
 use kernel::alloc::flags::GFP_KERNEL;
 use kernel::prelude::*;
 use kernel::sync::{Arc, CondVar, Mutex};
@@ -121,15 +123,25 @@ impl Storage {
         })
     }
 
-    /// Allocates `len` sectors, waiting for more storage if there is none.
-    pub(crate) fn alloc(&self, len: u64) -> Result<(Region, Arc<BdevFile>)> {
+    /// Wakes the allocations waiting for storage, so that those whose
+    /// `abandon` is set now give up (a device's image was corrupted).
+    /// Takes the storage mutex (briefly), so that no waiter misses it.
+    pub(crate) fn kick(&self) {
+        let _st = self.state.lock();
+        self.appended.notify_all();
+    }
+
+    /// Allocates `len` sectors, waiting for more storage if there is none;
+    /// `EIO` at once if `abandon` is set (before or during the wait: see
+    /// [`Self::kick`]).
+    pub(crate) fn alloc(&self, len: u64, abandon: &AtomicBool) -> Result<(Region, Arc<BdevFile>)> {
         let minimum = Param::DiffStorageMinimum.get();
         let mut left =
             msecs_to_jiffies(Param::DiffStorageWaitMs.get().min(u64::from(u32::MAX)) as u32);
         let mut st = self.state.lock();
         loop {
             let st_ref = &mut *st;
-            if st_ref.closed {
+            if st_ref.closed || abandon.load(Ordering::Acquire) {
                 return Err(EIO);
             }
             if let Some(region) = st_ref.alloc.alloc(&st_ref.ranges, len) {

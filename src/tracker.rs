@@ -2,8 +2,8 @@
 
 //! Trackers: change tracking on one block device.
 //!
-//! A tracker holds its device by reference, has a bio filter attached to
-//! it, and keeps the device's CBT maps. The filter marks every write in the
+//! A tracker holds its device by reference until the device goes away, has
+//! a bio filter attached to it, and keeps the device's CBT maps. The filter marks every write in the
 //! active map under the tracker's own lock: there is no global lock on the
 //! write path. It also counts the writes it lets through until they
 //! complete, so that TAKE can hold new writes and wait for those in flight:
@@ -19,7 +19,7 @@ use kernel::time::Ktime;
 use kernel::{new_condvar, new_spinlock, pin_init};
 
 use crate::kernel_ext::bio::{BlkStatus, IncomingBio};
-use crate::kernel_ext::block::{BdevRef, DevT};
+use crate::kernel_ext::block::{BdevFile, BdevRef, DevT};
 use crate::kernel_ext::filter::FilterOps;
 use crate::kernel_ext::inflight::{InFlight, WatchPool};
 use crate::kernel_ext::mem::{zeroed_box, NoIo};
@@ -141,8 +141,9 @@ pub(crate) trait CopyOnWrite: Send + Sync {
     /// take it over until the data it overwrites is saved.
     fn on_write(self: Arc<Self>, bio: IncomingBio<'_>);
 
-    /// The device went away. Called from the filter's detach: must not
-    /// sleep.
+    /// The device went away. Called from the filter's detach, in process
+    /// context under the block layer's removal locks: it may take short
+    /// sleeping locks, not wait for I/O.
     fn original_gone(&self);
 }
 
@@ -164,10 +165,17 @@ const DRAIN_LIMIT_NS: i64 = 30_000_000_000;
 /// The tracker holds its device by reference, not open: an administrator
 /// can still remove the device (`dmsetup remove`, `losetup -d`, `rmmod` of
 /// its driver) between backups, which ends the tracking. Only a taken
-/// snapshot holds the device open.
+/// snapshot holds the device open. When the device goes, the reference
+/// goes with it: a disk's last reference calls its driver's `free_disk`,
+/// so one kept after that could outlive the driver module.
 #[pin_data]
 pub(crate) struct Tracker {
-    bdev: BdevRef,
+    dev: DevT,
+    /// The whole disk `dev` is on (itself if it is one).
+    whole: DevT,
+    /// The device, until it goes away ([`FilterOps::detached`]).
+    #[pin]
+    bdev: SpinLock<Option<BdevRef>>,
     #[pin]
     cbt: SpinLock<TrackState>,
     /// Writers waiting for TAKE to end its hold.
@@ -199,7 +207,9 @@ impl Tracker {
         let inflight = InFlight::new()?;
         Arc::pin_init(
             pin_init!(Self {
-                bdev,
+                dev: bdev.dev(),
+                whole: bdev.whole_dev(),
+                bdev <- new_spinlock!(Some(bdev), "blksnap_tracker_bdev"),
                 cbt <- new_spinlock!(TrackState { cbt, diff: None, holding: false }, "blksnap_tracker"),
                 resume <- new_condvar!("blksnap_resume"),
                 inflight,
@@ -210,12 +220,28 @@ impl Tracker {
         )
     }
 
-    pub(crate) fn bdev(&self) -> &BdevRef {
-        &self.bdev
+    pub(crate) fn dev(&self) -> DevT {
+        self.dev
     }
 
-    pub(crate) fn dev(&self) -> DevT {
-        self.bdev.dev()
+    /// The whole disk the device is on (the device itself if it is one).
+    pub(crate) fn whole_dev(&self) -> DevT {
+        self.whole
+    }
+
+    /// Whether `file` is an open file of the tracked device itself (not of
+    /// another that took its number after it went away).
+    pub(crate) fn is_device(&self, file: &BdevFile) -> bool {
+        self.bdev.lock().as_ref().is_some_and(|b| b.is(file))
+    }
+
+    /// The device's size in sectors, `ENODEV` once it went away.
+    fn nr_sectors(&self) -> Result<u64> {
+        self.bdev
+            .lock()
+            .as_ref()
+            .map(|b| b.nr_sectors())
+            .ok_or(ENODEV)
     }
 
     /// Whether the device went away under the tracker.
@@ -225,7 +251,7 @@ impl Tracker {
 
     /// Starts a new map and generation if the device changed size.
     pub(crate) fn check_resize(&self) -> Result {
-        let capacity = self.bdev.nr_sectors();
+        let capacity = self.nr_sectors()?;
         if !self.cbt.lock().cbt.resized(capacity) {
             return Ok(());
         }
@@ -388,8 +414,14 @@ impl FilterOps for Tracker {
 
     fn detached(&self) {
         self.gone.store(true, Ordering::Relaxed);
+        // The driver may be unloaded next: no reference to its disk stays.
+        // Not the last one (the driver still holds its own), so the put
+        // after the lock does not release the disk here.
+        let bdev = self.bdev.lock().take();
+        drop(bdev);
         // An image of a device that is gone cannot be read whole any more.
-        if let Some(diff) = self.cbt.lock().diff.as_ref() {
+        let diff = self.cbt.lock().diff.clone();
+        if let Some(diff) = diff {
             diff.original_gone();
         }
         let dev = self.dev();

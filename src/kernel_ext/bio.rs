@@ -276,13 +276,18 @@ impl OwnedBio {
         Self { ptr }
     }
 
-    /// Sends the bio on to its device, past the device's filter.
+    /// Sends the bio on to its device, past the device's filter. It stays
+    /// its submitter's I/O: if the device is stacked, filters below see
+    /// its clones.
     pub(crate) fn resubmit(self) {
         let ptr = self.ptr.as_ptr();
         core::mem::forget(self);
         // SAFETY: We own the bio (type invariant) and give it back to the
-        // block layer; it has been marked filtered, so it goes straight on.
-        unsafe { bindings::blk_filter_submit_bio(ptr) };
+        // block layer; marked filtered, it goes straight on.
+        unsafe {
+            (*ptr).bi_flags |= BIO_FILTERED_BIT;
+            bindings::submit_bio_noacct(ptr);
+        }
     }
 
     /// Completes the bio with `status`.
@@ -319,6 +324,12 @@ impl Drop for OwnedBio {
 
 /// `bi_flags` bit of bios that bypass the filter of their device.
 const BIO_FILTERED_BIT: u16 = 1 << bindings::BIO_FILTERED;
+
+/// `bi_flags` bits of the module's own I/O: it bypasses the filter of its
+/// device and, through the clones of a stacked device, those below it, so
+/// that a storage write on an LV over a tracked disk is not copied on
+/// write (which would write to storage again, and again).
+const OWN_IO_BITS: u16 = BIO_FILTERED_BIT | (1 << bindings::BIO_FILTER_OWN);
 
 /// Memory of the module's own bio set (see [`BioSetOwner`]).
 struct BioSetCell(Opaque<bindings::bio_set>);
@@ -410,7 +421,7 @@ pub(super) unsafe fn alloc_bio(
     }
     // SAFETY: A fresh bio of ours. Our own I/O bypasses filters: it must not
     // be copied on write or tracked as a change.
-    unsafe { (*bio).bi_flags |= BIO_FILTERED_BIT };
+    unsafe { (*bio).bi_flags |= OWN_IO_BITS };
     Ok(bio)
 }
 
@@ -508,7 +519,7 @@ impl OwnedBio {
         unsafe {
             bindings::bio_trim(clone, u64::from(skip >> 9), u64::from(len >> 9));
             (*clone).bi_iter.bi_sector = sector;
-            (*clone).bi_flags |= BIO_FILTERED_BIT;
+            (*clone).bi_flags |= OWN_IO_BITS;
             submit_and_wait(clone)
         }
     }

@@ -190,20 +190,34 @@ impl BdevFile {
     /// The device numbers of the partitions of this device if it is a whole
     /// disk (none for a partition), as they are now.
     pub(crate) fn partitions(&self) -> Result<KVec<DevT>> {
+        self.list_devs(bindings::blk_filter_list_partitions)
+    }
+
+    /// The device numbers of the devices this one is built on (device
+    /// mapper tables, md members, and what those are built on), as they
+    /// are now. Devices reached through files (a loop device's backing
+    /// file) are not listed.
+    pub(crate) fn lower_devices(&self) -> Result<KVec<DevT>> {
+        self.list_devs(bindings::blk_filter_list_lower)
+    }
+
+    /// Calls a block layer listing of device numbers with room enough.
+    fn list_devs(
+        &self,
+        list: unsafe extern "C" fn(*mut bindings::block_device, *mut u32, u32) -> u32,
+    ) -> Result<KVec<DevT>> {
         let mut raw: KVec<u32> = KVec::new();
         loop {
             let room = u32::try_from(raw.capacity()).unwrap_or(u32::MAX);
             // SAFETY: `bdev` is valid (type invariant) and `raw` has room for
-            // `room` device numbers; the function writes at most that many.
-            let n = unsafe {
-                bindings::blk_filter_list_partitions(self.as_raw(), raw.as_mut_ptr(), room)
-            };
+            // `room` device numbers; both listings write at most that many.
+            let n = unsafe { list(self.as_raw(), raw.as_mut_ptr(), room) };
             if n <= room {
                 // SAFETY: The first `n` elements were initialised above.
                 unsafe { raw.set_len(n as usize) };
                 break;
             }
-            // Partitions appeared since the last look: make room, try again.
+            // Devices appeared since the last look: make room, try again.
             raw = KVec::with_capacity(n as usize + 4, GFP_KERNEL)?;
         }
         let mut devs = KVec::with_capacity(raw.len(), GFP_KERNEL)?;

@@ -15,7 +15,7 @@ use kernel::sync::Arc;
 use kernel::types::Opaque;
 
 use super::bio::IncomingBio;
-use super::block::BdevRef;
+use super::block::Bdev;
 
 /// What a filter does with the bios of its device.
 pub(crate) trait FilterOps: Send + Sync + Sized {
@@ -24,8 +24,11 @@ pub(crate) trait FilterOps: Send + Sync + Sized {
     /// ([`IncomingBio::take`]). It must not wait for I/O it issues.
     fn submit_bio(&self, bio: IncomingBio<'_>);
 
-    /// The device went away while the filter was attached. Called with block
-    /// layer locks held: must not sleep.
+    /// The device went away while the filter was attached: no callback runs
+    /// any more. Called from the block layer's removal of the device, with
+    /// its locks held: it must not attach or detach filters. The owner
+    /// drops every reference it keeps to the device here, since the driver
+    /// that made the device may go next.
     fn detached(&self) {}
 }
 
@@ -38,16 +41,20 @@ struct Inner<T: FilterOps> {
 
 /// A filter attached to a block device; detached on drop.
 ///
+/// The value holds no reference to the device: the block layer records the
+/// device in the filter and forgets it when the device goes away, so that
+/// the device, and the driver module that made it, can go while the filter
+/// exists.
+///
 /// # Invariants
 ///
-/// While this value exists, `inner.filter` is attached to `bdev` or was
-/// detached by the block layer because the device went away; its `ops` is
+/// While this value exists, `inner.filter` is attached (the block layer's
+/// `flt->bdev` names the device) or was detached by the block layer because
+/// the device went away (`flt->bdev` is NULL); its `ops` is
 /// [`Attached::<T>::OPS`]. `inner` is pinned, so the pointer the block layer
-/// holds stays valid, and `bdev` keeps the block device structure valid
-/// (without keeping the device open: it may be removed, which detaches).
+/// holds stays valid.
 pub(crate) struct Attached<T: FilterOps> {
     inner: Pin<KBox<Inner<T>>>,
-    bdev: BdevRef,
 }
 
 // SAFETY: The block layer may call the filter from any thread, which `T:
@@ -65,20 +72,23 @@ impl<T: FilterOps> Attached<T> {
 
     /// Attaches a filter serving `data` to `bdev`. Fails with `EBUSY` if the
     /// device has a filter already.
-    pub(crate) fn attach(bdev: BdevRef, data: Arc<T>) -> Result<Self> {
+    pub(crate) fn attach(bdev: &Bdev, data: Arc<T>) -> Result<Self> {
         let inner = KBox::pin(
             Inner {
-                filter: Opaque::new(bindings::blk_filter { ops: &Self::OPS }),
+                filter: Opaque::new(bindings::blk_filter {
+                    ops: &Self::OPS,
+                    bdev: core::ptr::null_mut(),
+                }),
                 data,
                 _pin: PhantomPinned,
             },
             GFP_KERNEL,
         )?;
-        // SAFETY: `bdev` is held (type invariant of `BdevRef`);
+        // SAFETY: `bdev` is valid for the call (type invariant of `Bdev`);
         // `inner.filter` is pinned and lives until `Drop` has detached it.
         to_result(unsafe { bindings::blk_filter_attach(bdev.as_raw(), inner.filter.get()) })?;
         // INVARIANT: attached above.
-        Ok(Self { inner, bdev })
+        Ok(Self { inner })
     }
 
     /// The data the filter serves.
@@ -91,9 +101,11 @@ impl<T: FilterOps> Drop for Attached<T> {
     fn drop(&mut self) {
         // If the device went away, the block layer detached the filter
         // already and this does nothing.
-        // SAFETY: `bdev` is held (type invariant). On return no callback
-        // runs and the block layer holds no pointer to `inner`.
-        unsafe { bindings::blk_filter_detach(self.bdev.as_raw(), self.inner.filter.get()) };
+        // SAFETY: `inner.filter` was attached (type invariant); the block
+        // layer finds its device, if still attached, under its own lock. On
+        // return no callback runs and the block layer holds no pointer to
+        // `inner`.
+        unsafe { bindings::blk_filter_detach(self.inner.filter.get()) };
     }
 }
 

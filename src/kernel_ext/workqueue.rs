@@ -44,6 +44,11 @@ impl WorkQueue {
         })
     }
 
+    /// The raw workqueue, for the abstractions of this layer.
+    pub(super) fn as_raw(&self) -> NonNull<bindings::workqueue_struct> {
+        self.ptr
+    }
+
     fn queue(&self) -> &Queue {
         // SAFETY: The workqueue lives as long as `self` (type invariant).
         unsafe { Queue::from_raw(self.ptr.as_ptr()) }

@@ -345,4 +345,157 @@ TEST_F_TIMEOUT(fs, writeback_under_memory_pressure_keeps_image_whole, 360)
 	free(back);
 }
 
+/* Writes `mib` MiB of pattern `seed` to a new file `path` (synced). */
+static int write_big(const char *path, unsigned int mib, unsigned int seed)
+{
+	unsigned char *buf = malloc(1 << 20);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644), ret = -1;
+
+	if (buf && fd >= 0) {
+		unsigned int i;
+
+		for (i = 0; i < mib; i++) {
+			pattern(buf, 1 << 20, (uint64_t)i << 20, seed);
+			if (write(fd, buf, 1 << 20) != 1 << 20)
+				break;
+		}
+		if (i == mib && !fsync(fd))
+			ret = 0;
+	}
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return ret;
+}
+
+/* Checksum of a whole file, read in 1 MiB pieces (0 if it cannot be read). */
+static uint64_t big_sum(const char *path)
+{
+	unsigned char *buf = malloc(1 << 20);
+	int fd = open(path, O_RDONLY);
+	uint64_t h = 1469598103934665603ULL;
+	ssize_t n = -1;
+
+	while (buf && fd >= 0 && (n = read(fd, buf, 1 << 20)) > 0)
+		h = h * 31 + fnv(buf, n);
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return n == 0 ? h : 0;
+}
+
+/* A file of `mib` MiB allocated (not written) and synced. */
+static int allocate(const char *path, unsigned int mib)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600), ret = -1;
+
+	if (fd >= 0 && !fallocate(fd, 0, 0, (off_t)mib << 20) && !fsync(fd))
+		ret = 0;
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
+/*
+ * One file system on the host: the storage is a file on the very file
+ * system being snapshotted (/dev/vdd). A large file deleted after TAKE
+ * frees blocks that storage allocated after TAKE could get; copy on write
+ * into them would change the deleted file as the image shows it. Storage
+ * there is taken before TAKE only: the append after TAKE is refused, and
+ * the file in the image keeps its checksum at TAKE.
+ */
+TEST_F_TIMEOUT(fs, storage_on_the_snapshotted_file_system, 420)
+{
+	struct blk_snap_dev dev;
+	struct blk_snap_uuid id;
+	char img[160];
+	uint64_t sum;
+
+	ASSERT_EQ(0, dev_id(STORE, &dev));
+	ASSERT_EQ(0, write_big("/mnt/d/big", 150, 61));
+	sum = big_sum("/mnt/d/big");
+	ASSERT_NE(0, sum);
+	ASSERT_EQ(0, allocate("/mnt/d/s0", 96));
+	ASSERT_EQ(0, snapshot_create(self->fd, &dev, 1, &id));
+	ASSERT_EQ(0, append_file_extents(self->fd, &id, "/mnt/d/s0", STORE));
+	ASSERT_EQ(0, take(self->fd, &id));
+	ASSERT_EQ(0, image_path(self->fd, &id, &dev, img, sizeof(img)));
+
+	/* The big file goes; storage grown now may get its blocks. */
+	ASSERT_EQ(0, unlink("/mnt/d/big"));
+	sync();
+	ASSERT_EQ(0, allocate("/mnt/d/s1", 150));
+	EXPECT_EQ(-EINVAL, append_file_extents(self->fd, &id, "/mnt/d/s1", STORE));
+	ASSERT_EQ(0, unlink("/mnt/d/s1"));
+	sync();
+	/* New data, likely where the big file was: copied on write. */
+	ASSERT_EQ(0, write_big("/mnt/d/new", 40, 62));
+	sync();
+
+	ASSERT_EQ(0, mount(img, "/mnt/img", "ext4", MS_RDONLY, NULL));
+	EXPECT_EQ(sum, big_sum("/mnt/img/big"));
+	ASSERT_EQ(0, umount("/mnt/img"));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	unlink("/mnt/d/new");
+	unlink("/mnt/d/s0");
+}
+
+/*
+ * fstrim on a snapshotted ext4 (/dev/vdc): files deleted after TAKE, their
+ * blocks trimmed (discards through the filter), new files written there.
+ * The image keeps every deleted file as it was at TAKE. The module cannot
+ * tell free blocks from others: a trim after TAKE copies what it discards,
+ * so the storage must hold the file system's free space.
+ */
+TEST_F_TIMEOUT(fs, fstrim_after_take_keeps_deleted_files, 240)
+{
+	struct fstrim_range range = { .start = 0, .len = ~0ULL, .minlen = 0 };
+	struct blk_snap_uuid id;
+	uint64_t want[NFILES];
+	char path[64], img[160];
+	int mfd;
+
+	for (int i = 0; i < NFILES; i++) {
+		snprintf(path, sizeof(path), "/mnt/c/t%d", i);
+		ASSERT_EQ(0, write_file(path, 300 + i));
+		want[i] = file_sum(path);
+	}
+	sync();
+	/* Trimming the free space after TAKE copies all of it first. */
+	ASSERT_EQ(0, allocate("/mnt/d/trim-storage", 160));
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->orig, 1, &id));
+	ASSERT_EQ(0, append_file_extents(self->fd, &id, "/mnt/d/trim-storage", STORE));
+	ASSERT_EQ(0, take(self->fd, &id));
+	for (int i = 0; i < NFILES; i++) {
+		snprintf(path, sizeof(path), "/mnt/c/t%d", i);
+		ASSERT_EQ(0, unlink(path));
+	}
+	sync();
+	mfd = open("/mnt/c", O_RDONLY | O_DIRECTORY);
+	ASSERT_LE(0, mfd);
+	EXPECT_EQ(0, ioctl(mfd, FITRIM, &range));
+	close(mfd);
+	for (int i = 0; i < NFILES; i++) {
+		snprintf(path, sizeof(path), "/mnt/c/n%d", i);
+		ASSERT_EQ(0, write_file(path, 400 + i));
+	}
+	sync();
+
+	ASSERT_EQ(0, image_path(self->fd, &id, &self->orig, img, sizeof(img)));
+	ASSERT_EQ(0, mount(img, "/mnt/img", "ext4", MS_RDONLY, NULL));
+	for (int i = 0; i < NFILES; i++) {
+		snprintf(path, sizeof(path), "/mnt/img/t%d", i);
+		EXPECT_EQ(want[i], file_sum(path)) {
+			TH_LOG("%s differs from its state at TAKE", path);
+		}
+	}
+	ASSERT_EQ(0, umount("/mnt/img"));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+	for (int i = 0; i < NFILES; i++) {
+		snprintf(path, sizeof(path), "/mnt/c/n%d", i);
+		unlink(path);
+	}
+	unlink("/mnt/d/trim-storage");
+}
+
 TEST_HARNESS_MAIN

@@ -50,7 +50,7 @@ static int allowed(int err)
 	switch (err) {
 	case EPERM: case EFAULT: case ENOTTY: case EINVAL: case ENODEV: case EBUSY:
 	case ESRCH: case EALREADY: case ENOSPC: case ENODATA: case ENOENT: case EINTR:
-	case ENOMEM: case EOPNOTSUPP:
+	case ENOMEM: case EOPNOTSUPP: case EACCES: case EROFS:
 		return 1;
 	}
 	return 0;
