@@ -10,7 +10,7 @@
 [ -c /dev/blksnap ] || { echo "1..0 # SKIP /dev/blksnap missing"; exit $KSFT_SKIP; }
 P=/sys/module/blksnap/parameters
 D=/mnt/tool
-tap_plan 47
+tap_plan 50
 
 mkdir -p $D
 mount /dev/vdd $D || { tap_diag "cannot mount /dev/vdd"; }
@@ -208,5 +208,31 @@ sed 's/^/# /' /tmp/clean.log
 rm -f $D/kill.img
 blksnap tracker remove /dev/vda 2>/dev/null
 rm -f $D/full.img $D/full.img.blksnap.json
+
+# --- storage on the file system being backed up --------------------------------
+# The common host: one file system. A large file deleted after TAKE frees
+# blocks that storage added after TAKE could get; the tool allocates all
+# of its storage before TAKE instead, and the backup keeps the file.
+dd if=/dev/urandom of=$D/big bs=1M count=150 2>/dev/null && sync
+bigsum=$(md5sum <$D/big | cut -d' ' -f1)
+blksnap backup /dev/vdd --target /tmp/same.img --storage-dir $D --storage-limit 128M \
+	>/dev/null 2>/tmp/same.log &
+bp=$!
+n=0
+while ! grep -q ' taken$' /tmp/same.log && [ $n -lt 300 ]; do n=$((n + 1)); sleep 0.1; done
+rm $D/big && sync
+dd if=/dev/urandom of=$D/new bs=1M count=50 2>/dev/null && sync
+wait $bp
+rc=$?
+check "a backup with its storage on the file system it backs up works (exit $rc)" test $rc = 0
+check "it allocated all of its storage before TAKE" grep -q 'allocated before TAKE' /tmp/same.log
+sed 's/^/# /' /tmp/same.log | grep -v '^# copied'
+mkdir -p /mnt/same
+mount -o ro,loop /tmp/same.img /mnt/same
+check "the file deleted after TAKE is whole in the backup" \
+	test "$(md5sum </mnt/same/big 2>/dev/null | cut -d' ' -f1)" = "$bigsum"
+umount /mnt/same
+rm -f /tmp/same.img /tmp/same.img.blksnap.json $D/new
+blksnap tracker remove /dev/vdd 2>/dev/null
 umount $D
 tap_exit

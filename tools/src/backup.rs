@@ -17,7 +17,9 @@ use crate::logic::cbt::{changed_runs, runs_where};
 use crate::manifest::{self, Manifest, Run};
 use crate::storage::{watch, StorageDir, WatchStats};
 use crate::uapi::{BlkSnapDev, BlkSnapUuid};
-use crate::util::{dev_label, dev_path, dev_to_string, human_bytes, parse_uuid, uuid_to_string};
+use crate::util::{
+    dev_label, dev_path, dev_to_string, dir_device, human_bytes, parse_uuid, uuid_to_string,
+};
 
 /// What to back up and how.
 pub struct Options {
@@ -381,7 +383,27 @@ pub fn run(
     };
     // The module asks for storage at once; the first file answers it.
     let _ = ctl.wait_event(&id, 1000);
-    guard.sd.add(ctl, &id, log)?;
+    match storage_reaches(&opts.storage_dir, &opts.devices) {
+        None => {
+            guard.sd.add(ctl, &id, log)?;
+        }
+        Some((on, orig)) => {
+            // Storage added after TAKE on a device of the snapshot could
+            // get the blocks of a file deleted since, which the image must
+            // still show (the module refuses it): all of it comes now.
+            let size = up_front_storage(&opts.storage_dir, opts.storage_limit);
+            log(&format!(
+                "storage: {} is on {}, which reaches {} of the snapshot: all storage \
+                 ({}) is allocated before TAKE, none after",
+                opts.storage_dir.display(),
+                dev_label(&on),
+                dev_label(&orig),
+                human_bytes(size)
+            ));
+            guard.sd.add_sized(ctl, &id, size, log)?;
+            guard.sd.fix_limit();
+        }
+    }
     // The chain of each device just before TAKE and just after: what the
     // snapshot's map continues, and what the next incremental continues.
     let before = ctl.tracker_list().map_err(|e| e.to_string())?;
@@ -775,6 +797,36 @@ fn compare_all(
         });
     }
     Ok(out)
+}
+
+/// The snapshot device (and the device on the storage side that reaches
+/// it) if storage files in `dir` would reach one of `devs`.
+fn storage_reaches(dir: &std::path::Path, devs: &[BlkSnapDev]) -> Option<(BlkSnapDev, BlkSnapDev)> {
+    crate::util::storage_reaches(dir_device(dir)?, devs)
+}
+
+/// What to allocate at once when no storage can come after TAKE: `limit`,
+/// but at most half of the space free in `dir`, so that the system keeps
+/// room to write while the backup runs.
+fn up_front_storage(dir: &std::path::Path, limit: u64) -> u64 {
+    let free = free_bytes(dir).unwrap_or(limit);
+    limit.min(free / 2).max(1 << 20)
+}
+
+/// Bytes free for unprivileged users in `dir`'s file system.
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and `st` has room for the result.
+    if unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs succeeded and filled `st`.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::useless_conversion)] // not u64 on every libc
+    let (avail, frsize) = (u64::from(st.f_bavail), u64::from(st.f_frsize));
+    Some(avail.saturating_mul(frsize))
 }
 
 #[cfg(test)]

@@ -109,6 +109,12 @@ impl StorageDir {
         Ok(size)
     }
 
+    /// No storage beyond what is appended now: the watch appends nothing
+    /// more (storage on a device of the snapshot, allocated before TAKE).
+    pub fn fix_limit(&mut self) {
+        self.limit = self.appended;
+    }
+
     /// Removes the files (after the snapshot is gone).
     pub fn remove_files(&mut self) {
         for f in self.files.drain(..) {

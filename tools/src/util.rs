@@ -112,6 +112,84 @@ pub fn dev_label(d: &BlkSnapDev) -> String {
     }
 }
 
+/// A block device and the whole disk it is on (itself if it is one), from
+/// sysfs.
+fn with_whole(d: BlkSnapDev) -> (BlkSnapDev, BlkSnapDev) {
+    let dir = PathBuf::from(format!("/sys/dev/block/{}:{}", d.mj, d.mn));
+    if !dir.join("partition").exists() {
+        return (d, d);
+    }
+    let whole = fs::canonicalize(&dir)
+        .ok()
+        .and_then(|p| fs::read_to_string(p.parent()?.join("dev")).ok())
+        .and_then(|s| parse_dev(s.trim()).ok())
+        .unwrap_or(d);
+    (d, whole)
+}
+
+/// The devices that `d` is built on, by sysfs (`slaves/` of the device and
+/// of its disk, and theirs in turn), `d` itself first, each with its whole
+/// disk. What a loop device's backing file lives on is not listed.
+pub fn lower_devices(d: BlkSnapDev) -> Vec<(BlkSnapDev, BlkSnapDev)> {
+    let mut out = vec![with_whole(d)];
+    let mut i = 0;
+    // Stacks are shallow; the bound only guards against a strange sysfs.
+    while i < out.len() && out.len() < 64 {
+        let (dev, whole) = out[i];
+        i += 1;
+        for base in [dev, whole] {
+            let slaves = format!("/sys/dev/block/{}:{}/slaves", base.mj, base.mn);
+            let Ok(entries) = fs::read_dir(slaves) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let lower = fs::read_to_string(e.path().join("dev"))
+                    .ok()
+                    .and_then(|s| parse_dev(s.trim()).ok());
+                if let Some(l) = lower {
+                    if !out.iter().any(|(o, _)| *o == l) {
+                        out.push(with_whole(l));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether two devices (each with its whole disk) share blocks: the same
+/// device, or a disk and one of its partitions. The module's rule for
+/// storage after TAKE, seen from user space.
+pub fn shares_blocks(a: (BlkSnapDev, BlkSnapDev), b: (BlkSnapDev, BlkSnapDev)) -> bool {
+    a.0 == b.0 || a.1 == b.0 || a.0 == b.1
+}
+
+/// The first of `devs` that storage on `storage` reaches (itself, through a
+/// disk and its partition, or through the devices it is built on), with
+/// the device on the storage side that reaches it.
+pub fn storage_reaches(
+    storage: BlkSnapDev,
+    devs: &[BlkSnapDev],
+) -> Option<(BlkSnapDev, BlkSnapDev)> {
+    let lower = lower_devices(storage);
+    devs.iter().find_map(|&d| {
+        let d = with_whole(d);
+        lower
+            .iter()
+            .find(|&&s| shares_blocks(s, d))
+            .map(|s| (s.0, d.0))
+    })
+}
+
+/// The block device a directory's file system is on.
+pub fn dir_device(dir: &Path) -> Option<BlkSnapDev> {
+    let md = fs::metadata(dir).ok()?;
+    Some(BlkSnapDev {
+        mj: libc::major(md.dev()),
+        mn: libc::minor(md.dev()),
+    })
+}
+
 /// JSON string literal.
 pub fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
@@ -169,6 +247,19 @@ mod tests {
             .unwrap_err()
             .contains("not a block device"));
         assert_eq!(dev_to_string(&BlkSnapDev { mj: 254, mn: 0 }), "254:0");
+    }
+
+    #[test]
+    fn storage_rule() {
+        let d = |mj, mn| BlkSnapDev { mj, mn };
+        let disk = (d(8, 0), d(8, 0));
+        let part1 = (d(8, 1), d(8, 0));
+        let part2 = (d(8, 2), d(8, 0));
+        assert!(shares_blocks(part1, part1));
+        assert!(shares_blocks(disk, part1));
+        assert!(shares_blocks(part1, disk));
+        assert!(!shares_blocks(part1, part2));
+        assert!(!shares_blocks((d(253, 0), d(253, 0)), part1));
     }
 
     #[test]

@@ -20,8 +20,8 @@ use blksnap::logic::cbt::changed_runs;
 use blksnap::storage::{watch, StorageDir, WatchEnd, WatchStats};
 use blksnap::uapi::{BlkSnapBlockRange, BlkSnapDev};
 use blksnap::util::{
-    dev_label, dev_path, dev_to_string, human_bytes, json_str, parse_dev, parse_size, parse_uuid,
-    uuid_to_string,
+    dev_label, dev_path, dev_to_string, dir_device, human_bytes, json_str, parse_dev, parse_size,
+    parse_uuid, storage_reaches, uuid_to_string,
 };
 
 /// Snapshots of live block devices and changed block tracking, for backup.
@@ -521,6 +521,28 @@ fn snapshot(c: &SnapCmd, json: bool) -> Result<(), Fail> {
         } => {
             catch_signals();
             let id = id_of(id)?;
+            // After TAKE, storage on a device of the snapshot could get the
+            // blocks of a file deleted since: the module refuses it, and
+            // this says why before the first file.
+            let origs: Vec<BlkSnapDev> = ctl
+                .snapshot_images(&id)
+                .unwrap_or_default()
+                .iter()
+                .map(|i| i.orig_dev_id)
+                .collect();
+            if let Some((on, orig)) = dir_device(dir).and_then(|d| storage_reaches(d, &origs)) {
+                return Err(Fail(
+                    1,
+                    format!(
+                        "{} is on {}, which reaches {} of the taken snapshot: storage \
+                         there can only be added before TAKE (blksnap backup does that); \
+                         give a --dir outside the snapshot",
+                        dir.display(),
+                        dev_label(&on),
+                        dev_label(&orig)
+                    ),
+                ));
+            }
             let mut sd = StorageDir::new(dir.clone(), *step, *limit);
             let mut stats = WatchStats::default();
             log(&format!(
