@@ -575,7 +575,10 @@ impl State {
     /// of the TAKE stays: no copy on write, no image.
     pub(crate) fn take_end(&mut self, taking: Taking, switched: Result, env: &ImageEnv) -> Result {
         let Taking {
-            id, trackers, areas, ..
+            id,
+            trackers,
+            areas,
+            ..
         } = taking;
         // DESTROY is refused while `taking` is set: the snapshot is there.
         self.snapshot_mut(&id)?.taking = false;
