@@ -1,0 +1,431 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The copy engine: a device's copy slots, each a work item made at TAKE,
+//! and the three steps of a copy (storage and a buffer, then the read of
+//! the original; the write to storage once the data is in memory; the
+//! record of the stored chunk). Completions only queue the slot again; no
+//! thread waits for the I/O. A slot that finishes starts the next queued
+//! chunk, or goes back to the device's idle slots.
+//!
+//! It takes chunk buffers from `buffers.rs`, storage from the snapshot's
+//! `Storage`, and records results in the chunk map (`chunks.rs`).
+
+use kernel::alloc::flags::__GFP_NOWARN;
+use kernel::alloc::flags::GFP_KERNEL;
+use kernel::page::{Page, PAGE_SIZE};
+use kernel::prelude::*;
+use kernel::sync::{Arc, SpinLock, UniqueArc};
+use kernel::workqueue::{Work, WorkItem};
+use kernel::{impl_has_work, new_spinlock, new_work, pin_init};
+
+use crate::kernel_ext::async_io::{AsyncIo, IoPages, IoWaker};
+use crate::kernel_ext::bio::BioList;
+use crate::kernel_ext::block::BdevFile;
+use crate::kernel_ext::mem::{zero_page_tail, NoIo};
+use crate::kernel_ext::workqueue::WorkQueue;
+use crate::logic::storage::{Region, PAGE_SECTORS};
+
+use super::chunks::{ChunkData, State};
+use super::DiffArea;
+
+/// One copy slot of a device: a work item made at TAKE, so that starting a
+/// copy allocates nothing. A copy is three short runs of the work item: the
+/// first gets storage and a buffer and starts the read of the original;
+/// the read's completion queues the second, which lets the held writes go
+/// and starts the write to storage; that write's completion queues the
+/// third, which records the chunk as stored. No thread waits for the I/O.
+/// A slot that finishes a copy starts the next one queued, or goes back to
+/// the device's idle slots.
+#[pin_data]
+pub(super) struct CopyWork {
+    #[pin]
+    pub(super) work: Work<CopyWork>,
+    /// The copy under way, set before the slot is queued or its I/O
+    /// started.
+    #[pin]
+    pub(super) job: SpinLock<Option<Job>>,
+    /// The copy's I/O in flight.
+    pub(super) io: AsyncIo,
+    /// Where the slot's work runs (the I/O completions queue it there).
+    pub(super) wq: Arc<WorkQueue>,
+}
+
+/// A copy in a slot: the device, the chunk and how far it got.
+pub(super) struct Job {
+    pub(super) area: Arc<DiffArea>,
+    pub(super) idx: u32,
+    pub(super) step: Step,
+}
+
+pub(super) enum Step {
+    /// Storage and a buffer to get, then the read of the original.
+    Start,
+    /// The read of the original is in flight; its data goes to `region`.
+    Reading { region: Region, dev: Arc<BdevFile> },
+    /// The write to storage is in flight; `shared` is the data that image
+    /// reads copy meanwhile (none if there was no memory to share it).
+    Writing {
+        region: Region,
+        dev: Arc<BdevFile>,
+        shared: Option<Arc<ChunkData>>,
+    },
+}
+
+impl IoWaker for CopyWork {
+    fn io_completed(this: Arc<Self>) {
+        // The slot is not queued while its I/O runs.
+        let wq = this.wq.clone();
+        let _ = wq.enqueue(this);
+    }
+}
+
+impl_has_work! {
+    impl HasWork<Self> for CopyWork { self.work }
+}
+
+impl CopyWork {
+    pub(super) fn new(wq: Arc<WorkQueue>) -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Self {
+                work <- new_work!("blksnap_copy"),
+                job <- new_spinlock!(None, "blksnap_copy_job"),
+                io: AsyncIo::new(),
+                wq,
+            }),
+            GFP_KERNEL,
+        )
+    }
+}
+
+impl WorkItem for CopyWork {
+    type Pointer = Arc<CopyWork>;
+
+    fn run(this: Arc<CopyWork>) {
+        let job = this.job.lock().take();
+        if let Some(job) = job {
+            let area = job.area.clone();
+            area.copy_step(this, job.idx, job.step);
+        }
+    }
+}
+
+/// What a finished copy leaves to do once the chunk lock is dropped.
+pub(super) struct Settled {
+    /// Writes that waited for the chunk.
+    pub(super) released: BioList,
+    /// The copy slot, handed to the oldest queued chunk.
+    pub(super) next: Option<(Arc<CopyWork>, u32)>,
+    /// Data the cache let go of.
+    pub(super) evicted: Option<Arc<ChunkData>>,
+}
+
+impl DiffArea {
+    /// Runs the copies noted by [`Self::start_or_queue`].
+    pub(super) fn spawn_copies(self: &Arc<Self>, start: KVec<(Arc<CopyWork>, u32)>) {
+        for (slot, idx) in start {
+            self.start_copy(slot, idx);
+        }
+    }
+
+    /// Runs the copy of chunk `idx` in `slot`, a slot of ours not queued.
+    pub(super) fn start_copy(self: &Arc<Self>, slot: Arc<CopyWork>, idx: u32) {
+        *slot.job.lock() = Some(Job {
+            area: self.clone(),
+            idx,
+            step: Step::Start,
+        });
+        // A slot is queued only by whoever took it from the idle ones or
+        // finished its last copy in it: it cannot be pending already.
+        let _ = self.copy_wq.enqueue(slot);
+    }
+
+    /// Worker: the next step of the copy of chunk `idx` in `slot`.
+    pub(super) fn copy_step(self: &Arc<Self>, slot: Arc<CopyWork>, idx: u32, step: Step) {
+        let _noio = NoIo::enter();
+        match step {
+            Step::Start => {
+                if let Err(e) = self.copy_read(&slot, idx) {
+                    self.copy_end(slot, idx, Err(e), None);
+                }
+            }
+            Step::Reading { region, dev } => match slot.io.finish() {
+                Some((IoPages::Own(pages), Ok(()))) => {
+                    self.copy_write(slot, idx, pages, region, dev)
+                }
+                other => {
+                    let err = self.give_back(other);
+                    self.copy_end(slot, idx, Err(err), None);
+                }
+            },
+            Step::Writing {
+                region,
+                dev,
+                shared,
+            } => {
+                let result = match slot.io.finish() {
+                    Some((pages, Ok(()))) => {
+                        self.release(pages);
+                        Ok((region, dev))
+                    }
+                    other => Err(self.give_back(other)),
+                };
+                self.copy_end(slot, idx, result, shared);
+            }
+        }
+    }
+
+    /// First step of a copy: storage for chunk `idx`, a buffer, and the
+    /// read of the original into it, started.
+    pub(super) fn copy_read(self: &Arc<Self>, slot: &Arc<CopyWork>, idx: u32) -> Result {
+        // A corrupted image needs no more copies: the queued ones end at
+        // once, and their held writes go on, rather than each waiting for
+        // storage in turn.
+        if self.is_corrupted() {
+            return Err(EIO);
+        }
+        let len = self.geometry.unit_len(idx);
+        let bytes = usize::try_from(len * 512).map_err(|_| EINVAL)?;
+        let alloc_len = len.div_ceil(PAGE_SECTORS) * PAGE_SECTORS;
+        let (region, dev) = self.storage.alloc(alloc_len, &self.corrupted)?;
+        let pages = core::mem::take(&mut self.get_buffer().pages);
+        *slot.job.lock() = Some(Job {
+            area: self.clone(),
+            idx,
+            step: Step::Reading { region, dev },
+        });
+        let start = self.geometry.unit_start(idx);
+        let started = slot.io.start(
+            &self.orig,
+            start,
+            IoPages::Own(pages),
+            bytes,
+            false,
+            slot.clone(),
+        );
+        if let Err((e, pages)) = started {
+            slot.job.lock().take();
+            self.release(pages);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Second step: the chunk's data at TAKE is in `pages`. It is shared
+    /// with image reads and the writes held on the chunk go on; then the
+    /// write to storage starts.
+    pub(super) fn copy_write(
+        self: &Arc<Self>,
+        slot: Arc<CopyWork>,
+        idx: u32,
+        mut pages: KVec<Page>,
+        region: Region,
+        dev: Arc<BdevFile>,
+    ) {
+        let bytes = (self.geometry.unit_len(idx) * 512) as usize;
+        let npages = bytes.div_ceil(PAGE_SIZE);
+        // The last chunk of a device whose size is not a whole number of
+        // pages ends inside its last page: that page goes to storage whole,
+        // so its tail is zeroed (no stale memory on the disk).
+        if bytes % PAGE_SIZE != 0 {
+            if let Some(last) = pages.get_mut(npages.saturating_sub(1)) {
+                if let Err(e) = zero_page_tail(last, bytes % PAGE_SIZE) {
+                    self.put_buffer(pages);
+                    self.copy_end(slot, idx, Err(e), None);
+                    return;
+                }
+            }
+        }
+        let (io_pages, shared) = match self.share(idx, pages) {
+            Ok(data) => (IoPages::Shared(data.clone()), Some(data)),
+            Err(pages) => (IoPages::Own(pages), None),
+        };
+        *slot.job.lock() = Some(Job {
+            area: self.clone(),
+            idx,
+            step: Step::Writing {
+                region,
+                dev: dev.clone(),
+                shared: shared.clone(),
+            },
+        });
+        // Storage writes are whole, aligned pages, whatever the storage
+        // device's logical block size.
+        let started = slot.io.start(
+            &dev,
+            region.sector,
+            io_pages,
+            npages * PAGE_SIZE,
+            true,
+            slot.clone(),
+        );
+        if let Err((e, io_pages)) = started {
+            slot.job.lock().take();
+            self.release(io_pages);
+            self.copy_end(slot, idx, Err(e), shared);
+        }
+    }
+
+    /// Last step (or the end of a failed copy): records the chunk's state,
+    /// passes the slot on, and gives back the data no chunk refers to any
+    /// more (this one's, unless it stays in the cache, and the one it
+    /// pushed out).
+    pub(super) fn copy_end(
+        self: &Arc<Self>,
+        slot: Arc<CopyWork>,
+        idx: u32,
+        result: Result<(Region, Arc<BdevFile>)>,
+        shared: Option<Arc<ChunkData>>,
+    ) {
+        let evicted = self.finish_copy(slot, idx, result);
+        self.reclaim(shared);
+        self.reclaim(evicted);
+    }
+
+    /// Takes back the pages of an I/O: a buffer of the copy's goes back to
+    /// the pool, shared data is reclaimed if nothing else holds it.
+    pub(super) fn release(&self, pages: IoPages) {
+        match pages {
+            IoPages::Own(pages) => self.put_buffer(pages),
+            IoPages::Shared(data) => self.reclaim(Some(data)),
+        }
+    }
+
+    /// Takes back the pages of a collected I/O that failed; returns the
+    /// error to record (`EIO` when there was nothing to collect).
+    pub(super) fn give_back(&self, io: Option<(IoPages, Result)>) -> Error {
+        match io {
+            Some((pages, r)) => {
+                self.release(pages);
+                r.err().unwrap_or(EIO)
+            }
+            None => EIO,
+        }
+    }
+
+    /// The copy of chunk `idx` has read its data into `pages`: moves them
+    /// into a shared `ChunkData` that the chunk refers to until the storage
+    /// write is done, and lets the writes waiting for the chunk go on.
+    /// Without memory for it, the writes wait for the storage write and
+    /// the pages come back.
+    pub(super) fn share(
+        self: &Arc<Self>,
+        idx: u32,
+        pages: KVec<Page>,
+    ) -> Result<Arc<ChunkData>, KVec<Page>> {
+        let Ok(place) = UniqueArc::<ChunkData>::new_uninit(GFP_KERNEL | __GFP_NOWARN) else {
+            return Err(pages);
+        };
+        let data: Arc<ChunkData> = place.write(ChunkData::new(pages)).into();
+        let mut released = {
+            let mut c = self.chunks.lock();
+            match c.map.get_mut(&idx) {
+                Some(chunk) if matches!(chunk.state, State::Copying) => {
+                    chunk.mem = Some(data.clone());
+                    if chunk.writable() {
+                        chunk.held.take()
+                    } else {
+                        BioList::new()
+                    }
+                }
+                _ => BioList::new(),
+            }
+        };
+        while let Some(bio) = released.pop() {
+            self.hold_or_release(bio);
+        }
+        Ok(data)
+    }
+
+    /// A copy ended (or could not start): records the chunk's state, hands
+    /// the copy slot to the oldest queued chunk, and lets the writes that
+    /// waited for the chunk go on.
+    pub(super) fn finish_copy(
+        self: &Arc<Self>,
+        slot: Arc<CopyWork>,
+        idx: u32,
+        result: Result<(Region, Arc<BdevFile>)>,
+    ) -> Option<Arc<ChunkData>> {
+        let err = result.as_ref().err().copied();
+        let Settled {
+            mut released,
+            next,
+            evicted,
+        } = self.settle(slot, idx, result);
+        self.settled.notify_all();
+        if let Some(e) = err {
+            self.corrupt(e);
+        }
+        while let Some(bio) = released.pop() {
+            self.hold_or_release(bio);
+        }
+        if let Some((slot, n)) = next {
+            self.start_copy(slot, n);
+        }
+        evicted
+    }
+
+    /// Under the chunk lock: frees the copy slot of chunk `idx` and gives it
+    /// to the oldest queued chunk (returned), and records the chunk's state;
+    /// returns its held writes if it is writable now. A stored chunk keeps
+    /// its data in memory, in the cache, whose oldest entry may give way
+    /// (its data is returned).
+    pub(super) fn settle(
+        &self,
+        slot: Arc<CopyWork>,
+        idx: u32,
+        result: Result<(Region, Arc<BdevFile>)>,
+    ) -> Settled {
+        let mut released = BioList::new();
+        let mut next = None;
+        let mut evicted = None;
+        let mut cache = false;
+        let mut guard = self.chunks.lock();
+        let c = &mut *guard;
+        match if c.closed {
+            None
+        } else {
+            c.queued.pop(&c.ring)
+        } {
+            Some(n) => next = Some((slot, n)),
+            // The slot came from `idle`, which has a place for every slot.
+            None => {
+                if let Some(place) = c.idle.iter_mut().find(|s| s.is_none()) {
+                    *place = Some(slot);
+                }
+            }
+        }
+        let cache_room = !c.closed && !c.cache_ring.is_empty();
+        if let Some(chunk) = c.map.get_mut(&idx) {
+            match result {
+                Ok((region, dev)) => {
+                    chunk.state = State::Stored(region);
+                    chunk.storage = Some(dev);
+                    cache = cache_room && chunk.mem.is_some();
+                }
+                Err(_) => chunk.state = State::Failed,
+            }
+            if !cache {
+                chunk.mem = None;
+            }
+            if chunk.writable() {
+                released = chunk.held.take();
+            }
+        }
+        if cache {
+            if c.cached.room(&c.cache_ring) == 0 {
+                evicted = c.evict();
+            }
+            // `evict` made room (the ring has at least one place).
+            if !c.cached.push(&mut c.cache_ring, idx) {
+                if let Some(chunk) = c.map.get_mut(&idx) {
+                    chunk.mem = None;
+                }
+            }
+        }
+        Settled {
+            released,
+            next,
+            evicted,
+        }
+    }
+}
