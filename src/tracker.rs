@@ -22,7 +22,7 @@ use crate::kernel_ext::bio::{BlkStatus, IncomingBio};
 use crate::kernel_ext::block::{BdevFile, BdevRef, DevT};
 use crate::kernel_ext::filter::FilterOps;
 use crate::kernel_ext::inflight::{InFlight, WatchPool};
-use crate::kernel_ext::mem::{zeroed_box, NoIo};
+use crate::kernel_ext::mem::{alloc_n, zeroed_box, NoIo};
 use crate::kernel_ext::params::Param;
 use crate::kernel_ext::random::random_uuid;
 use crate::kernel_ext::time::sleep_interruptible;
@@ -45,20 +45,14 @@ impl PageMap {
     /// A zeroed map of at least `bytes` bytes, every page present.
     fn new(bytes: usize) -> Result<Self> {
         let n = pages_for::<Self>(bytes);
-        let mut pages = KVec::with_capacity(n, GFP_KERNEL)?;
-        for _ in 0..n {
-            pages.push(Some(zeroed_box(GFP_KERNEL)?), GFP_KERNEL)?;
-        }
+        let pages = alloc_n(n, GFP_KERNEL, || zeroed_box(GFP_KERNEL).map(Some))?;
         Ok(Self { pages })
     }
 
     /// A zeroed map of at least `bytes` bytes, no page present yet.
     fn sparse(bytes: usize) -> Result<Self> {
         let n = pages_for::<Self>(bytes);
-        let mut pages = KVec::with_capacity(n, GFP_KERNEL)?;
-        for _ in 0..n {
-            pages.push(None, GFP_KERNEL)?;
-        }
+        let pages = alloc_n(n, GFP_KERNEL, || Ok(None))?;
         Ok(Self { pages })
     }
 }
@@ -67,11 +61,7 @@ impl PageMap {
 /// writes meanwhile, and image writes run in the I/O path).
 fn map_pages(n: usize) -> Result<KVec<MapPage>> {
     let _noio = NoIo::enter();
-    let mut pages = KVec::with_capacity(n, GFP_KERNEL)?;
-    for _ in 0..n {
-        pages.push(zeroed_box(GFP_KERNEL)?, GFP_KERNEL)?;
-    }
-    Ok(pages)
+    Ok(alloc_n(n, GFP_KERNEL, || zeroed_box(GFP_KERNEL))?)
 }
 
 impl PagedBytes for PageMap {

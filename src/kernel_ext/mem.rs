@@ -2,7 +2,7 @@
 
 //! Zeroed heap allocations of plain data.
 
-use kernel::alloc::{flags::__GFP_ZERO, AllocError, Flags, KBox};
+use kernel::alloc::{flags::__GFP_ZERO, AllocError, Flags, KBox, KVec};
 use kernel::types::FromBytes;
 
 /// A heap-allocated `T` with every byte zero, built in place (never on the
@@ -12,6 +12,21 @@ pub(crate) fn zeroed_box<T: FromBytes>(flags: Flags) -> Result<KBox<T>, AllocErr
     // SAFETY: `__GFP_ZERO` zeroed the allocation, and all-zero bytes are a
     // valid `T` because `T: FromBytes` (any bit pattern is).
     Ok(unsafe { b.assume_init() })
+}
+
+/// A vector of `n` values made by `make`, with room for exactly them; the
+/// one way the module allocates its page sets (chunk buffers, CBT map
+/// pages).
+pub(crate) fn alloc_n<T>(
+    n: usize,
+    flags: Flags,
+    mut make: impl FnMut() -> Result<T, AllocError>,
+) -> Result<KVec<T>, AllocError> {
+    let mut v = KVec::with_capacity(n, flags)?;
+    for _ in 0..n {
+        v.push(make()?, flags)?;
+    }
+    Ok(v)
 }
 
 /// While alive, allocations of the current task do no I/O to reclaim memory
