@@ -125,7 +125,7 @@ fn new_cbt(capacity: u64) -> Result<Cbt<PageMap>> {
 
 /// Copy on write of a device in a taken snapshot, as the tracker sees it:
 /// where its writes go once they are marked in the CBT. (The tracker does
-/// not know how copies are made: `diff_area.rs` implements this.)
+/// not know how copies are made: `diff_area` implements this.)
 pub(crate) trait CopyOnWrite: Send + Sync {
     /// A write to the device, after the CBT has marked it: let it go on or
     /// take it over until the data it overwrites is saved.
