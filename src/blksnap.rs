@@ -25,7 +25,7 @@ mod storage;
 mod tracker;
 mod uapi;
 
-use kernel_ext::bio::BioSetOwner;
+use kernel_ext::bioset::BioSetOwner;
 use kernel_ext::misc::Registration;
 
 module! {

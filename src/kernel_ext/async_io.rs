@@ -16,7 +16,7 @@ use kernel::error::{code::EBUSY, code::EINVAL, code::EIO, Error, Result};
 use kernel::page::{Page, PAGE_SIZE};
 use kernel::sync::Arc;
 
-use super::bio::alloc_bio;
+use super::bioset::{alloc_bio, FRONT_PAD};
 use super::block::BdevFile;
 
 /// Pages that readers share: nothing changes them while the `Arc` is
@@ -83,8 +83,8 @@ pub(super) struct IoRecord {
     completed: AtomicBool,
 }
 
-/// Bytes the module's bio set reserves in front of each bio.
-pub(super) const FRONT_PAD: u32 = core::mem::size_of::<IoRecord>().next_multiple_of(8) as u32;
+// The record lives in the front pad of the module's bio set.
+const _: () = assert!(core::mem::size_of::<IoRecord>() <= FRONT_PAD as usize);
 
 /// The record in front of `bio`.
 ///

@@ -15,6 +15,7 @@
 
 pub(crate) mod async_io;
 pub(crate) mod bio;
+pub(crate) mod bioset;
 pub(crate) mod block;
 pub(crate) mod bytes;
 pub(crate) mod cred;
