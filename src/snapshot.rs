@@ -60,10 +60,18 @@ fn fmt_image_name(buf: &mut [u8; 32], n: u32) -> usize {
     len
 }
 
+/// Whether devices `a` and `b`, each given with its whole disk, are a disk
+/// and one of its partitions: the one rule behind "a disk and its
+/// partitions are never both tracked" and "storage after TAKE never
+/// reaches a device of the snapshot".
+fn disk_and_partition(a: (DevT, DevT), b: (DevT, DevT)) -> bool {
+    a.0 != b.0 && (a.1 == b.0 || a.0 == b.1)
+}
+
 /// Whether devices `a` and `b` (each with its whole disk) share blocks:
 /// the same device, or a disk and one of its partitions.
-fn shares_blocks(a: DevT, a_whole: DevT, b: DevT, b_whole: DevT) -> bool {
-    a == b || a_whole == b || a == b_whole
+fn shares_blocks(a: (DevT, DevT), b: (DevT, DevT)) -> bool {
+    a.0 == b.0 || disk_and_partition(a, b)
 }
 
 /// `EINVAL` if storage on `bdev` would reach one of `devs`, devices of a
@@ -84,9 +92,9 @@ fn refuse_storage_under(bdev: &BdevFile, devs: &[(DevT, DevT)]) -> Result {
         let whole = open_dev(dev, false)?.whole_dev();
         wholes.push((dev, whole), GFP_KERNEL)?;
     }
-    for &(s, s_whole) in wholes.iter() {
+    for &s in wholes.iter() {
         for &(d, d_whole) in devs.iter() {
-            if shares_blocks(s, s_whole, d, d_whole) {
+            if shares_blocks(s, (d, d_whole)) {
                 pr_err!(
                     "storage on {}:{} reaches {}:{}, a device of the taken snapshot: \
                      append such storage before TAKE\n",
@@ -307,13 +315,9 @@ impl State {
     /// tracked disk or partition other than `dev` itself.
     fn check_overlap(&self, dev: DevT, whole: DevT) -> Result {
         for t in self.trackers.iter() {
-            let other = &t.tracker;
-            if other.dev() == dev {
-                continue;
-            }
             // A disk and one of its partitions: a bio meets one filter
             // only, so the two could never both see every write.
-            if other.dev() == whole || other.whole_dev() == dev {
+            if disk_and_partition((t.tracker.dev(), t.tracker.whole_dev()), (dev, whole)) {
                 return Err(EBUSY);
             }
         }
@@ -354,10 +358,12 @@ impl State {
             }
             self.check_overlap(bdev.dev(), bdev.whole_dev())?;
             // Disk and partition both named in this one call.
-            for other in fresh.iter() {
-                if other.dev() == bdev.whole_dev() || other.whole_dev() == bdev.dev() {
-                    return Err(EBUSY);
-                }
+            let pair = (bdev.dev(), bdev.whole_dev());
+            if fresh
+                .iter()
+                .any(|o| disk_and_partition((o.dev(), o.whole_dev()), pair))
+            {
+                return Err(EBUSY);
             }
             fresh.push(bdev, GFP_KERNEL)?;
         }
