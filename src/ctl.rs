@@ -203,8 +203,9 @@ impl Control {
 
     fn tracker_collect(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::BlkSnapTrackerCollect = read_arg(arg)?;
-        let mut st = self.state.lock();
-        st.purge_gone();
+        // Only reads: trackers of devices that went away are not listed,
+        // and the calls that change the trackers forget them.
+        let st = self.state.lock();
         let infos = st.trackers().map(|t| t.info());
         collect_out(
             req.cbt_info_array,

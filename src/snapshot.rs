@@ -326,7 +326,7 @@ impl State {
 
     /// Forgets the trackers of devices that went away, unless a snapshot
     /// still names them (it fails at TAKE, or its image fails reads).
-    pub(crate) fn purge_gone(&mut self) {
+    fn purge_gone(&mut self) {
         while let Some(t) = self
             .trackers
             .remove_first(|t| t.tracker.is_gone() && t.snapshot.is_none())
@@ -458,16 +458,22 @@ impl State {
     }
 
     /// The trackers.
+    /// The trackers of devices that are there (a tracker whose device went
+    /// away is forgotten by the next call that changes the trackers).
     pub(crate) fn trackers(&self) -> impl Iterator<Item = &Arc<Tracker>> + '_ {
-        self.trackers.iter().map(|t| &t.tracker)
+        self.trackers
+            .iter()
+            .map(|t| &t.tracker)
+            .filter(|t| !t.is_gone())
     }
 
     pub(crate) fn tracker_count(&self) -> usize {
-        self.trackers.len()
+        self.trackers().count()
     }
 
     /// TRACKER_REMOVE: `ENODEV` without a tracker, `EBUSY` in a snapshot.
     pub(crate) fn remove_tracker(&mut self, dev: DevT) -> Result {
+        self.purge_gone();
         if self.tracker(dev).ok_or(ENODEV)?.snapshot.is_some() {
             return Err(EBUSY);
         }
