@@ -101,10 +101,11 @@ unsafe fn record(bio: *mut bindings::bio) -> *mut IoRecord {
 ///
 /// # Invariants
 ///
-/// `bio` is null or the first bio of an I/O started by [`AsyncIo::start`]
-/// (ours until [`AsyncIo::finish`] puts it), whose record holds its pages;
-/// the record's waker holds a reference to this object's owner until the
-/// I/O completes.
+/// `bio` is null (no I/O), [`STARTING`] (a [`AsyncIo::start`] call is
+/// building one: no other may start), or the first bio of an I/O started
+/// by [`AsyncIo::start`] (ours until [`AsyncIo::finish`] puts it), whose
+/// record holds its pages; the record's waker holds a reference to this
+/// object's owner until the I/O completes.
 pub(crate) struct AsyncIo {
     bio: AtomicPtr<bindings::bio>,
 }
@@ -114,6 +115,9 @@ pub(crate) struct AsyncIo {
 unsafe impl Send for AsyncIo {}
 // SAFETY: As above.
 unsafe impl Sync for AsyncIo {}
+
+/// The value of [`AsyncIo::bio`] while `start` builds an I/O: never a bio.
+const STARTING: *mut bindings::bio = core::ptr::NonNull::dangling().as_ptr();
 
 impl AsyncIo {
     pub(crate) const fn new() -> Self {
@@ -136,15 +140,20 @@ impl AsyncIo {
         write: bool,
         waker: Arc<T>,
     ) -> core::result::Result<(), (Error, IoPages)> {
-        if !self.bio.load(Ordering::Acquire).is_null() {
-            return Err((EBUSY, pages));
-        }
         let npages = len.div_ceil(PAGE_SIZE);
         if npages == 0
             || npages > pages.pages().len()
             || matches!(pages, IoPages::Shared(_)) && !write
         {
             return Err((EINVAL, pages));
+        }
+        // One I/O at a time, whoever calls: the claim is atomic.
+        if self
+            .bio
+            .compare_exchange(null_mut(), STARTING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err((EBUSY, pages));
         }
         let opf = if write {
             bindings::req_op_REQ_OP_WRITE | bindings::REQ_SYNC
@@ -156,7 +165,11 @@ impl AsyncIo {
         // SAFETY: `bdev` is open; the bio is ours.
         let parent = match unsafe { alloc_bio(bdev.as_raw(), first_vecs, opf) } {
             Ok(b) => b,
-            Err(e) => return Err((e, pages)),
+            Err(e) => {
+                // INVARIANT: no I/O after all.
+                self.bio.store(null_mut(), Ordering::Release);
+                return Err((e, pages));
+            }
         };
         // SAFETY: `parent` comes from the module's bio set; its record is
         // ours until the bio is put. The waker reference goes to the
@@ -222,7 +235,7 @@ impl AsyncIo {
     /// only once); `None` before, or with no I/O.
     pub(crate) fn finish(&self) -> Option<(IoPages, Result)> {
         let bio = self.bio.load(Ordering::Acquire);
-        if bio.is_null() {
+        if bio.is_null() || bio == STARTING {
             return None;
         }
         // SAFETY: A bio of ours from `start` (type invariant), alive until
