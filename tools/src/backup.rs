@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
 use crate::ctl::Control;
 use crate::logic::cbt::{changed_runs, runs_where};
 use crate::manifest::{self, Manifest, Run};
@@ -201,81 +203,84 @@ impl Drop for SnapshotGuard<'_> {
     }
 }
 
-/// Progress of a copy: a bar on a terminal, a line every few seconds
-/// otherwise.
+/// Progress of a copy: an `indicatif` bar on a terminal; otherwise a line
+/// every few seconds through the log, so that a log file or a pipe gets a
+/// readable record rather than redraws.
 struct Progress<'a> {
     what: String,
-    total: u64,
-    done: u64,
-    start: Instant,
+    bar: ProgressBar,
     last: Instant,
     tty: bool,
     log: &'a dyn Fn(&str),
 }
 
+/// How often a copy logs its progress when stderr is not a terminal.
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
 impl<'a> Progress<'a> {
     fn new(what: String, total: u64, log: &'a dyn Fn(&str)) -> Self {
-        let now = Instant::now();
+        let tty = std::io::stderr().is_terminal();
+        let bar = if tty {
+            ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_length(total);
+        // The template is fixed, so it always parses; fall back to the
+        // default style rather than fail a backup over a progress bar.
+        if let Ok(style) = ProgressStyle::with_template(
+            "[{bar:24}] {msg}: {percent:>3}% {bytes} / {total_bytes}, {bytes_per_sec}, ETA {eta}",
+        ) {
+            bar.set_style(style.progress_chars("#>."));
+        }
+        bar.set_message(what.clone());
         Self {
             what,
-            total,
-            done: 0,
-            start: now,
-            last: now,
-            tty: std::io::stderr().is_terminal(),
+            bar,
+            last: Instant::now(),
+            tty,
             log,
         }
     }
 
     fn add(&mut self, n: u64) {
-        self.done += n;
-        let now = Instant::now();
-        let every = if self.tty {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(5)
-        };
-        if now.duration_since(self.last) >= every {
-            self.last = now;
+        self.bar.inc(n);
+        if !self.tty && self.last.elapsed() >= LOG_EVERY {
+            self.last = Instant::now();
             self.show(false);
         }
     }
 
     fn show(&self, end: bool) {
-        let secs = self.start.elapsed().as_secs_f64().max(0.001);
-        let rate = self.done as f64 / secs;
-        let pct = if self.total == 0 {
+        if self.tty {
+            if end {
+                self.bar.finish();
+            }
+            return;
+        }
+        let done = self.bar.position();
+        let total = self.bar.length().unwrap_or(0);
+        let secs = self.bar.elapsed().as_secs_f64().max(0.001);
+        let rate = done as f64 / secs;
+        let pct = if total == 0 {
             100.0
         } else {
-            self.done as f64 * 100.0 / self.total as f64
+            done as f64 * 100.0 / total as f64
         };
         let eta = if rate > 0.0 {
-            (self.total.saturating_sub(self.done)) as f64 / rate
+            total.saturating_sub(done) as f64 / rate
         } else {
             0.0
         };
-        let line = format!(
+        (self.log)(&format!(
             "{}: {:5.1}% {} / {}, {}/s, ETA {:.0}s",
             self.what,
             pct,
-            human_bytes(self.done),
-            human_bytes(self.total),
+            human_bytes(done),
+            human_bytes(total),
             human_bytes(rate as u64),
             eta
-        );
-        if self.tty {
-            let width = 24;
-            let filled = ((pct / 100.0) * width as f64) as usize;
-            let bar: String = (0..width)
-                .map(|i| if i < filled { '#' } else { '.' })
-                .collect();
-            eprint!("\r[{bar}] {line}   ");
-            if end {
-                eprintln!();
-            }
-        } else {
-            (self.log)(&line);
-        }
+        ));
     }
 }
 

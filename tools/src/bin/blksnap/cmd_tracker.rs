@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `blksnap tracker ...`: list, change maps, marking, removal.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use blksnap::ctl::Control;
+use blksnap::fiemap;
+use blksnap::logic::cbt::changed_runs;
+use blksnap::uapi::{BlkSnapBlockRange, BlkSnapDev};
+use blksnap::util::{
+    dev_label, dev_to_string, human_bytes, json_str, parse_dev, parse_uuid, uuid_to_string,
+};
+
+use crate::{log, parse_range, Fail};
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TrackerCmd {
+    /// List tracked devices.
+    List,
+    /// Stop tracking a device.
+    Remove { device: String },
+    /// Show blocks changed after a snapshot number (the device must be in a taken snapshot).
+    Cbt {
+        device: String,
+        /// Show blocks changed after this snapshot number.
+        #[arg(long, default_value_t = 0)]
+        since: u8,
+        /// Refuse unless the map's generation is this UUID.
+        #[arg(long)]
+        generation: Option<String>,
+        /// Write the raw map (one byte per block) to this file.
+        #[arg(long)]
+        raw: Option<PathBuf>,
+    },
+    /// Mark sector ranges START:COUNT, or the blocks of a file on the
+    /// device, as changed (the next incremental copies them).
+    MarkDirty {
+        device: String,
+        #[arg(long = "range", value_parser = parse_range, required_unless_present = "file")]
+        ranges: Vec<BlkSnapBlockRange>,
+        /// A file on the device (e.g. one restored or changed behind the
+        /// tracker's back): its extents are marked.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+pub(crate) fn tracker(c: &TrackerCmd, json: bool) -> Result<(), Fail> {
+    let ctl = Control::open()?;
+    match c {
+        TrackerCmd::List => {
+            let list = ctl.tracker_list()?;
+            if json {
+                let items: Vec<String> = list
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{{\"device\":{},\"block_size\":{},\"capacity\":{},\"blocks\":{},\"generation\":{},\"snap_number\":{}}}",
+                            json_str(&dev_to_string(&t.dev_id)), t.blk_size, t.device_capacity, t.blk_count,
+                            json_str(&uuid_to_string(&t.generation_id)), t.snap_number
+                        )
+                    })
+                    .collect();
+                println!("[{}]", items.join(","));
+            } else {
+                println!(
+                    "{:<24} {:>10} {:>10} {:>8} {:>5}  generation",
+                    "device", "capacity", "block", "blocks", "snap"
+                );
+                for t in list {
+                    println!(
+                        "{:<24} {:>10} {:>10} {:>8} {:>5}  {}",
+                        dev_label(&t.dev_id),
+                        human_bytes(t.device_capacity),
+                        human_bytes(u64::from(t.blk_size)),
+                        t.blk_count,
+                        t.snap_number,
+                        uuid_to_string(&t.generation_id)
+                    );
+                }
+            }
+        }
+        TrackerCmd::Remove { device } => {
+            ctl.tracker_remove(parse_dev(device).map_err(|e| Fail(2, e))?)?
+        }
+        TrackerCmd::Cbt {
+            device,
+            since,
+            generation,
+            raw,
+        } => {
+            let dev = parse_dev(device).map_err(|e| Fail(2, e))?;
+            let info = ctl
+                .tracker_list()?
+                .into_iter()
+                .find(|t| t.dev_id == dev)
+                .ok_or_else(|| Fail(1, format!("{} is not tracked", dev_label(&dev))))?;
+            if let Some(g) = generation {
+                if parse_uuid(g).map_err(|e| Fail(2, e))? != info.generation_id {
+                    return Err(Fail(
+                        1,
+                        format!(
+                            "generation is {}, not {g}: changes cannot be compared",
+                            uuid_to_string(&info.generation_id)
+                        ),
+                    ));
+                }
+            }
+            let map = ctl.read_cbt_map(dev, info.blk_count)?;
+            if let Some(path) = raw {
+                std::fs::write(path, &map)
+                    .map_err(|e| Fail(1, format!("{}: {e}", path.display())))?;
+            }
+            let bs = u64::from(info.blk_size);
+            let runs: Vec<(u64, u64)> = changed_runs(&map, *since)
+                .map(|(f, n)| (f as u64 * bs, n as u64 * bs))
+                .collect();
+            let total: u64 = runs.iter().map(|r| r.1).sum();
+            if json {
+                let items: Vec<String> = runs
+                    .iter()
+                    .map(|(o, l)| format!("{{\"offset\":{o},\"length\":{l}}}"))
+                    .collect();
+                println!(
+                    "{{\"device\":{},\"generation\":{},\"snap_number\":{},\"since\":{since},\"block_size\":{bs},\"changed_bytes\":{total},\"ranges\":[{}]}}",
+                    json_str(&dev_to_string(&dev)), json_str(&uuid_to_string(&info.generation_id)), info.snap_number, items.join(",")
+                );
+            } else {
+                println!(
+                    "{}: generation {}, snapshot {}, blocks of {}",
+                    dev_label(&dev),
+                    uuid_to_string(&info.generation_id),
+                    info.snap_number,
+                    human_bytes(bs)
+                );
+                println!("{:>16} {:>16}", "offset", "length");
+                for (o, l) in &runs {
+                    println!("{o:>16} {l:>16}");
+                }
+                println!(
+                    "{} changed since snapshot {since} in {} range(s)",
+                    human_bytes(total),
+                    runs.len()
+                );
+            }
+        }
+        TrackerCmd::MarkDirty {
+            device,
+            ranges,
+            file,
+        } => {
+            let dev = parse_dev(device).map_err(|e| Fail(2, e))?;
+            let mut all = ranges.clone();
+            if let Some(path) = file {
+                use std::os::unix::fs::MetadataExt;
+                let f = std::fs::File::open(path)
+                    .map_err(|e| Fail(1, format!("{}: {e}", path.display())))?;
+                let md = f
+                    .metadata()
+                    .map_err(|e| Fail(1, format!("{}: {e}", path.display())))?;
+                let on = BlkSnapDev {
+                    mj: libc::major(md.dev()),
+                    mn: libc::minor(md.dev()),
+                };
+                if on != dev {
+                    return Err(Fail(
+                        2,
+                        format!(
+                            "{} is on {}, not {}",
+                            path.display(),
+                            dev_label(&on),
+                            dev_label(&dev)
+                        ),
+                    ));
+                }
+                // Holes have no blocks to mark; the extents are synced first.
+                let ext = fiemap::extents(&f)
+                    .map_err(|e| Fail(1, format!("{}: FIEMAP: {e}", path.display())))?;
+                all.extend(
+                    fiemap::extents_to_ranges(&ext)
+                        .map_err(|e| Fail(1, format!("{}: {e}", path.display())))?,
+                );
+            }
+            ctl.mark_dirty(dev, &all)?;
+            log(&format!(
+                "marked {} range(s) of {} as changed",
+                all.len(),
+                dev_label(&dev)
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,318 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `blksnap`: command-line control of the blksnap kernel module.
+//!
+//! Exit codes: 0 success, 1 the operation failed, 2 bad usage (clap),
+//! 3 the module is not loaded or not accessible, 4 a snapshot image was
+//! corrupted during a backup, 5 an incremental backup cannot continue its
+//! chain (a full backup is needed), 130 interrupted.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Parser, Subcommand};
+
+use blksnap::ctl::{Control, CtlError};
+use blksnap::uapi::{BlkSnapBlockRange, BlkSnapDev};
+use blksnap::util::parse_dev;
+
+mod cmd_backup;
+mod cmd_maint;
+mod cmd_snapshot;
+mod cmd_tracker;
+
+use cmd_backup::{do_backup, BackupArgs};
+use cmd_maint::{cleanup, generate};
+use cmd_snapshot::{snapshot, SnapCmd};
+use cmd_tracker::{tracker, TrackerCmd};
+
+/// Snapshots of live block devices and changed block tracking, for backup.
+#[derive(Parser, Debug)]
+#[command(
+    name = "blksnap",
+    version,
+    propagate_version = true,
+    after_long_help = "Exit status: 0 success, 1 failure, 2 bad usage, 3 module not loaded or \
+                       not permitted, 4 an image was corrupted during a backup, 5 an incremental \
+                       backup cannot continue its chain (a full backup is needed), 6 --verify found \
+                       a target that differs from its device, 130 interrupted.\n\n\
+                       Change tracking lives in memory: after a reboot or a module reload, an \
+                       incremental backup cannot continue (exit 5) and the next backup of every \
+                       device is a full one (--full)."
+)]
+struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Print the version of the loaded module.
+    Version,
+    /// Create, take, list and destroy snapshots.
+    #[command(subcommand)]
+    Snapshot(SnapCmd),
+    /// List and manage change trackers and their maps.
+    #[command(subcommand)]
+    Tracker(TrackerCmd),
+    /// Back up devices: snapshot, copy each image (or only its changes), destroy.
+    #[command(
+        after_help = "Change tracking lives in memory: after a reboot or a module reload, \
+                            an incremental cannot continue (exit 5) and the next backup of every \
+                            device is a full one (--full)."
+    )]
+    Backup(BackupArgs),
+    /// Remove the storage files that a killed backup or watch left in a
+    /// directory; with --destroy, first destroy the snapshots still using
+    /// them (only when no backup is running).
+    Cleanup {
+        /// The directory given to backup or watch.
+        #[arg(long)]
+        storage_dir: PathBuf,
+        /// Also destroy the snapshots that still use files there.
+        #[arg(long)]
+        destroy: bool,
+    },
+    /// Write the manual page (man) or a shell's completions (bash, zsh,
+    /// fish) to standard output; used when packaging.
+    #[command(hide = true)]
+    Generate {
+        /// man, bash, zsh or fish
+        what: String,
+    },
+}
+
+fn parse_range(s: &str) -> Result<BlkSnapBlockRange, String> {
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("bad range '{s}': use START:COUNT in sectors"))?;
+    let sector_offset = a.parse().map_err(|_| format!("bad range start '{a}'"))?;
+    let sector_count = b.parse().map_err(|_| format!("bad range count '{b}'"))?;
+    Ok(BlkSnapBlockRange {
+        sector_offset,
+        sector_count,
+    })
+}
+
+/// A failure and its exit code.
+struct Fail(u8, String);
+
+impl From<CtlError> for Fail {
+    fn from(e: CtlError) -> Self {
+        let code = match e {
+            CtlError::NotLoaded | CtlError::Permission | CtlError::Open(_) => 3,
+            CtlError::Ioctl { .. } => 1,
+        };
+        Fail(code, e.to_string())
+    }
+}
+
+impl From<String> for Fail {
+    fn from(e: String) -> Self {
+        Fail(1, e)
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+fn catch_signals() {
+    // SAFETY: The handler only stores to an atomic, which is async-signal
+    // safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+fn log(msg: &str) {
+    eprintln!("blksnap: {msg}");
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail(code, msg)) => {
+            eprintln!("blksnap: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), Fail> {
+    let json = cli.json;
+    match &cli.cmd {
+        Cmd::Version => {
+            let v = Control::open()?.version()?;
+            if json {
+                println!(
+                    "{{\"major\":{},\"minor\":{},\"revision\":{},\"build\":{}}}",
+                    v.major, v.minor, v.revision, v.build
+                );
+            } else {
+                println!("blksnap {v}");
+            }
+        }
+        Cmd::Snapshot(c) => snapshot(c, json)?,
+        Cmd::Tracker(c) => tracker(c, json)?,
+        Cmd::Backup(a) => do_backup(a, json)?,
+        Cmd::Cleanup {
+            storage_dir,
+            destroy,
+        } => cleanup(storage_dir, *destroy)?,
+        Cmd::Generate { what } => generate(what)?,
+    }
+    Ok(())
+}
+
+fn devs(list: &[String]) -> Result<Vec<BlkSnapDev>, Fail> {
+    list.iter()
+        .map(|d| parse_dev(d).map_err(|e| Fail(2, e)))
+        .collect()
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_backup_incremental() {
+        let c = Cli::try_parse_from([
+            "blksnap",
+            "backup",
+            "/dev/vdc",
+            "--target",
+            "/b/full.img",
+            "--storage-dir",
+            "/s",
+            "--since",
+            "3",
+            "--generation",
+            "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+        ])
+        .unwrap();
+        match c.cmd {
+            Cmd::Backup(a) => {
+                assert_eq!(a.since, vec![3]);
+                assert_eq!(a.targets, vec![PathBuf::from("/b/full.img")]);
+            }
+            _ => panic!("not a backup"),
+        }
+        assert!(Cli::try_parse_from([
+            "blksnap",
+            "backup",
+            "/dev/vdc",
+            "--target",
+            "x",
+            "--storage-dir",
+            "/s",
+            "--since",
+            "3"
+        ])
+        .is_err());
+        // Two devices, each with its own chain.
+        let c = Cli::try_parse_from([
+            "blksnap",
+            "backup",
+            "/dev/vdc",
+            "/dev/vdd",
+            "--target",
+            "/b/c.img",
+            "--target",
+            "/b/d.img",
+            "--storage-dir",
+            "/s",
+            "--since",
+            "3",
+            "--generation",
+            "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+            "--since",
+            "0",
+            "--generation",
+            "1f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+        ])
+        .unwrap();
+        match c.cmd {
+            Cmd::Backup(a) => {
+                assert_eq!(a.since, vec![3, 0]);
+                assert_eq!(a.generation.len(), 2);
+            }
+            _ => panic!("not a backup"),
+        }
+    }
+
+    #[test]
+    fn parses_ranges_and_sizes() {
+        assert_eq!(
+            parse_range("8:16"),
+            Ok(BlkSnapBlockRange {
+                sector_offset: 8,
+                sector_count: 16
+            })
+        );
+        assert!(parse_range("8").is_err());
+        let c = Cli::try_parse_from([
+            "blksnap",
+            "snapshot",
+            "watch",
+            "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+            "--dir",
+            "/s",
+            "--limit",
+            "2G",
+        ])
+        .unwrap();
+        match c.cmd {
+            Cmd::Snapshot(SnapCmd::Watch { limit, step, .. }) => {
+                assert_eq!(limit, 2 << 30);
+                assert_eq!(step, 256 << 20);
+            }
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn append_needs_a_source() {
+        // An existing file needs no --size; a size needs a file.
+        assert!(Cli::try_parse_from([
+            "blksnap",
+            "snapshot",
+            "append-storage",
+            "x",
+            "--file",
+            "/f"
+        ])
+        .is_ok());
+        assert!(Cli::try_parse_from([
+            "blksnap",
+            "snapshot",
+            "append-storage",
+            "x",
+            "--size",
+            "1G"
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from([
+            "blksnap",
+            "snapshot",
+            "append-storage",
+            "x",
+            "--device",
+            "8:1"
+        ])
+        .is_err());
+    }
+}
