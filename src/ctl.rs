@@ -105,6 +105,7 @@ fn dev_of(d: &uapi::BlkSnapDev) -> Result<DevT> {
 pub(crate) struct Control {
     state: Pin<KBox<Mutex<State>>>,
     copy_wq: Arc<WorkQueue>,
+    start_wq: Arc<WorkQueue>,
     io_wq: Arc<WorkQueue>,
     major: BlockMajor,
     module: &'static ThisModule,
@@ -120,6 +121,7 @@ impl Drop for Control {
         let all = self.state.lock().take_all();
         drop(all);
         self.io_wq.drain();
+        self.start_wq.drain();
         self.copy_wq.drain();
     }
 }
@@ -128,12 +130,14 @@ impl Control {
     pub(crate) fn new(module: &'static ThisModule) -> Result<Self> {
         let state = KBox::pin_init(new_mutex!(State::new(), "blksnap_state"), GFP_KERNEL)?;
         let copy_wq = Arc::new(WorkQueue::new(c_str!("blksnap_copy"), 0)?, GFP_KERNEL)?;
+        let start_wq = Arc::new(WorkQueue::new(c_str!("blksnap_start"), 0)?, GFP_KERNEL)?;
         let io_wq = Arc::new(WorkQueue::new(c_str!("blksnap_io"), 0)?, GFP_KERNEL)?;
         let major = BlockMajor::register(c_str!("blksnap-image"))?;
         let pool = Arc::new(WatchPool::new(WATCH_RESERVE)?, GFP_KERNEL)?;
         Ok(Control {
             state,
             copy_wq,
+            start_wq,
             io_wq,
             major,
             module,
@@ -310,6 +314,7 @@ impl Control {
             major: self.major.major(),
             module: self.module,
             copy_wq: self.copy_wq.clone(),
+            start_wq: self.start_wq.clone(),
             io_wq: self.io_wq.clone(),
         };
         // The switch may wait long (freezes, a slow device's writes in

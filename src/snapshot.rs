@@ -33,6 +33,7 @@ pub(crate) struct ImageEnv {
     pub(crate) major: u32,
     pub(crate) module: &'static ThisModule,
     pub(crate) copy_wq: Arc<WorkQueue>,
+    pub(crate) start_wq: Arc<WorkQueue>,
     pub(crate) io_wq: Arc<WorkQueue>,
 }
 
@@ -568,6 +569,7 @@ impl State {
                     snap.storage.clone(),
                     snap.events.clone(),
                     env.copy_wq.clone(),
+                    env.start_wq.clone(),
                     env.io_wq.clone(),
                 )?,
                 GFP_KERNEL,

@@ -136,7 +136,7 @@ impl DiffArea {
         });
         // A slot is queued only by whoever took it from the idle ones or
         // finished its last copy in it: it cannot be pending already.
-        let _ = self.copy_wq.enqueue(slot);
+        let _ = self.start_wq.enqueue(slot);
     }
 
     /// Worker: the next step of the copy of chunk `idx` in `slot`.

@@ -44,7 +44,9 @@
 //! TAKE fills with one buffer and that keeps up to
 //! `free_diff_buffer_pool_size` spare ones (a copy that finds no buffer and
 //! no memory waits for a running copy's buffer), and bios come from the
-//! module's own bio set.
+//! module's own bio set. A copy's first step, the only one that waits (for
+//! storage, a buffer or a bio), runs on a queue of its own: the later
+//! steps, which give buffers and bios back, never queue behind it.
 //!
 //! Locking: one spinlock per device guards its chunk map and copy queue (no
 //! global lock on the write path); allocations happen before taking it.
@@ -142,8 +144,13 @@ pub(crate) struct DiffArea {
     image_ios: AtomicUsize,
     storage: Arc<Storage>,
     events: Arc<EventQueue>,
-    /// Chunk copies, at most [`COPIES_AT_ONCE`] of this device's at once.
-    copy_wq: Arc<WorkQueue>,
+    /// Where copies start (their first step, which may wait for storage or
+    /// for a chunk buffer). Their later steps, which give buffers and bios
+    /// back and never wait for either, run on the copy queue their slots
+    /// hold: a copy waiting for a buffer never keeps the copy that would
+    /// give one back from running, even when memory is so short that each
+    /// queue has only its rescuer.
+    start_wq: Arc<WorkQueue>,
     /// Image I/O. Separate from copies: an image worker may wait for a
     /// copy, and must never take the place that copy needs to run.
     io_wq: Arc<WorkQueue>,
@@ -181,6 +188,7 @@ impl DiffArea {
         storage: Arc<Storage>,
         events: Arc<EventQueue>,
         copy_wq: Arc<WorkQueue>,
+        start_wq: Arc<WorkQueue>,
         io_wq: Arc<WorkQueue>,
     ) -> Result<Arc<Self>> {
         let geometry = chunk_geometry(&orig)?;
@@ -228,7 +236,7 @@ impl DiffArea {
                 image_ios: AtomicUsize::new(0),
                 storage,
                 events,
-                copy_wq,
+                start_wq,
                 io_wq,
             }),
             GFP_KERNEL,
