@@ -320,7 +320,7 @@ impl Control {
         // The switch may wait long (freezes, a slow device's writes in
         // flight): not under the state lock, which other snapshots' calls
         // need. The snapshot is marked as being taken meanwhile.
-        let taking = self.state.lock().take_begin(&req.id.b, &env)?;
+        let mut taking = self.state.lock().take_begin(&req.id.b, &env)?;
         let switched = taking.switch();
         self.state.lock().take_end(taking, switched, &env)?;
         Ok(0)

@@ -21,6 +21,7 @@ use crate::kernel_ext::inflight::WatchPool;
 use crate::kernel_ext::params::Param;
 use crate::kernel_ext::random::random_uuid;
 use crate::kernel_ext::workqueue::WorkQueue;
+use crate::logic::cbt::Numbers;
 use crate::logic::events::Event;
 use crate::slots::Slots;
 use crate::storage::Storage;
@@ -200,6 +201,9 @@ pub(crate) struct Taking {
     trackers: KVec<Arc<Tracker>>,
     origs: KVec<Arc<BdevFile>>,
     areas: KVec<Arc<DiffArea>>,
+    /// Each tracker's numbering before the switch, to undo it with (room
+    /// for all of them made before the switch).
+    before: KVec<Numbers>,
 }
 
 impl Taking {
@@ -210,7 +214,7 @@ impl Taking {
     /// copy on write, lets the writes go, thaws. A raw write racing TAKE is
     /// thus wholly before the snapshot (in the image, in the map taken now)
     /// or wholly after it (copied first).
-    pub(crate) fn switch(&self) -> Result {
+    pub(crate) fn switch(&mut self) -> Result {
         let mut frozen = KVec::with_capacity(self.origs.len(), GFP_KERNEL)?;
         for orig in self.origs.iter() {
             frozen.push(orig.freeze()?, GFP_KERNEL)?;
@@ -227,7 +231,9 @@ impl Taking {
             map_pages.push(t.reserve_map_pages()?, GFP_KERNEL)?;
         }
         for ((t, a), pages) in self.trackers.iter().zip(self.areas.iter()).zip(map_pages) {
-            t.start_snapshot(a.clone(), pages);
+            // Within the room made in `take_begin`: no allocation here.
+            self.before
+                .push(t.start_snapshot(a.clone(), pages), GFP_ATOMIC)?;
         }
         Ok(())
     }
@@ -575,12 +581,14 @@ impl State {
                 GFP_KERNEL,
             )?;
         }
+        let before = KVec::with_capacity(trackers.len(), GFP_KERNEL)?;
         self.snapshot_mut(id)?.taking = true;
         Ok(Taking {
             id: *id,
             trackers,
             origs,
             areas,
+            before,
         })
     }
 
@@ -589,13 +597,12 @@ impl State {
     /// of the TAKE stays: no copy on write, no image.
     pub(crate) fn take_end(&mut self, taking: Taking, switched: Result, env: &ImageEnv) -> Result {
         let Taking {
-            id,
-            trackers,
-            areas,
-            ..
+            id, areas, before, ..
         } = taking;
         // DESTROY is refused while `taking` is set: the snapshot is there.
-        self.snapshot_mut(&id)?.taking = false;
+        let snap = self.snapshot_mut(&id)?;
+        snap.taking = false;
+        let storage = snap.storage.clone();
         switched?;
         let mut images = KVec::with_capacity(areas.len(), GFP_KERNEL)?;
         for a in areas.iter() {
@@ -617,15 +624,20 @@ impl State {
                     // is checked, so the block layer failed for want of
                     // resources: under allocation failures it can say
                     // EINVAL as well as ENOMEM. Report ENOMEM.
-                    // Undo: no copy on write without images (those made
-                    // go first, so that no image bio comes after).
+                    // Undo it all: the images made go first (no image bio
+                    // comes after), copy on write stops and the maps'
+                    // numbering is as before, the copies end (as a going
+                    // snapshot's: no corrupted event for a snapshot never
+                    // taken), and their storage is free again.
                     drop(images);
-                    for t in trackers.iter() {
-                        drop(t.end_snapshot());
+                    for (a, b) in areas.iter().zip(before.iter()) {
+                        a.tracker().undo_snapshot(*b);
                     }
                     for a in areas.iter() {
+                        a.set_going();
                         a.close();
                     }
+                    storage.release_all();
                     return Err(ENOMEM);
                 }
             };

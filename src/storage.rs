@@ -103,6 +103,13 @@ impl Storage {
         Ok(())
     }
 
+    /// Makes all storage free again (a TAKE that failed after its switch:
+    /// what its copies stored belongs to no snapshot). The copies must have
+    /// ended.
+    pub(crate) fn release_all(&self) {
+        self.state.lock().alloc.release_all();
+    }
+
     /// Ends every wait for storage at once and refuses allocations from
     /// now on (DESTROY, unload).
     pub(crate) fn close(&self) {

@@ -26,7 +26,7 @@ use crate::kernel_ext::mem::{alloc_n, zeroed_box, NoIo};
 use crate::kernel_ext::params::Param;
 use crate::kernel_ext::random::random_uuid;
 use crate::kernel_ext::time::sleep_interruptible;
-use crate::logic::cbt::{differs_bytes, pages_for, Cbt, PagedBytes};
+use crate::logic::cbt::{differs_bytes, pages_for, Cbt, Numbers, PagedBytes};
 use crate::logic::geometry::Geometry;
 use crate::uapi;
 
@@ -294,9 +294,16 @@ impl Tracker {
     /// TAKE: at one instant for this device's writes, switches the maps
     /// (the snapshot map becomes what the active map is, its new pages
     /// taken from `pages`) and starts copy on write into `diff`.
-    pub(crate) fn start_snapshot(&self, diff: Arc<dyn CopyOnWrite>, pages: KVec<MapPage>) {
+    /// Returns the numbering from before the switch, for
+    /// [`Tracker::undo_snapshot`].
+    pub(crate) fn start_snapshot(
+        &self,
+        diff: Arc<dyn CopyOnWrite>,
+        pages: KVec<MapPage>,
+    ) -> Numbers {
         let mut pages = pages.into_iter();
         let mut st = self.cbt.lock();
+        let before = st.cbt.numbers();
         if !st.cbt.switch(random_uuid, &mut || pages.next()) {
             // Not reachable with the pages reserved; if it were, tracking
             // starts over in a new generation rather than lose changes.
@@ -310,6 +317,25 @@ impl Tracker {
         drop(st);
         // Pages left over are freed after the lock.
         drop(pages);
+        before
+    }
+
+    /// Undoes [`Tracker::start_snapshot`] for a TAKE that failed after its
+    /// switch: copy on write stops and the numbering is as it was (unless
+    /// the switch started a new generation, which stays).
+    pub(crate) fn undo_snapshot(&self, before: Numbers) {
+        let mut st = self.cbt.lock();
+        let diff = st.diff.take();
+        let undone = st.cbt.undo_switch(before);
+        drop(st);
+        drop(diff);
+        if !undone {
+            pr_info!(
+                "{}:{}: TAKE failed after a new generation began: it stays\n",
+                self.dev().major(),
+                self.dev().minor()
+            );
+        }
     }
 
     /// Stops copy on write (DESTROY); returns the area that was in use.

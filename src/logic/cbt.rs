@@ -65,6 +65,15 @@ pub enum CbtError {
 /// snapshot copies only the pages written since the last one, so that its
 /// time grows with the changes, not with the device. The snapshot map is
 /// sparse: a page gets memory only when something nonzero goes there.
+/// The numbering of a tracker, as [`Cbt::numbers`] gives it: what a TAKE
+/// that fails after its switch puts back with [`Cbt::undo_switch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Numbers {
+    previous: u8,
+    active: u8,
+    generation: [u8; 16],
+}
+
 pub struct Cbt<M: PagedBytes> {
     geometry: Geometry,
     active: M,
@@ -301,6 +310,34 @@ impl<M: PagedBytes> Cbt<M> {
         } else {
             self.active_number += 1;
         }
+        true
+    }
+
+    /// The numbering now, to undo a switch with.
+    pub fn numbers(&self) -> Numbers {
+        Numbers {
+            previous: self.previous_number,
+            active: self.active_number,
+            generation: self.generation,
+        }
+    }
+
+    /// Undoes the numbering of a switch whose snapshot could not be taken
+    /// (its images could not be made), `before` being [`Cbt::numbers`]
+    /// from just before that [`Cbt::switch`]: the next TAKE gets the number
+    /// this one would have had. The maps stay: the snapshot map holds the
+    /// active map as it was at the switch, and every page written since is
+    /// flagged, so the next switch copies what it must; blocks written
+    /// since carry the undone number, above that of every snapshot kept,
+    /// so no change is lost (at worst, one is reported once more). A
+    /// switch that started a new generation cannot be undone (its cleared
+    /// map does not come back): `false`, and the new generation stays.
+    pub fn undo_switch(&mut self, before: Numbers) -> bool {
+        if self.generation != before.generation {
+            return false;
+        }
+        self.previous_number = before.previous;
+        self.active_number = before.active;
         true
     }
 

@@ -114,6 +114,15 @@ impl Allocator {
         }
     }
 
+    /// Makes every range free again, as appended (a TAKE that failed after
+    /// copies began: what they stored belongs to no snapshot).
+    pub fn release_all(&mut self) {
+        *self = Self {
+            total: self.total,
+            ..Self::new()
+        };
+    }
+
     /// Records that a range of `len` sectors was appended to the list. Arms
     /// the low free space event again.
     pub fn appended(&mut self, len: u64) {

@@ -333,4 +333,70 @@ TEST_F_TIMEOUT(flt, allocation_failures_in_ioctls, 300)
 	free(before), free(after);
 }
 
+/* The snap_number TRACKER_COLLECT reports for `dev` (-1 if none). */
+static int snap_number(int fd, const struct blk_snap_dev *dev)
+{
+	struct blk_snap_cbt_info info[16];
+	struct blk_snap_tracker_collect tc = { .count = 16, .cbt_info_array = info };
+
+	if (xioctl(fd, IOCTL_BLK_SNAP_TRACKER_COLLECT, &tc))
+		return -1;
+	for (unsigned int i = 0; i < tc.count; i++)
+		if (info[i].dev_id.mj == dev->mj && info[i].dev_id.mn == dev->mn)
+			return info[i].snap_number;
+	return -1;
+}
+
+/*
+ * TAKE is all or nothing: one allocation of TAKE fails (the i-th of this
+ * task's, for i = 1, 2, ...), which walks the failure through TAKE's
+ * allocation sites, those after the switch included (making the image).
+ * A TAKE that fails leaves the change map's numbering as it was, raises
+ * no corrupted event, and the next TAKE works and holds the data.
+ */
+TEST_F_TIMEOUT(flt, a_failed_take_leaves_nothing_behind, 300)
+{
+	struct blk_snap_snapshot_event ev;
+	struct blk_snap_uuid id;
+	char interval[16], img[160];
+	int failed = 0;
+
+	ASSERT_EQ(0, fill(DISK_A, 0, 4 << 20, 181));
+	ASSERT_EQ(0, put(FSLAB "/probability", "100"));
+	ASSERT_EQ(0, put(FSLAB "/verbose", "0"));
+	ASSERT_EQ(0, put(FSLAB "/task-filter", "Y"));
+	ASSERT_EQ(0, put(FSLAB "/ignore-gfp-wait", "N"));
+	for (int i = 1; i <= 48; i++) {
+		int before, ret;
+
+		ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
+		ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 16 << 11));
+		before = snap_number(self->fd, &self->a);
+		ASSERT_LE(0, before);
+		snprintf(interval, sizeof(interval), "%d", i);
+		ASSERT_EQ(0, put(FSLAB "/interval", interval));
+		ASSERT_EQ(0, put(FSLAB "/times", "1"));
+		ASSERT_EQ(0, put("/proc/self/make-it-fail", "1"));
+		ret = take(self->fd, &id);
+		for (int k = 0; k < 1000 && put("/proc/self/make-it-fail", "0"); k++)
+			;
+		if (ret) {
+			EXPECT_EQ(-ENOMEM, ret);
+			failed++;
+			EXPECT_EQ(before, snap_number(self->fd, &self->a));
+			EXPECT_EQ(-1, corrupted_event(self->fd, &id, &self->a, &ev, 10));
+			ASSERT_EQ(0, take(self->fd, &id));
+		}
+		EXPECT_EQ((before + 1) % 256, snap_number(self->fd, &self->a));
+		ASSERT_EQ(0, image_path(self->fd, &id, &self->a, img, sizeof(img)));
+		ASSERT_EQ(0, fill(DISK_A, 0, 1 << 20, 182 + i));
+		EXPECT_EQ(0, same_as_pattern(img, 0, 4 << 20, 181));
+		ASSERT_EQ(0, snapshot_destroy(self->fd, &id));
+		ASSERT_EQ(0, fill(DISK_A, 0, 1 << 20, 181));
+	}
+	ASSERT_EQ(0, put(FSLAB "/probability", "0"));
+	TH_LOG("%d of 48 TAKEs failed and left nothing behind", failed);
+	EXPECT_LT(0, failed);
+}
+
 TEST_HARNESS_MAIN

@@ -331,3 +331,38 @@ fn snapshot_map_pages_come_from_the_supply() {
         .chain(active(&d).iter())
         .all(|&b| b == 0));
 }
+
+#[test]
+fn a_failed_take_gives_its_number_back() {
+    let mut c = cbt();
+    c.mark_write(0, 128 * 20);
+    assert!(c.switch(|| unreachable!(), &mut plenty())); // snapshot 1
+    c.mark_write(128 * 4, 1);
+    let before = c.numbers();
+    assert!(c.switch(|| unreachable!(), &mut plenty())); // snapshot 2, which fails
+    c.mark_write(128 * 6, 1); // written after the failed switch: 3
+    assert!(c.undo_switch(before));
+    assert_eq!((c.previous_number(), c.active_number()), (1, 2));
+    c.mark_write(128 * 8, 1);
+    assert!(c.switch(|| unreachable!(), &mut plenty())); // snapshot 2 again
+    assert_eq!((c.previous_number(), c.active_number()), (2, 3));
+    // Every block changed since snapshot 1 is in the map, none lost.
+    let s = snapshot(&c);
+    assert_eq!(
+        changed_runs(&s, 1).collect::<Vec<_>>(),
+        vec![(4, 1), (6, 1), (8, 1)]
+    );
+}
+
+#[test]
+fn a_failed_take_that_wrapped_keeps_its_new_generation() {
+    let mut c = cbt();
+    for _ in 0..254 {
+        assert!(c.switch(|| unreachable!(), &mut plenty()));
+    }
+    let before = c.numbers();
+    assert!(c.switch(|| [9; 16], &mut plenty()));
+    assert!(!c.undo_switch(before));
+    assert_eq!(c.generation(), &[9; 16]);
+    assert_eq!((c.previous_number(), c.active_number()), (255, 1));
+}

@@ -181,3 +181,20 @@ fn overlap_against_sorted_ranges() {
     assert!(overlaps_sorted(&sorted, u64::MAX - 1, 5));
     assert!(!overlaps_sorted(&[], 0, u64::MAX));
 }
+
+#[test]
+fn release_all_frees_what_was_allocated() {
+    let ranges = [StorageRange {
+        dev: 0,
+        start: 0,
+        len: 64,
+    }];
+    let mut a = Allocator::new();
+    a.appended(64);
+    assert!(a.alloc(&ranges, 32).is_some());
+    assert_eq!(a.used(), 32);
+    a.release_all();
+    assert_eq!((a.used(), a.total()), (0, 64));
+    let r = a.alloc(&ranges, 64).unwrap();
+    assert_eq!((r.sector, a.used()), (0, 64));
+}
