@@ -176,6 +176,11 @@ pub(crate) struct Tracker {
     pool: Arc<WatchPool>,
     /// The device went away; the filter is gone.
     gone: AtomicBool,
+    /// The device's capacity was set since the maps were made: what it
+    /// holds may have changed without a bio, even if its size is the same
+    /// again (an LV shrunk and extended). The next CREATE or TAKE starts
+    /// over.
+    replaced: AtomicBool,
 }
 
 /// New writes to a device wait while this lives (see
@@ -205,6 +210,7 @@ impl Tracker {
                 inflight,
                 pool,
                 gone: AtomicBool::new(false),
+                replaced: AtomicBool::new(false),
             }),
             GFP_KERNEL,
         )
@@ -239,17 +245,19 @@ impl Tracker {
         self.gone.load(Ordering::Relaxed)
     }
 
-    /// Starts a new map and generation if the device changed size.
+    /// Starts a new map and generation if the device changed size, or had
+    /// its capacity set at all since the maps were made.
     pub(crate) fn check_resize(&self) -> Result {
         let capacity = self.nr_sectors()?;
-        if !self.cbt.lock().cbt.resized(capacity) {
+        let replaced = self.replaced.swap(false, Ordering::AcqRel);
+        if !replaced && !self.cbt.lock().cbt.resized(capacity) {
             return Ok(());
         }
         let fresh = new_cbt(capacity)?;
         let old = core::mem::replace(&mut self.cbt.lock().cbt, fresh);
         drop(old);
         pr_info!(
-            "{}:{} changed size: change tracking restarts\n",
+            "{}:{}: its size was set anew: change tracking restarts\n",
             self.dev().major(),
             self.dev().minor()
         );
@@ -426,6 +434,10 @@ impl FilterOps for Tracker {
         if let Some(diff) = diff {
             diff.on_write(bio);
         }
+    }
+
+    fn resized(&self) {
+        self.replaced.store(true, Ordering::Release);
     }
 
     fn detached(&self) {

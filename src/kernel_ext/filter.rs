@@ -30,6 +30,11 @@ pub(crate) trait FilterOps: Send + Sync + Sized {
     /// drops every reference it keeps to the device here, since the driver
     /// that made the device may go next.
     fn detached(&self) {}
+
+    /// The device's capacity was set to a new value (a resize, or a stacked
+    /// device's table replaced): it may hold other data though no bio came
+    /// through the filter. May be called in atomic context: must not sleep.
+    fn resized(&self) {}
 }
 
 #[repr(C)]
@@ -68,6 +73,7 @@ impl<T: FilterOps> Attached<T> {
     const OPS: bindings::blk_filter_ops = bindings::blk_filter_ops {
         submit_bio: Some(submit_bio_callback::<T>),
         detach: Some(detach_callback::<T>),
+        resized: Some(resized_callback::<T>),
     };
 
     /// Attaches a filter serving `data` to `bdev`. Fails with `EBUSY` if the
@@ -137,4 +143,15 @@ unsafe extern "C" fn detach_callback<T: FilterOps>(flt: *mut bindings::blk_filte
     // call (the block layer's filter lock) before freeing `Inner`.
     let inner = unsafe { &*kernel::container_of!(flt, Inner<T>, filter) };
     inner.data.detached();
+}
+
+/// # Safety
+///
+/// As for [`submit_bio_callback`].
+unsafe extern "C" fn resized_callback<T: FilterOps>(flt: *mut bindings::blk_filter) {
+    // SAFETY: As in `submit_bio_callback`: the block layer calls us only
+    // while the filter is attached, under the same SRCU read lock that
+    // `Attached::drop` waits for.
+    let inner = unsafe { &*kernel::container_of!(flt, Inner<T>, filter) };
+    inner.data.resized();
 }

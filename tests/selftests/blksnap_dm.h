@@ -43,6 +43,28 @@ static inline int dm_call(unsigned long nr, struct dm_req *r)
 }
 
 /*
+ * Loads a table of one target of @type over @sectors sectors into @name
+ * and makes it live (a resume swaps it in, suspending the device first
+ * if it is live): what lvreduce and lvextend do to an LV.
+ */
+static inline int dm_load(const char *name, const char *type, const char *params,
+			  uint64_t sectors)
+{
+	struct dm_req r;
+
+	dm_req_init(&r, name);
+	r.io.target_count = 1;
+	r.spec.sector_start = 0;
+	r.spec.length = sectors;
+	snprintf(r.spec.target_type, sizeof(r.spec.target_type), "%s", type);
+	snprintf(r.params, sizeof(r.params), "%s", params);
+	if (dm_call(DM_TABLE_LOAD, &r))
+		return -1;
+	dm_req_init(&r, name);
+	return dm_call(DM_DEV_SUSPEND, &r);	/* no DM_SUSPEND_FLAG: resume */
+}
+
+/*
  * Creates /dev/dm-N named @name with one target of @type over @sectors
  * sectors, and activates it; its node goes to @path.
  */
@@ -55,16 +77,7 @@ static inline int dm_create(const char *name, const char *type, const char *para
 	if (dm_call(DM_DEV_CREATE, &r))
 		return -1;
 	snprintf(path, path_len, "/dev/dm-%u", minor((dev_t)r.io.dev));
-	dm_req_init(&r, name);
-	r.io.target_count = 1;
-	r.spec.sector_start = 0;
-	r.spec.length = sectors;
-	snprintf(r.spec.target_type, sizeof(r.spec.target_type), "%s", type);
-	snprintf(r.params, sizeof(r.params), "%s", params);
-	if (dm_call(DM_TABLE_LOAD, &r))
-		goto remove;
-	dm_req_init(&r, name);
-	if (dm_call(DM_DEV_SUSPEND, &r))	/* no DM_SUSPEND_FLAG: resume */
+	if (dm_load(name, type, params, sectors))
 		goto remove;
 	/* devtmpfs makes the node; wait for it (a few ms). */
 	for (int i = 0; i < 1000 && access(path, F_OK); i++)

@@ -429,4 +429,143 @@ TEST_F_TIMEOUT(host, writers_go_on_once_the_image_is_corrupted, 240)
 	set_param("diff_storage_wait_ms", 5000);
 }
 
+/* Checksum of `len` bytes at 0 of `path` (O_DIRECT), 0 if unreadable. */
+static uint64_t region_sum(const char *path, size_t len)
+{
+	unsigned char *buf;
+	int fd = open(path, O_RDONLY | O_DIRECT);
+	uint64_t h = 0;
+
+	if (fd < 0 || posix_memalign((void **)&buf, 4096, len))
+		return 0;
+	if (pread(fd, buf, len, 0) == (ssize_t)len)
+		h = fnv(buf, len) | 1;
+	close(fd);
+	free(buf);
+	return h;
+}
+
+struct image_writer {
+	const char *path;
+	volatile int *stop;
+	unsigned int seed;
+};
+
+/* Writes 64 KiB pieces to the first 8 MiB of an image until told to stop
+ * (or until the image goes). */
+static void *image_writer_run(void *arg)
+{
+	struct image_writer *w = arg;
+	unsigned char *buf;
+	int fd = open(w->path, O_RDWR | O_DIRECT);
+
+	if (fd < 0 || posix_memalign((void **)&buf, 4096, 65536))
+		return NULL;
+	memset(buf, w->seed, 65536);
+	while (!*w->stop) {
+		w->seed = w->seed * 1103515245 + 12345;
+		if (pwrite(fd, buf, 65536, (off_t)(w->seed % 128) << 16) < 0)
+			break;
+	}
+	close(fd);
+	free(buf);
+	return NULL;
+}
+
+/*
+ * DESTROY while image writes are in flight: once it returns, nothing more
+ * reaches the storage (which the tool then deletes, and whose blocks go
+ * to other files).
+ */
+TEST_F_TIMEOUT(host, destroy_waits_for_image_io, 240)
+{
+	int fd = self->fd;
+	struct blk_snap_dev dev;
+	struct blk_snap_uuid id;
+	char img[160];
+
+	ASSERT_EQ(0, dev_id(DISK_A, &dev));
+	for (int round = 0; round < 8; round++) {
+		struct image_writer w[4];
+		pthread_t th[4];
+		volatile int stop = 0;
+		uint64_t a, b;
+
+		ASSERT_EQ(0, taken_snapshot(fd, &dev, PART_B2, 32 << 11, &id, img));
+		for (int i = 0; i < 4; i++) {
+			w[i] = (struct image_writer){ img, &stop, 7 * round + i + 1 };
+			ASSERT_EQ(0, pthread_create(&th[i], NULL, image_writer_run, &w[i]));
+		}
+		usleep(300000);
+		ASSERT_EQ(0, snapshot_destroy(fd, &id));
+		a = region_sum(PART_B2, 32 << 20);
+		usleep(500000);
+		b = region_sum(PART_B2, 32 << 20);
+		stop = 1;
+		for (int i = 0; i < 4; i++)
+			pthread_join(th[i], NULL);
+		ASSERT_NE(0, a);
+		EXPECT_EQ(a, b) {
+			TH_LOG("round %d: storage changed after DESTROY returned", round);
+		}
+	}
+}
+
+/* The CBT generation of `dev` from TRACKER_COLLECT into `gen`; 0 or -1. */
+static int generation(int fd, const struct blk_snap_dev *dev, struct blk_snap_uuid *gen)
+{
+	struct blk_snap_cbt_info info[16];
+	struct blk_snap_tracker_collect tc = { .count = 16, .cbt_info_array = info };
+
+	if (xioctl(fd, IOCTL_BLK_SNAP_TRACKER_COLLECT, &tc))
+		return -1;
+	for (unsigned int i = 0; i < tc.count; i++)
+		if (info[i].dev_id.mj == dev->mj && info[i].dev_id.mn == dev->mn) {
+			*gen = info[i].generation_id;
+			return 0;
+		}
+	return -1;
+}
+
+/*
+ * An LV shrunk and extended again between two backups (what lvreduce and
+ * lvextend do: its table replaced twice, no bio through it): its size is
+ * what it was, but what it holds past the cut is not. The next snapshot
+ * starts a new generation, so that no incremental backup trusts a map
+ * that missed the change.
+ */
+TEST_F_TIMEOUT(host, an_lv_shrunk_and_extended_starts_a_new_generation, 120)
+{
+	int fd = self->fd;
+	struct blk_snap_dev lvdev, b1;
+	struct blk_snap_uuid id, g0, g1, g2;
+	char lv[64], table[64];
+
+	ASSERT_EQ(0, dev_id(PART_B1, &b1));
+	snprintf(table, sizeof(table), "%u:%u 0", b1.mj, b1.mn);
+	dm_remove("bs_lv");
+	ASSERT_EQ(0, dm_create("bs_lv", "linear", table, 32 << 11, lv, sizeof(lv)));
+	ASSERT_EQ(0, dev_id(lv, &lvdev));
+	ASSERT_EQ(0, snapshot_create(fd, &lvdev, 1, &id));
+	ASSERT_EQ(0, snapshot_destroy(fd, &id));
+	ASSERT_EQ(0, generation(fd, &lvdev, &g0));
+
+	/* Nothing happened to it: the next snapshot continues the chain. */
+	ASSERT_EQ(0, snapshot_create(fd, &lvdev, 1, &id));
+	ASSERT_EQ(0, snapshot_destroy(fd, &id));
+	ASSERT_EQ(0, generation(fd, &lvdev, &g1));
+	EXPECT_EQ(0, memcmp(&g0, &g1, sizeof(g0)));
+
+	/* Shrunk to 16 MiB, extended to 32 MiB, now over other blocks. */
+	ASSERT_EQ(0, dm_load("bs_lv", "linear", table, 16 << 11));
+	snprintf(table, sizeof(table), "%u:%u %u", b1.mj, b1.mn, 40 << 11);
+	ASSERT_EQ(0, dm_load("bs_lv", "linear", table, 32 << 11));
+	ASSERT_EQ(0, snapshot_create(fd, &lvdev, 1, &id));
+	ASSERT_EQ(0, snapshot_destroy(fd, &id));
+	ASSERT_EQ(0, generation(fd, &lvdev, &g2));
+	EXPECT_NE(0, memcmp(&g1, &g2, sizeof(g1)));
+	blksnap_reset(fd);
+	EXPECT_EQ(0, dm_remove("bs_lv"));
+}
+
 TEST_HARNESS_MAIN
