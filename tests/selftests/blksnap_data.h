@@ -250,8 +250,11 @@ static inline int next_event(int fd, const struct blk_snap_uuid *id, unsigned in
 	return xioctl(fd, IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT, ev);
 }
 
-/* Whether TRACKER_COLLECT lists `dev` (-1 if the call fails). */
-static inline int tracked(int fd, const struct blk_snap_dev *dev)
+/*
+ * What TRACKER_COLLECT says of `dev`, into `out`: 1 if it lists it, 0 if
+ * not, -1 if the call fails.
+ */
+static inline int cbt_info(int fd, const struct blk_snap_dev *dev, struct blk_snap_cbt_info *out)
 {
 	struct blk_snap_cbt_info info[16];
 	struct blk_snap_tracker_collect tc = { .count = 16, .cbt_info_array = info };
@@ -259,9 +262,18 @@ static inline int tracked(int fd, const struct blk_snap_dev *dev)
 	if (xioctl(fd, IOCTL_BLK_SNAP_TRACKER_COLLECT, &tc))
 		return -1;
 	for (unsigned int i = 0; i < tc.count; i++)
-		if (info[i].dev_id.mj == dev->mj && info[i].dev_id.mn == dev->mn)
+		if (info[i].dev_id.mj == dev->mj && info[i].dev_id.mn == dev->mn) {
+			if (out)
+				*out = info[i];
 			return 1;
+		}
 	return 0;
+}
+
+/* Whether TRACKER_COLLECT lists `dev` (-1 if the call fails). */
+static inline int tracked(int fd, const struct blk_snap_dev *dev)
+{
+	return cbt_info(fd, dev, NULL);
 }
 
 /*

@@ -44,6 +44,18 @@ static inline int dev_id(const char *path, struct blk_snap_dev *id)
 	return 0;
 }
 
+/* Writes `val` to the attribute file `path`: 0, or -1. */
+static inline int put(const char *path, const char *val)
+{
+	int fd = open(path, O_WRONLY), ret;
+
+	if (fd < 0)
+		return -1;
+	ret = write(fd, val, strlen(val)) == (ssize_t)strlen(val) ? 0 : -1;
+	close(fd);
+	return ret;
+}
+
 /* ioctl() returning -errno on failure, the call's value otherwise. */
 static inline int xioctl(int fd, unsigned long nr, void *arg)
 {

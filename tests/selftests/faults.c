@@ -23,17 +23,6 @@
 #define FMR "/sys/kernel/debug/fail_make_request"
 #define FSLAB "/sys/kernel/debug/failslab"
 
-static int put(const char *path, const char *val)
-{
-	int fd = open(path, O_WRONLY), ret;
-
-	if (fd < 0)
-		return -1;
-	ret = write(fd, val, strlen(val)) == (ssize_t)strlen(val) ? 0 : -1;
-	close(fd);
-	return ret;
-}
-
 /* Every bio to /dev/vdb (and its partitions) fails, or none does. */
 static int fail_vdb(int on)
 {
@@ -336,15 +325,9 @@ TEST_F_TIMEOUT(flt, allocation_failures_in_ioctls, 300)
 /* The snap_number TRACKER_COLLECT reports for `dev` (-1 if none). */
 static int snap_number(int fd, const struct blk_snap_dev *dev)
 {
-	struct blk_snap_cbt_info info[16];
-	struct blk_snap_tracker_collect tc = { .count = 16, .cbt_info_array = info };
+	struct blk_snap_cbt_info info;
 
-	if (xioctl(fd, IOCTL_BLK_SNAP_TRACKER_COLLECT, &tc))
-		return -1;
-	for (unsigned int i = 0; i < tc.count; i++)
-		if (info[i].dev_id.mj == dev->mj && info[i].dev_id.mn == dev->mn)
-			return info[i].snap_number;
-	return -1;
+	return cbt_info(fd, dev, &info) == 1 ? info.snap_number : -1;
 }
 
 /*

@@ -31,17 +31,6 @@
 /* 128 MiB, discards and write-zeroes in bios of at most 64 sectors. */
 #define DISK_DISCARD "/dev/vdi"
 
-static int write_str(const char *path, const char *val)
-{
-	int fd = open(path, O_WRONLY), ret;
-
-	if (fd < 0)
-		return -1;
-	ret = write(fd, val, strlen(val)) == (ssize_t)strlen(val) ? 0 : -1;
-	close(fd);
-	return ret;
-}
-
 FIXTURE(host) {
 	int fd;
 };
@@ -103,9 +92,9 @@ TEST_F_TIMEOUT(host, driver_unloaded_then_every_ioctl, 180)
 	mkdir("/sys/kernel/config", 0755);
 	mount("configfs", "/sys/kernel/config", "configfs", 0, NULL);
 	ASSERT_EQ(0, mkdir(NULLB "/gone", 0755));
-	ASSERT_EQ(0, write_str(NULLB "/gone/size", "16"));
-	ASSERT_EQ(0, write_str(NULLB "/gone/memory_backed", "1"));
-	ASSERT_EQ(0, write_str(NULLB "/gone/power", "1"));
+	ASSERT_EQ(0, put(NULLB "/gone/size", "16"));
+	ASSERT_EQ(0, put(NULLB "/gone/memory_backed", "1"));
+	ASSERT_EQ(0, put(NULLB "/gone/power", "1"));
 	for (int i = 0; i < 3000 && access("/dev/gone", F_OK); i++)
 		usleep(10000);
 	ASSERT_EQ(0, dev_id("/dev/gone", &dev));
@@ -119,7 +108,7 @@ TEST_F_TIMEOUT(host, driver_unloaded_then_every_ioctl, 180)
 	ASSERT_EQ(1, tracked(fd, &dev));
 
 	/* The disk goes, then its driver. */
-	ASSERT_EQ(0, write_str(NULLB "/gone/power", "0"));
+	ASSERT_EQ(0, put(NULLB "/gone/power", "0"));
 	ASSERT_EQ(0, rmdir(NULLB "/gone"));
 	ASSERT_EQ(0, system("rmmod null_blk"));
 
@@ -233,15 +222,9 @@ static int cbt_span(int fd, const struct blk_snap_dev *dev, unsigned int first,
 /* CBT block size of `dev`, from TRACKER_COLLECT (0 if not tracked). */
 static uint32_t cbt_block(int fd, const struct blk_snap_dev *dev)
 {
-	struct blk_snap_cbt_info info[16];
-	struct blk_snap_tracker_collect tc = { .count = 16, .cbt_info_array = info };
+	struct blk_snap_cbt_info info;
 
-	if (xioctl(fd, IOCTL_BLK_SNAP_TRACKER_COLLECT, &tc))
-		return 0;
-	for (unsigned int i = 0; i < tc.count; i++)
-		if (info[i].dev_id.mj == dev->mj && info[i].dev_id.mn == dev->mn)
-			return info[i].blk_size;
-	return 0;
+	return cbt_info(fd, dev, &info) == 1 ? info.blk_size : 0;
 }
 
 /*
@@ -514,17 +497,12 @@ TEST_F_TIMEOUT(host, destroy_waits_for_image_io, 240)
 /* The CBT generation of `dev` from TRACKER_COLLECT into `gen`; 0 or -1. */
 static int generation(int fd, const struct blk_snap_dev *dev, struct blk_snap_uuid *gen)
 {
-	struct blk_snap_cbt_info info[16];
-	struct blk_snap_tracker_collect tc = { .count = 16, .cbt_info_array = info };
+	struct blk_snap_cbt_info info;
 
-	if (xioctl(fd, IOCTL_BLK_SNAP_TRACKER_COLLECT, &tc))
+	if (cbt_info(fd, dev, &info) != 1)
 		return -1;
-	for (unsigned int i = 0; i < tc.count; i++)
-		if (info[i].dev_id.mj == dev->mj && info[i].dev_id.mn == dev->mn) {
-			*gen = info[i].generation_id;
-			return 0;
-		}
-	return -1;
+	*gen = info.generation_id;
+	return 0;
 }
 
 /*

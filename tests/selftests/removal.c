@@ -28,15 +28,9 @@
 static int write_attr(const char *dev, const char *attr, const char *val)
 {
 	char path[128];
-	int fd, ret;
 
 	snprintf(path, sizeof(path), NULLB "/%s/%s", dev, attr);
-	fd = open(path, O_WRONLY);
-	if (fd < 0)
-		return -1;
-	ret = write(fd, val, strlen(val)) == (ssize_t)strlen(val) ? 0 : -1;
-	close(fd);
-	return ret;
+	return put(path, val);
 }
 
 /* Makes memory-backed null_blk device /dev/`name` of `mib` MiB. */
