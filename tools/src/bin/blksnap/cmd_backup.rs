@@ -25,7 +25,10 @@ pub(crate) struct BackupArgs {
     /// Target file or device for each device, in order.
     #[arg(long = "target", required = true)]
     pub(crate) targets: Vec<PathBuf>,
-    /// Directory for storage files (not on a device being backed up).
+    /// Directory for storage files, best not on a device being backed up.
+    /// If it is, all storage is allocated before the snapshot is taken
+    /// (--storage-limit, at most half the free space), since storage added
+    /// later could take the blocks of a file deleted since.
     #[arg(long)]
     pub(crate) storage_dir: PathBuf,
     /// Size of each storage file (at least; storage is appended as the
