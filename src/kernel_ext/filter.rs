@@ -107,10 +107,10 @@ impl<T: FilterOps> Drop for Attached<T> {
     fn drop(&mut self) {
         // If the device went away, the block layer detached the filter
         // already and this does nothing.
-        // SAFETY: `inner.filter` was attached (type invariant); the block
-        // layer finds its device, if still attached, under its own lock. On
-        // return no callback runs and the block layer holds no pointer to
+        // The block layer finds the device, if still attached, under its
+        // own lock; on return no callback runs and it holds no pointer to
         // `inner`.
+        // SAFETY: `inner.filter` was attached (type invariant).
         unsafe { bindings::blk_filter_detach(self.inner.filter.get()) };
     }
 }
