@@ -592,6 +592,40 @@ impl State {
         })
     }
 
+    /// An image disk for each of `areas`; on failure none (those made are
+    /// deleted, so that no image bio comes after).
+    fn make_images(&self, areas: &[Arc<DiffArea>], env: &ImageEnv) -> Result<KVec<Image>> {
+        let mut images = KVec::with_capacity(areas.len(), GFP_KERNEL)?;
+        for a in areas.iter() {
+            let minor = self.free_minor(&images);
+            let mut name = [0u8; 32];
+            let len = fmt_image_name(&mut name, minor);
+            // Our side of the disk (name, number, size, block size) is
+            // checked, so the block layer failed for want of resources:
+            // under allocation failures it can say EINVAL as well as
+            // ENOMEM. Report ENOMEM.
+            let disk = BioDisk::add(
+                &name[..len],
+                env.major,
+                minor,
+                a.capacity(),
+                a.logical_block_size(),
+                a.clone(),
+                env.module,
+            )
+            .map_err(|_| ENOMEM)?;
+            images.push(
+                Image {
+                    area: a.clone(),
+                    disk: Some(disk),
+                    minor,
+                },
+                GFP_KERNEL,
+            )?;
+        }
+        Ok(images)
+    }
+
     /// SNAPSHOT_TAKE, last step, with the result of [`Taking::switch`]:
     /// an image of each device. If the switch or an image fails, nothing
     /// of the TAKE stays: no copy on write, no image.
@@ -604,52 +638,24 @@ impl State {
         snap.taking = false;
         let storage = snap.storage.clone();
         switched?;
-        let mut images = KVec::with_capacity(areas.len(), GFP_KERNEL)?;
-        for a in areas.iter() {
-            let minor = self.free_minor(&images);
-            let mut name = [0u8; 32];
-            let len = fmt_image_name(&mut name, minor);
-            let disk = match BioDisk::add(
-                &name[..len],
-                env.major,
-                minor,
-                a.capacity(),
-                a.logical_block_size(),
-                a.clone(),
-                env.module,
-            ) {
-                Ok(d) => d,
-                Err(_) => {
-                    // Our side of the disk (name, number, size, block size)
-                    // is checked, so the block layer failed for want of
-                    // resources: under allocation failures it can say
-                    // EINVAL as well as ENOMEM. Report ENOMEM.
-                    // Undo it all: the images made go first (no image bio
-                    // comes after), copy on write stops and the maps'
-                    // numbering is as before, the copies end (as a going
-                    // snapshot's: no corrupted event for a snapshot never
-                    // taken), and their storage is free again.
-                    drop(images);
-                    for (a, b) in areas.iter().zip(before.iter()) {
-                        a.tracker().undo_snapshot(*b);
-                    }
-                    for a in areas.iter() {
-                        a.set_going();
-                        a.close();
-                    }
-                    storage.release_all();
-                    return Err(ENOMEM);
+        let images = match self.make_images(&areas, env) {
+            Ok(images) => images,
+            Err(e) => {
+                // Undo it all: copy on write stops and the maps' numbering
+                // is as before, the copies end (as a going snapshot's: no
+                // corrupted event for a snapshot never taken), and their
+                // storage is free again.
+                for (a, b) in areas.iter().zip(before.iter()) {
+                    a.tracker().undo_snapshot(*b);
                 }
-            };
-            images.push(
-                Image {
-                    area: a.clone(),
-                    disk: Some(disk),
-                    minor,
-                },
-                GFP_KERNEL,
-            )?;
-        }
+                for a in areas.iter() {
+                    a.set_going();
+                    a.close();
+                }
+                storage.release_all();
+                return Err(e);
+            }
+        };
         let snap = self.snapshot_mut(&id)?;
         snap.images = images;
         snap.taken = true;
