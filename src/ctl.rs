@@ -17,6 +17,7 @@ use kernel::uaccess::{UserSlice, UserSliceReader};
 use kernel::{c_str, new_mutex, page::PAGE_SIZE, ThisModule};
 
 use crate::event_queue::WaitError;
+use crate::kernel_ext::async_io;
 use crate::kernel_ext::block::DevT;
 use crate::kernel_ext::cred;
 use crate::kernel_ext::errno::enodata;
@@ -120,6 +121,9 @@ impl Drop for Control {
         // before the queue and the image major go.
         let all = self.state.lock().take_all();
         drop(all);
+        // No copy runs any more: the completions of the last ones queue
+        // their final steps, and must have returned before the queues go.
+        async_io::wait_idle();
         self.io_wq.drain();
         self.start_wq.drain();
         self.copy_wq.drain();

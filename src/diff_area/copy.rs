@@ -73,7 +73,9 @@ pub(super) enum Step {
 
 impl IoWaker for CopyWork {
     fn io_completed(this: Arc<Self>) {
-        // The slot is not queued while its I/O runs.
+        // The slot is not queued while its I/O runs. The clone is never
+        // the queue's last reference: the module's control holds one until
+        // every completion has returned (`async_io::wait_idle`).
         let wq = this.wq.clone();
         let _ = wq.enqueue(this);
     }

@@ -8,7 +8,7 @@
 
 use core::mem::MaybeUninit;
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use kernel::alloc::KVec;
 use kernel::bindings;
@@ -18,6 +18,7 @@ use kernel::sync::Arc;
 
 use super::bioset::{alloc_bio, FRONT_PAD};
 use super::block::BdevFile;
+use super::rcu;
 
 /// Pages that readers share: nothing changes them while the `Arc` is
 /// shared, and only its last holder gets them back.
@@ -183,6 +184,9 @@ impl AsyncIo {
             (*parent).bi_end_io = Some(end_io::<T>);
             rec
         };
+        // From here the parent always completes (submitted or ended below),
+        // and its completion drops the count.
+        RUNNING.fetch_add(1, Ordering::AcqRel);
         // SAFETY: The record owns the pages until `finish`, which takes
         // them only after the parent completed, after its last use here.
         let pg: &[Page] = unsafe { (*rec).pages.assume_init_ref().pages() };
@@ -303,4 +307,23 @@ unsafe extern "C" fn end_io<T: IoWaker>(bio: *mut bindings::bio) {
         Arc::from_raw(w)
     };
     T::io_completed(waker);
+    // The last touch of the module (see `wait_idle`).
+    let _rcu = rcu::read_lock();
+    RUNNING.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Asynchronous I/Os whose completion has not yet returned.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Waits until no completion of an asynchronous I/O is still running, in
+/// the module's code or in what its waker does (unload, once nothing
+/// starts I/O any more: then the wakers' queues may go). Process context.
+pub(crate) fn wait_idle() {
+    while RUNNING.load(Ordering::Acquire) != 0 {
+        // SAFETY: Sleeping is allowed: process context (documented above).
+        unsafe { bindings::msleep(1) };
+    }
+    // Each completion drops the count inside a read section: after the
+    // grace period, none is still in our code but for its return.
+    rcu::synchronize();
 }

@@ -30,6 +30,7 @@ use kernel::sync::Arc;
 use kernel::types::Opaque;
 
 use super::bio::IncomingBio;
+use super::rcu;
 use super::workqueue::WorkQueue;
 
 /// A count of watched bios that have not completed yet.
@@ -147,13 +148,12 @@ impl Drop for WatchPool {
             // context.
             unsafe { bindings::msleep(1) };
         }
+        // Each completion drops `OUT` inside a read section: after the
+        // grace period, none is still in our code but for its return.
+        rcu::synchronize();
         // SAFETY: No record is out (above) and no one allocates any more:
-        // the pool's owners are gone. The grace period lets the last
-        // completion return from our code before it goes.
-        unsafe {
-            bindings::synchronize_rcu();
-            bindings::mempool_destroy(self.pool.as_ptr());
-        }
+        // the pool's owners are gone.
+        unsafe { bindings::mempool_destroy(self.pool.as_ptr()) };
     }
 }
 
@@ -273,5 +273,8 @@ fn finish(bio: *mut bindings::bio, rec: *mut Watch, w: Watch) {
         // have called it, with its fields restored.
         unsafe { end_io(bio) };
     }
+    // The last touch of the module: unload waits for the section to end
+    // (see `WatchPool::drop`).
+    let _rcu = rcu::read_lock();
     OUT.fetch_sub(1, Ordering::AcqRel);
 }

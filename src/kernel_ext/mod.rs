@@ -27,5 +27,6 @@ pub(crate) mod mem;
 pub(crate) mod misc;
 pub(crate) mod params;
 pub(crate) mod random;
+pub(crate) mod rcu;
 pub(crate) mod time;
 pub(crate) mod workqueue;

@@ -15,7 +15,10 @@
  * - a long chain of discard and write-zeroes bios (/dev/vdi splits them
  *   into 32 KiB bios) whose first link waits for copy on write while the
  *   others complete: the image keeps the data of TAKE and the CBT marks
- *   every block of the range.
+ *   every block of the range;
+ * - the module unloaded under copies and writes in flight: unload waits
+ *   until every completion has left the module's code, and no write is
+ *   lost.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -544,6 +547,89 @@ TEST_F_TIMEOUT(host, an_lv_shrunk_and_extended_starts_a_new_generation, 120)
 	EXPECT_NE(0, memcmp(&g1, &g2, sizeof(g1)));
 	blksnap_reset(fd);
 	EXPECT_EQ(0, dm_remove("bs_lv"));
+}
+
+struct looper {
+	const char *path;
+	uint64_t off;
+	volatile int *stop;
+	unsigned int seed;	/* in: the first is seed + 1; out: the last written */
+	int ret, rounds;
+};
+
+/* Rewrites 1 MiB at `off` with a new pattern each time until told to stop. */
+static void *looper_run(void *arg)
+{
+	struct looper *l = arg;
+
+	while (!*l->stop) {
+		if (fill(l->path, l->off, 1 << 20, l->seed + 1)) {
+			l->ret = -1;
+			break;
+		}
+		l->seed++;
+		l->rounds++;
+	}
+	return NULL;
+}
+
+/*
+ * Unload under copies and writes in flight, 4 rounds: a snapshot of a
+ * dm-delay device (20 ms a bio) is taken, 4 writers keep rewriting it and
+ * the image is read, then the module is unloaded under the writers. Unload
+ * waits until every completion has left the module's code (one still
+ * returning into unloaded code would oops); every write returns whole and
+ * the device holds what was written last.
+ */
+TEST_F_TIMEOUT(host, unload_under_copies_and_writes_in_flight, 300)
+{
+	struct blk_snap_dev slow, b1;
+	struct blk_snap_uuid id;
+	char dm[64], table[160], img[160];
+
+	ASSERT_EQ(0, dev_id(PART_B1, &b1));
+	snprintf(table, sizeof(table), "%u:%u 0 20", b1.mj, b1.mn);
+	dm_remove("bs_unl");
+	ASSERT_EQ(0, dm_create("bs_unl", "delay", table, 16 << 11, dm, sizeof(dm)));
+	ASSERT_EQ(0, dev_id(dm, &slow));
+	blksnap_reset(self->fd);
+	close(self->fd);
+	self->fd = -1;
+	for (int round = 0; round < 4; round++) {
+		volatile int stop = 0;
+		struct looper w[4];
+		pthread_t th[4];
+		int fd;
+
+		ASSERT_EQ(0, system("grep -q '^blksnap ' /proc/modules || "
+				    "insmod /lib/modules/blksnap.ko"));
+		fd = open("/dev/blksnap", O_RDWR);
+		ASSERT_LE(0, fd);
+		ASSERT_EQ(0, fill(dm, 0, 16 << 20, 60 + round));
+		ASSERT_EQ(0, taken_snapshot(fd, &slow, DISK_A, 32 << 11, &id, img));
+		for (int i = 0; i < 4; i++) {
+			w[i] = (struct looper){ .path = dm, .off = (uint64_t)i << 22,
+						.stop = &stop, .seed = 1000 * (round + 1) + 100 * i };
+			ASSERT_EQ(0, pthread_create(&th[i], NULL, looper_run, &w[i]));
+		}
+		EXPECT_EQ(0, same_as_pattern(img, 0, 16 << 20, 60 + round));
+		close(fd);
+		EXPECT_EQ(0, system("rmmod blksnap"));
+		stop = 1;
+		for (int i = 0; i < 4; i++) {
+			pthread_join(th[i], NULL);
+			EXPECT_EQ(0, w[i].ret);
+			EXPECT_LT(0, w[i].rounds);
+			EXPECT_EQ(0, same_as_pattern(dm, (uint64_t)i << 22, 1 << 20, w[i].seed)) {
+				TH_LOG("round %d: writer %d's last write is not on the device",
+				       round, i);
+			}
+		}
+	}
+	ASSERT_EQ(0, system("insmod /lib/modules/blksnap.ko"));
+	self->fd = open("/dev/blksnap", O_RDWR);
+	ASSERT_LE(0, self->fd);
+	EXPECT_EQ(0, dm_remove("bs_unl"));
 }
 
 TEST_HARNESS_MAIN
