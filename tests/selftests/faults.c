@@ -382,4 +382,77 @@ TEST_F_TIMEOUT(flt, a_failed_take_leaves_nothing_behind, 300)
 	EXPECT_LT(0, failed);
 }
 
+/*
+ * CREATE is all or nothing: one allocation of CREATE fails (the i-th of
+ * this thread's, through fail-nth), on two untracked devices (vdb1, vdf) and one tracked
+ * already (vda). A CREATE that fails leaves the new devices untracked and
+ * without a filter (vdb can be tracked afterwards: a filter left on its
+ * partition would refuse it; one left on vdf would fail the last CREATE),
+ * and the tracked one as it was. Then a snapshot of the three holds their
+ * data.
+ */
+TEST_F_TIMEOUT(flt, a_failed_create_leaves_nothing_behind, 300)
+{
+	struct blk_snap_dev devs[3], disk_b;
+	struct blk_snap_cbt_info was, now;
+	struct blk_snap_uuid id;
+	char nth[16], img[160];
+	int failed = 0, ret, nfd;
+
+	/* vda tracked (by a first snapshot), vdb1 and vdf new each round. */
+	ASSERT_EQ(0, dev_id(PART_B1, &devs[0]));
+	devs[1] = self->f4k;
+	devs[2] = self->a;
+	ASSERT_EQ(0, dev_id(DISK_B, &disk_b));
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
+	ASSERT_EQ(0, snapshot_destroy(self->fd, &id));
+	ASSERT_EQ(1, cbt_info(self->fd, &self->a, &was));
+	ASSERT_EQ(0, put(FSLAB "/verbose", "0"));
+	ASSERT_EQ(0, put(FSLAB "/ignore-gfp-wait", "N"));
+	for (int i = 1; i <= 64; i++) {
+		/* This thread's i-th allocation from now fails (once). */
+		snprintf(nth, sizeof(nth), "%d", i);
+		nfd = open("/proc/thread-self/fail-nth", O_WRONLY);
+		ASSERT_LE(0, nfd);
+		ASSERT_EQ((ssize_t)strlen(nth), write(nfd, nth, strlen(nth)));
+		ret = snapshot_create(self->fd, devs, 3, &id);
+		ASSERT_EQ(1, write(nfd, "0", 1));
+		close(nfd);
+		if (!ret) {
+			/* The failure hit elsewhere: back to two new devices. */
+			ASSERT_EQ(0, snapshot_destroy(self->fd, &id));
+			ASSERT_EQ(0, tracker_remove(self->fd, &devs[0]));
+			ASSERT_EQ(0, tracker_remove(self->fd, &devs[1]));
+			ASSERT_EQ(1, cbt_info(self->fd, &self->a, &was));
+			continue;
+		}
+		EXPECT_EQ(-ENOMEM, ret);
+		failed++;
+		EXPECT_EQ(0, tracked(self->fd, &devs[0]));
+		EXPECT_EQ(0, tracked(self->fd, &devs[1]));
+		ASSERT_EQ(1, cbt_info(self->fd, &self->a, &now));
+		EXPECT_EQ(0, memcmp(&was, &now, sizeof(was)));
+		/* No filter left on vdb1: its disk can be tracked. */
+		ASSERT_EQ(0, snapshot_create(self->fd, &disk_b, 1, &id));
+		ASSERT_EQ(0, snapshot_destroy(self->fd, &id));
+		ASSERT_EQ(0, tracker_remove(self->fd, &disk_b));
+	}
+	TH_LOG("%d of 64 CREATEs failed and left nothing behind", failed);
+	EXPECT_LT(0, failed);
+	ASSERT_EQ(0, snapshot_create(self->fd, devs, 3, &id));
+
+	/* The snapshot of the three devices holds their data at TAKE. */
+	ASSERT_EQ(0, fill(PART_B1, 0, 2 << 20, 201));
+	ASSERT_EQ(0, fill(DISK_A, 0, 2 << 20, 202));
+	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 32 << 11));
+	ASSERT_EQ(0, take(self->fd, &id));
+	ASSERT_EQ(0, fill(PART_B1, 0, 1 << 20, 203));
+	ASSERT_EQ(0, fill(DISK_A, 0, 1 << 20, 204));
+	ASSERT_EQ(0, image_path(self->fd, &id, &devs[0], img, sizeof(img)));
+	EXPECT_EQ(0, same_as_pattern(img, 0, 2 << 20, 201));
+	ASSERT_EQ(0, image_path(self->fd, &id, &self->a, img, sizeof(img)));
+	EXPECT_EQ(0, same_as_pattern(img, 0, 2 << 20, 202));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+}
+
 TEST_HARNESS_MAIN
