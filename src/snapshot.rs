@@ -22,6 +22,7 @@ use crate::kernel_ext::params::Param;
 use crate::kernel_ext::random::random_uuid;
 use crate::kernel_ext::workqueue::WorkQueue;
 use crate::logic::cbt::Numbers;
+use crate::logic::devices::{disk_and_partition, shares_blocks};
 use crate::logic::events::Event;
 use crate::slots::Slots;
 use crate::storage::Storage;
@@ -60,20 +61,6 @@ fn fmt_image_name(buf: &mut [u8; 32], n: u32) -> usize {
         len += 1;
     }
     len
-}
-
-/// Whether devices `a` and `b`, each given with its whole disk, are a disk
-/// and one of its partitions: the one rule behind "a disk and its
-/// partitions are never both tracked" and "storage after TAKE never
-/// reaches a device of the snapshot".
-fn disk_and_partition(a: (DevT, DevT), b: (DevT, DevT)) -> bool {
-    a.0 != b.0 && (a.1 == b.0 || a.0 == b.1)
-}
-
-/// Whether devices `a` and `b` (each with its whole disk) share blocks:
-/// the same device, or a disk and one of its partitions.
-fn shares_blocks(a: (DevT, DevT), b: (DevT, DevT)) -> bool {
-    a.0 == b.0 || disk_and_partition(a, b)
 }
 
 /// `EINVAL` if storage on `bdev` would reach one of `devs`, devices of a

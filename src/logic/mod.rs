@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! blksnap's pure logic: change tracking maps, chunk and block geometry,
-//! diff storage bookkeeping and event queues.
+//! diff storage bookkeeping, event queues and which devices share blocks.
 //!
 //! Nothing here touches the kernel: the code uses `core` alone and takes its
 //! memory from the caller (slices, or small traits the caller implements), so
@@ -12,6 +12,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod cbt;
+pub mod devices;
 pub mod events;
 pub mod fifo;
 pub mod geometry;

@@ -6,6 +6,7 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use crate::logic::devices::shares_blocks;
 use crate::uapi::{BlkSnapDev, BlkSnapUuid};
 
 /// Parses `1048576`, `64K`, `256M`, `2G`, `1T` (powers of 1024).
@@ -157,13 +158,6 @@ pub fn lower_devices(d: BlkSnapDev) -> Vec<(BlkSnapDev, BlkSnapDev)> {
     out
 }
 
-/// Whether two devices (each with its whole disk) share blocks: the same
-/// device, or a disk and one of its partitions. The module's rule for
-/// storage after TAKE, seen from user space.
-pub fn shares_blocks(a: (BlkSnapDev, BlkSnapDev), b: (BlkSnapDev, BlkSnapDev)) -> bool {
-    a.0 == b.0 || a.1 == b.0 || a.0 == b.1
-}
-
 /// The first of `devs` that storage on `storage` reaches (itself, through a
 /// disk and its partition, or through the devices it is built on), with
 /// the device on the storage side that reaches it.
@@ -247,19 +241,6 @@ mod tests {
             .unwrap_err()
             .contains("not a block device"));
         assert_eq!(dev_to_string(&BlkSnapDev { mj: 254, mn: 0 }), "254:0");
-    }
-
-    #[test]
-    fn storage_rule() {
-        let d = |mj, mn| BlkSnapDev { mj, mn };
-        let disk = (d(8, 0), d(8, 0));
-        let part1 = (d(8, 1), d(8, 0));
-        let part2 = (d(8, 2), d(8, 0));
-        assert!(shares_blocks(part1, part1));
-        assert!(shares_blocks(disk, part1));
-        assert!(shares_blocks(part1, disk));
-        assert!(!shares_blocks(part1, part2));
-        assert!(!shares_blocks((d(253, 0), d(253, 0)), part1));
     }
 
     #[test]
