@@ -20,6 +20,7 @@ use crate::kernel_ext::gendisk::BioDisk;
 use crate::kernel_ext::inflight::WatchPool;
 use crate::kernel_ext::params::Param;
 use crate::kernel_ext::random::random_uuid;
+use crate::kernel_ext::shrinker::Shrinker;
 use crate::kernel_ext::workqueue::WorkQueue;
 use crate::logic::cbt::Numbers;
 use crate::logic::devices::{disk_and_partition, shares_blocks};
@@ -127,6 +128,8 @@ struct Image {
     area: Arc<DiffArea>,
     disk: Option<BioDisk<DiffArea>>,
     minor: u32,
+    /// Lets memory reclaim take the area's cached chunks back.
+    _cache: Shrinker<DiffArea>,
 }
 
 /// A snapshot: a set of tracked devices.
@@ -601,11 +604,13 @@ impl State {
                 env.module,
             )
             .map_err(|_| ENOMEM)?;
+            let cache = Shrinker::register(a.clone())?;
             images.push(
                 Image {
                     area: a.clone(),
                     disk: Some(disk),
                     minor,
+                    _cache: cache,
                 },
                 GFP_KERNEL,
             )?;

@@ -5,6 +5,9 @@
 //! finds no spare buffer and no memory takes a cached chunk's buffer, or
 //! waits for a running copy to give one back. Shared chunk data (a copy's
 //! buffer that image reads use) comes back here from its last holder.
+//!
+//! Memory reclaim takes cached chunks back too, through the device's
+//! shrinker (their data is in storage: only image reads get slower).
 
 use kernel::alloc::flags::__GFP_NOWARN;
 use kernel::alloc::flags::GFP_KERNEL;
@@ -14,6 +17,7 @@ use kernel::sync::Arc;
 use kernel::time::msecs_to_jiffies;
 
 use crate::kernel_ext::async_io::PageVec;
+use crate::kernel_ext::shrinker::Shrink;
 use crate::logic::geometry::Geometry;
 
 use super::chunks::ChunkData;
@@ -105,5 +109,36 @@ impl DiffArea {
         };
         self.buffer_back.notify_all();
         drop(extra);
+    }
+}
+
+/// The chunk cache under memory pressure, counted in pages: reclaim takes
+/// the oldest cached chunks first.
+impl Shrink for DiffArea {
+    fn count(&self) -> usize {
+        let cached = self.chunks.lock().cached.len();
+        cached.saturating_mul(self.chunk_pages())
+    }
+
+    fn scan(&self, nr: usize) -> usize {
+        let per = self.chunk_pages().max(1);
+        let mut freed = 0;
+        while freed < nr {
+            let Some(data) = self.chunks.lock().evict() else {
+                break;
+            };
+            // The pages go now, or when an image read copying from them
+            // is done (which then gives them to the pool).
+            drop(data);
+            freed += per;
+        }
+        freed
+    }
+}
+
+impl DiffArea {
+    /// Pages in a chunk buffer.
+    fn chunk_pages(&self) -> usize {
+        (self.geometry.unit_bytes() as usize).div_ceil(PAGE_SIZE)
     }
 }

@@ -90,8 +90,11 @@ use self::chunks::{Chunks, State};
 use self::copy::CopyWork;
 
 /// Most chunks a device keeps in memory after copying them, whatever
-/// `chunk_maximum_in_cache` says.
+/// `chunk_maximum_in_cache` says, and most bytes they may take (large
+/// chunks get fewer places). Memory pressure takes them back before that
+/// (the device's shrinker, see `buffers.rs`).
 const CACHE_MAX: u64 = 1024;
+const CACHE_MAX_BYTES: u64 = 64 << 20;
 
 /// Chunk copies running at once for one device: each holds a chunk buffer,
 /// so this bounds their memory (16 x 256 KiB with default chunks). The bound
@@ -204,11 +207,11 @@ impl DiffArea {
         let keep = Param::FreeDiffBufferPoolSize
             .get()
             .clamp(1, COPIES_AT_ONCE.into());
-        let cache_ring = KVec::from_elem(
-            0u32,
-            Param::ChunkMaximumInCache.get().min(CACHE_MAX) as usize,
-            GFP_KERNEL,
-        )?;
+        let cache_places = Param::ChunkMaximumInCache
+            .get()
+            .min(CACHE_MAX)
+            .min(CACHE_MAX_BYTES / u64::from(geometry.unit_bytes().max(1)));
+        let cache_ring = KVec::from_elem(0u32, cache_places as usize, GFP_KERNEL)?;
         Arc::pin_init(
             pin_init!(Self {
                 orig,

@@ -28,5 +28,6 @@ pub(crate) mod misc;
 pub(crate) mod params;
 pub(crate) mod random;
 pub(crate) mod rcu;
+pub(crate) mod shrinker;
 pub(crate) mod time;
 pub(crate) mod workqueue;

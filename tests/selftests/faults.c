@@ -202,6 +202,38 @@ TEST_F_TIMEOUT(flt, storage_read_errors_under_image_reads, 120)
 }
 
 /*
+ * Memory reclaim takes the cache of copied chunks back (the image's
+ * shrinker, run here by drop_caches): while cached, the chunks read back
+ * with storage failing; after reclaim they read from storage, with the
+ * data of TAKE, and fail once storage does.
+ */
+TEST_F_TIMEOUT(flt, reclaim_takes_cached_chunks_back, 120)
+{
+	struct blk_snap_uuid id;
+	char img[160];
+
+	set_param("chunk_maximum_in_cache", 32);
+	ASSERT_EQ(0, fill(DISK_A, 0, 8 << 20, 165));
+	ASSERT_EQ(0, snapshot_create(self->fd, &self->a, 1, &id));
+	ASSERT_EQ(0, append_storage(self->fd, &id, PART_B2, 0, 32 << 11));
+	ASSERT_EQ(0, take(self->fd, &id));
+	ASSERT_EQ(0, image_path(self->fd, &id, &self->a, img, sizeof(img)));
+	/* 2 MiB of chunks copied: in storage, and cached. */
+	ASSERT_EQ(0, fill(DISK_A, 0, 2 << 20, 166));
+	ASSERT_EQ(0, fail_vdb(1));
+	EXPECT_EQ(0, same_as_pattern(img, 0, 2 << 20, 165));
+	ASSERT_EQ(0, fail_vdb(0));
+	/* Reclaim empties the cache: the same reads now go to storage. */
+	ASSERT_EQ(0, put("/proc/sys/vm/drop_caches", "2"));
+	EXPECT_EQ(0, same_as_pattern(img, 0, 2 << 20, 165));
+	ASSERT_EQ(0, fail_vdb(1));
+	EXPECT_TRUE(read_fails_eio(img, 0));
+	ASSERT_EQ(0, fail_vdb(0));
+	EXPECT_EQ(EIO, corrupted_event(self->fd, &id, &self->a, self->ev, 5000));
+	EXPECT_EQ(0, snapshot_destroy(self->fd, &id));
+}
+
+/*
  * Storage fails under image writes: to a chunk already in storage, and to
  * one that must be copied there first. Both writes fail with EIO, the
  * image is corrupted, and the original keeps its data.
