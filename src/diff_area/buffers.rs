@@ -82,7 +82,8 @@ impl DiffArea {
             if spare.iter().all(Option::is_none) {
                 // A buffer whose pages an image read still held is freed,
                 // not given back, when that read ends: memory may come
-                // back with no signal, so look again now and then.
+                // back with no signal, so look again now and then (the
+                // loop looks whether woken, timed out or signalled).
                 let _ = self
                     .buffer_back
                     .wait_interruptible_timeout(&mut spare, msecs_to_jiffies(20));

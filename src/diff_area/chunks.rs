@@ -159,10 +159,10 @@ impl DiffArea {
             None
         };
         if let Some(slot) = slot {
-            // Within capacity: no allocation under the lock.
+            // Within capacity: no allocation under the lock, no failure.
             let _ = start.push((slot, idx), GFP_ATOMIC);
         } else {
-            // The caller checked the room under this lock.
+            // The caller checked the room under this lock: it fits.
             let _ = c.queued.push(&mut c.ring, idx);
         }
     }

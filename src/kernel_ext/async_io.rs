@@ -74,6 +74,13 @@ pub(crate) trait IoWaker: Send + Sync + Sized {
 
 /// What the module's bio set keeps in front of each of its bios, for the
 /// first bio of an asynchronous I/O.
+///
+/// # Invariants
+///
+/// Between [`AsyncIo::start`] and [`AsyncIo::finish`], `pages` is
+/// initialised and `waker` is `Arc::into_raw` of the waker until the
+/// completion takes it back; `completed` is set only after that, and the
+/// completion touches nothing once it is set.
 #[repr(C)]
 pub(super) struct IoRecord {
     /// The I/O's pages, from `start` until `finish`.

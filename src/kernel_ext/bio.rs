@@ -150,6 +150,11 @@ impl Bio {
 }
 
 /// One segment of a bio's data: `len` bytes at `offset` in one page.
+///
+/// # Invariants
+///
+/// `vec` is a segment of the bio that `_bio` borrows, within one page (as
+/// `bio_iter_iovec` gives it), so its page stays valid for `'a`.
 pub(crate) struct Segment<'a> {
     vec: bindings::bio_vec,
     _bio: &'a Bio,
@@ -182,6 +187,11 @@ impl Segment<'_> {
 }
 
 /// Iterator over a bio's segments.
+///
+/// # Invariants
+///
+/// `iter` is a position within `bio`'s own iterator: it only advances
+/// through the bio's data, never past its end.
 pub(crate) struct Segments<'a> {
     bio: &'a Bio,
     iter: bindings::bvec_iter,
@@ -215,6 +225,13 @@ impl Bio {
 ///
 /// The callback lets it go on by dropping it, or takes it over with
 /// [`IncomingBio::take`].
+///
+/// # Invariants
+///
+/// `bio` is being submitted and has not completed: nobody else touches its
+/// completion fields until the callback returns. `taken` is the callback's
+/// answer to the block layer: set once, by [`IncomingBio::take`], when the
+/// bio becomes an [`OwnedBio`] (then the block layer lets it alone).
 pub(crate) struct IncomingBio<'a> {
     bio: &'a Bio,
     taken: &'a core::cell::Cell<bool>,

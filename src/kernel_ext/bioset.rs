@@ -29,6 +29,11 @@ pub(super) const BIO_FILTERED_BIT: u16 = 1 << bindings::BIO_FILTERED;
 pub(super) const OWN_IO_BITS: u16 = BIO_FILTERED_BIT | (1 << bindings::BIO_FILTER_OWN);
 
 /// Memory of the module's own bio set (see [`BioSetOwner`]).
+///
+/// # Invariants
+///
+/// Initialised by [`BioSetOwner::init`] and torn down by its drop, with no
+/// use before or after (the owner's invariants).
 struct BioSetCell(Opaque<bindings::bio_set>);
 
 // SAFETY: The bio set is initialised before any use and torn down after the

@@ -37,6 +37,14 @@ pub(crate) trait FilterOps: Send + Sync + Sized {
     fn resized(&self) {}
 }
 
+/// The filter the block layer sees, and the data its callbacks use.
+///
+/// # Invariants
+///
+/// Pinned (the block layer holds a pointer to `filter`); `filter` is
+/// attached to at most one device, with this module's callbacks for `T`,
+/// and is detached before `Inner` is freed, so the callbacks always find
+/// `data` alive.
 #[repr(C)]
 struct Inner<T: FilterOps> {
     filter: Opaque<bindings::blk_filter>,

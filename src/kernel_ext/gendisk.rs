@@ -19,6 +19,11 @@ use kernel::ThisModule;
 use super::bio::OwnedBio;
 
 /// A block major number registered under a name; unregistered on drop.
+///
+/// # Invariants
+///
+/// `major` was registered as `name` by [`BlockMajor::register`] and is
+/// unregistered only in `Drop`.
 pub(crate) struct BlockMajor {
     major: u32,
     name: &'static CStr,
@@ -94,6 +99,12 @@ struct AttrGroup {
 /// last reference to the disk is gone (an opener may outlive
 /// `del_gendisk`, and the block layer reads `fops` until then; the sysfs
 /// files go in `del_gendisk`, before).
+///
+/// # Invariants
+///
+/// Boxed and never moved once the disk points to it: `fops` and `attrs`
+/// are what the disk's `fops` and attribute groups point to, and `data`
+/// lives until `free_disk` frees the whole.
 #[repr(C)]
 struct DiskData<T: DiskOps> {
     fops: Opaque<bindings::block_device_operations>,

@@ -71,6 +71,13 @@ impl Drop for Entry {
 }
 
 /// What a watched bio carries until it completes.
+///
+/// # Invariants
+///
+/// Lives in an element of `pool` from [`IncomingBio::watch`] until the
+/// bio's completion reads it out and gives the element back; `end_io` and
+/// `private` are the bio's own, which the completion restores before
+/// anyone else sees the bio; `work` is used only for a chain link.
 struct Watch {
     end_io: bindings::bio_end_io_t,
     private: *mut c_void,

@@ -32,6 +32,11 @@ pub(crate) fn alloc_n<T>(
 /// While alive, allocations of the current task do no I/O to reclaim memory
 /// (`memalloc_noio_save()`): the block I/O paths must not recurse into the
 /// devices they serve. 6.12's `kernel::alloc::flags` has no `GFP_NOIO`.
+///
+/// # Invariants
+///
+/// `flags` is what `memalloc_noio_save()` returned when this task entered
+/// the scope; it is restored, on the same task, only in `Drop`.
 pub(crate) struct NoIo {
     flags: u32,
     /// The scope belongs to the task that entered it.

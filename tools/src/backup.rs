@@ -386,7 +386,8 @@ pub fn run(
         ),
         log,
     };
-    // The module asks for storage at once; the first file answers it.
+    // The module asks for storage at once; the first file answers it. No
+    // event within the second is fine too: the files are added either way.
     let _ = ctl.wait_event(&id, 1000);
     match storage_reaches(&opts.storage_dir, &opts.devices) {
         None => {
@@ -459,6 +460,8 @@ pub fn run(
             Some(v) => compare_all(ctl, &plan, v, &last_since, stop, log),
         };
         watcher_stop.store(true, Ordering::Relaxed);
+        // The watcher reports what it saw through `log` and the events;
+        // a panic in it has nothing left to tell the backup.
         let _ = w.join();
         r
     });

@@ -173,6 +173,7 @@ pub fn allocate(path: &Path, size: u64) -> Result<StorageFile, String> {
     let ret = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, size as libc::off_t) };
     if ret != 0 {
         let e = io::Error::last_os_error();
+        // The error to report is the allocation's, not the cleanup's.
         let _ = std::fs::remove_file(path);
         return Err(format!(
             "cannot allocate {} bytes for {}: {e}",
@@ -181,6 +182,7 @@ pub fn allocate(path: &Path, size: u64) -> Result<StorageFile, String> {
         ));
     }
     map_file(path, &file).inspect_err(|_| {
+        // As above: the mapping's error is the one to report.
         let _ = std::fs::remove_file(path);
     })
 }
@@ -270,6 +272,7 @@ mod tests {
         let dir = std::env::var("BLKSNAP_FIEMAP_DIR")
             .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
         let path = Path::new(&dir).join(format!("fiemap-test-{}", std::process::id()));
+        // Left by an earlier run, or (mostly) not there.
         let _ = std::fs::remove_file(&path);
         match allocate(&path, 1 << 20) {
             Ok(sf) => {
@@ -280,6 +283,7 @@ mod tests {
             // tmpfs, overlay without a block device, or no FIEMAP: the error
             // must say so clearly.
             Err(e) => {
+                // Cleanup only; the assertion below is what counts.
                 let _ = std::fs::remove_file(&path);
                 assert!(
                     e.contains("FIEMAP") || e.contains("block device") || e.contains("allocate"),

@@ -118,6 +118,7 @@ impl StorageDir {
     /// Removes the files (after the snapshot is gone).
     pub fn remove_files(&mut self) {
         for f in self.files.drain(..) {
+            // Cleanup: a file removed already is what we want anyway.
             let _ = std::fs::remove_file(f);
         }
     }
