@@ -16,4 +16,5 @@ pub mod devices;
 pub mod events;
 pub mod fifo;
 pub mod geometry;
+pub mod persist;
 pub mod storage;
