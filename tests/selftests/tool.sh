@@ -10,7 +10,7 @@
 [ -c /dev/blksnap ] || { echo "1..0 # SKIP /dev/blksnap missing"; exit $KSFT_SKIP; }
 P=/sys/module/blksnap/parameters
 D=/mnt/tool
-tap_plan 50
+tap_plan 61
 
 mkdir -p $D
 mount /dev/vdd $D || { tap_diag "cannot mount /dev/vdd"; }
@@ -112,7 +112,8 @@ rm -f $D/full.img $D/full.img.blksnap.json
 blksnap --json backup /dev/vda --target $D/full.img --storage-dir $D --storage-step 16M >/tmp/full.json 2>/tmp/full.log
 check "full backup" test $? = 0
 check "it reports storage used and appended" grep -q '"storage_appended":[1-9][0-9]*,"storage_files":[1-9][0-9]*,"storage_used":[0-9]' /tmp/full.json
-check "full copy equals the device" test "$(sum $D/full.img)" = "$(sum /dev/vda)"
+s1=$(sum /dev/vda)
+check "full copy equals the device" test "$(sum $D/full.img)" = "$s1"
 skipped=$(sed 's/.*"skipped":\([0-9]*\).*/\1/' /tmp/full.json)
 used=$(du -k $D/full.img | cut -f1)
 check "the full copy left zeros as holes (skipped $skipped bytes, $used KiB used of 262144)" \
@@ -126,7 +127,8 @@ blksnap --json backup /dev/vda --target $D/full.img --storage-dir $D --since "$s
 rc=$?
 copied=$(sed 's/.*"copied":\([0-9]*\).*/\1/' /tmp/inc.json)
 check "incremental backup --since $since copied $copied bytes (exit $rc)" sh -c "[ $rc = 0 ] && [ '$copied' -gt 0 ] && [ '$copied' -le 1048576 ]"
-check "incremental copy equals the device" test "$(sum $D/full.img)" = "$(sum /dev/vda)"
+s2=$(sum /dev/vda)
+check "incremental copy equals the device" test "$(sum $D/full.img)" = "$s2"
 sed 's/^/# /' /tmp/full.log /tmp/inc.log
 
 # --- the manifest continues the chain, with nothing but the target ----------
@@ -136,9 +138,63 @@ rc=$?
 copied=$(sed 's/.*"copied":\([0-9]*\).*/\1/' /tmp/man.json)
 check "a backup with only the target continues its chain (exit $rc, $copied bytes)" \
 	sh -c "[ $rc = 0 ] && grep -q '\"kind\":\"incremental\"' /tmp/man.json && [ '$copied' -gt 0 ] && [ '$copied' -le 1048576 ]"
-check "and the copy equals the device" test "$(sum $D/full.img)" = "$(sum /dev/vda)"
+s3=$(sum /dev/vda)
+check "and the copy equals the device" test "$(sum $D/full.img)" = "$s3"
 check "the manifest records three runs" test "$(grep -c '"kind"' $D/full.img.blksnap.json)" = 3
 sed 's/^/# /' /tmp/man.log
+
+# --- restore points: one per run, each restores as the device was ----------
+check "three restore points" test "$(blksnap --json points $D/full.img | grep -o '"point":' | wc -l)" = 3
+n=1
+for s in "$s1" "$s2" "$s3"; do
+	blksnap restore $D/full.img --point $n --to $D/r.img >/dev/null 2>/tmp/rst.log
+	rc=$?
+	check "point $n restores the device as it was at run $n (exit $rc)" \
+		sh -c "[ $rc = 0 ] && [ '$(sum $D/r.img)' = '$s' ]"
+	n=$((n + 1))
+done
+check "verify: every point intact" blksnap verify $D/full.img
+# --keep 2: a fourth run keeps points 3 and 4.
+dd if=/dev/urandom of=/dev/vda bs=64K count=2 seek=700 oflag=direct 2>/dev/null
+blksnap backup /dev/vda --target $D/full.img --storage-dir $D --keep 2 >/dev/null 2>/tmp/keep.log
+rc=$?
+s4=$(sum /dev/vda)
+pts=$(blksnap --json points $D/full.img | grep -o '"point":[0-9]*' | cut -d: -f2 | tr '\n' ' ')
+check "--keep 2 keeps points 3 and 4 (exit $rc, points: $pts)" \
+	sh -c "[ $rc = 0 ] && [ '$pts' = '3 4 ' ] && [ ! -e $D/full.img.points/00000001.delta ]"
+check "point 4 is the target itself, as the device is" test "$(sum $D/full.img)" = "$s4"
+# A run killed at any moment (before, during or after its copy): the next
+# run undoes what it left and succeeds, and no point is lost.
+dd if=/dev/urandom of=/dev/vda bs=1M count=16 seek=120 oflag=direct 2>/dev/null
+blksnap backup /dev/vda --target $D/full.img --storage-dir $D >/dev/null 2>/tmp/kill2.log &
+bp=$!
+n=0
+while ! grep -q ' taken$' /tmp/kill2.log && [ $n -lt 300 ]; do n=$((n + 1)); sleep 0.1; done
+sleep 1
+kill -KILL $bp
+wait $bp 2>/dev/null
+blksnap cleanup --storage-dir $D --destroy >/dev/null 2>&1
+blksnap backup /dev/vda --target $D/full.img --storage-dir $D >/dev/null 2>/tmp/kill3.log
+rc=$?
+check "after a killed run the next one succeeds and equals the device (exit $rc)" \
+	sh -c "[ $rc = 0 ] && [ '$(sum $D/full.img)' = '$(sum /dev/vda)' ]"
+blksnap restore $D/full.img --point 4 --to $D/r.img >/dev/null 2>/tmp/rst.log
+check "and point 4 still restores as it was" test "$(sum $D/r.img)" = "$s4"
+sed 's/^/# /' /tmp/kill3.log
+# One byte of point 3's delta, changed: verify and restore name it.
+d3=$D/full.img.points/00000003.delta
+b=$(od -An -tu1 -j100 -N1 $d3 | tr -d ' ')
+printf "$(printf '\\%03o' $(((b + 1) % 256)))" | dd of=$d3 bs=1 seek=100 conv=notrunc 2>/dev/null
+blksnap verify $D/full.img >/tmp/vfy.out 2>&1
+rc=$?
+check "a changed byte in a delta: verify exits 6 naming point 3 (got $rc)" \
+	sh -c "[ $rc = 6 ] && grep -q 'point 3:' /tmp/vfy.out"
+blksnap restore $D/full.img --point 3 --to $D/r.img >/dev/null 2>/tmp/rst.log
+rc=$?
+check "and restoring point 3 stops there with exit 6 (got $rc)" \
+	sh -c "[ $rc = 6 ] && grep -q 'point 3:' /tmp/rst.log"
+sed 's/^/# /' /tmp/keep.log /tmp/vfy.out /tmp/rst.log
+rm -f $D/r.img
 
 # --- --verify: the target against a fresh snapshot ---------------------------
 blksnap --json backup /dev/vda --target $D/full.img --storage-dir $D --verify >/tmp/ver.json 2>/tmp/ver.log

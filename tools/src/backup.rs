@@ -16,7 +16,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::ctl::Control;
 use crate::logic::cbt::{changed_runs, runs_where};
-use crate::manifest::{self, Manifest, Run};
+use crate::manifest::{self, Manifest, Point, Run};
+use crate::points::{retain, Points};
 use crate::storage::{watch, StorageDir, WatchStats};
 use crate::uapi::{BlkSnapDev, BlkSnapUuid};
 use crate::util::{
@@ -39,6 +40,9 @@ pub struct Options {
     pub full: bool,
     /// Copy nothing: compare each target with a fresh snapshot instead.
     pub verify: Option<Verify>,
+    /// Restore points each file target keeps after a good run (the newest
+    /// this many); `None`: all.
+    pub keep: Option<u32>,
 }
 
 /// What `--verify` compares of a target with a fresh snapshot's image.
@@ -167,6 +171,16 @@ pub struct DeviceReport {
     /// `--generation`.
     pub next_since: u8,
     pub generation: BlkSnapUuid,
+    /// The restore point this run made (file targets).
+    pub point: Option<PointRun>,
+}
+
+/// The restore point a run made: its number, and the point before it
+/// (with the bytes of its delta) if the target's history goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PointRun {
+    pub number: u32,
+    pub prev: Option<(u32, u64)>,
 }
 
 pub struct Report {
@@ -291,13 +305,26 @@ struct Written {
     skipped: u64,
 }
 
-/// Copies `[off, off + len)` of `src` to the same place in `dst`. With
-/// `holes`, blocks of zeros are not written: `dst` is a file whose range
-/// is a hole already.
+/// Where copied data goes: written at an offset of the target, directly or
+/// through its restore points; returns the bytes written.
+type Sink<'a> = dyn FnMut(u64, &[u8]) -> Result<u64, String> + 'a;
+
+/// Writes straight to `dst`.
+fn direct(dst: &File) -> impl FnMut(u64, &[u8]) -> Result<u64, String> + '_ {
+    move |off, data| {
+        dst.write_all_at(data, off)
+            .map_err(|e| format!("writing the target at {off}: {e}"))?;
+        Ok(data.len() as u64)
+    }
+}
+
+/// Copies `[off, off + len)` of `src` to the same place of the target
+/// (`dst`). With `holes`, blocks of zeros are not written: the target is
+/// a file whose range is a hole already.
 #[allow(clippy::too_many_arguments)]
 fn copy_range(
     src: &File,
-    dst: &File,
+    dst: &mut Sink<'_>,
     off: u64,
     len: u64,
     buf: &mut [u8],
@@ -317,9 +344,7 @@ fn copy_range(
         if holes && buf[..n].iter().all(|&b| b == 0) {
             w.skipped += n as u64;
         } else {
-            dst.write_all_at(&buf[..n], off + done)
-                .map_err(|e| format!("writing the target at {}: {e}", off + done))?;
-            w.written += n as u64;
+            w.written += dst(off + done, &buf[..n])?;
         }
         done += n as u64;
         p.add(n as u64);
@@ -494,7 +519,7 @@ pub fn run(
     // Only now, with every copy whole, do the manifests move on.
     if opts.verify.is_none() {
         for d in devices.iter_mut() {
-            d.manifest = record(d)?;
+            d.manifest = record(d, opts.keep)?;
         }
     }
     Ok(Report {
@@ -541,28 +566,61 @@ fn from_manifest(
 
 /// Writes the manifest of a device's target after a good run; returns its
 /// path (none for a device target).
-fn record(d: &DeviceReport) -> Result<Option<PathBuf>, String> {
+fn record(d: &DeviceReport, keep: Option<u32>) -> Result<Option<PathBuf>, String> {
     let Some(path) = manifest::path_for(&d.target) else {
         return Ok(None);
     };
+    let old = manifest::load(&d.target)?;
+    let kind = if d.since.is_some() {
+        "incremental"
+    } else {
+        "full"
+    };
     // An incremental adds a run to the chain; a full copy starts one.
-    let mut runs = match (d.since, manifest::load(&d.target)?) {
-        (Some(_), Some(m)) => m.runs,
+    let mut runs = match (d.since, &old) {
+        (Some(_), Some(m)) => m.runs.clone(),
         _ => Vec::new(),
     };
     runs.push(Run {
         time: manifest::now(),
-        kind: if d.since.is_some() {
-            "incremental"
-        } else {
-            "full"
-        }
-        .into(),
+        kind: kind.into(),
         since: d.since,
         read: d.copied,
         written: d.written,
         skipped: d.skipped,
     });
+    // The points go on if this run saved the one before into a delta.
+    let mut points = match (d.point.and_then(|p| p.prev), &old) {
+        (Some(_), Some(m)) if !m.points.is_empty() => m.points.clone(),
+        // The first run with points over an older target: what it held
+        // was point 1.
+        (Some(_), Some(m)) => vec![Point {
+            number: 1,
+            time: m.runs.last().map_or(0, |r| r.time),
+            run: m.runs.last().map_or("full".into(), |r| r.kind.clone()),
+            generation: m.generation.clone(),
+            snapshot: m.next_since,
+            bytes: 0,
+        }],
+        _ => Vec::new(),
+    };
+    let mut dropped = Vec::new();
+    if let Some(pr) = d.point {
+        if let (Some((prev, bytes)), Some(last)) = (pr.prev, points.last_mut()) {
+            if last.number == prev {
+                last.bytes = bytes;
+            }
+        }
+        points.push(Point {
+            number: pr.number,
+            time: manifest::now(),
+            run: kind.into(),
+            generation: uuid_to_string(&d.generation),
+            snapshot: d.next_since,
+            bytes: 0,
+        });
+        dropped = retain(&mut points, keep);
+    }
     let m = Manifest {
         format: 1,
         device: dev_to_string(&d.dev),
@@ -570,8 +628,14 @@ fn record(d: &DeviceReport) -> Result<Option<PathBuf>, String> {
         generation: uuid_to_string(&d.generation),
         next_since: d.next_since,
         runs,
+        points,
     };
     manifest::store(&d.target, &m)?;
+    // Only once the manifest no longer names them.
+    let pts = Points::new(&d.target, d.capacity);
+    for n in dropped {
+        pts.drop_point(n)?;
+    }
     Ok(Some(path))
 }
 
@@ -627,8 +691,15 @@ fn copy_all(
     {
         let mut src = File::open(image).map_err(|e| format!("{}: {e}", image.display()))?;
         let capacity = device_size(&mut src)?;
-        let (copied, w) = match since {
-            None => {
+        // A file target keeps restore points (see `points.rs`).
+        let kept = kept_points(target, capacity)?;
+        // A full copy keeps the history only over a whole earlier copy.
+        let history = kept.as_ref().filter(|k| {
+            since.is_some() || (!k.is_empty() && target_size(target) == Some(capacity))
+        });
+        let mut point = None;
+        let (copied, w) = match (since, history) {
+            (None, None) => {
                 let existed = target.exists();
                 let dst = OpenOptions::new()
                     .write(true)
@@ -648,47 +719,99 @@ fn copy_all(
                 }
                 let mut p =
                     Progress::new(format!("full copy of {}", dev_label(dev)), capacity, log);
-                let w = copy_range(&src, &dst, 0, capacity, &mut buf, file, &mut p, stop)?;
+                let w = copy_range(
+                    &src,
+                    &mut direct(&dst),
+                    0,
+                    capacity,
+                    &mut buf,
+                    file,
+                    &mut p,
+                    stop,
+                )?;
                 p.show(true);
                 dst.sync_all().map_err(|e| e.to_string())?;
                 if !existed {
                     manifest::sync_dir(target)?;
                 }
+                if kept.is_some() {
+                    // A fresh history: this copy is its first point.
+                    let pts = Points::new(target, capacity);
+                    pts.reset()?;
+                    pts.rebuild_sums()?;
+                    point = Some(PointRun {
+                        number: 1,
+                        prev: None,
+                    });
+                }
                 (capacity, w)
             }
-            Some((since, _)) => {
+            (Some(_), None) | (_, Some(_)) => {
                 let dst = OpenOptions::new().write(true).open(target).map_err(|e| {
                     format!(
                         "{}: {e}: an incremental backup updates the copy made earlier",
                         target.display()
                     )
                 })?;
-                let map = ctl
-                    .read_cbt_map(*dev, info.blk_count)
-                    .map_err(|e| e.to_string())?;
-                let bs = u64::from(info.blk_size);
-                let runs = byte_runs(changed_runs(&map, *since), bs, capacity);
-                let total: u64 = runs.iter().map(|r| r.1).sum();
-                log(&format!(
-                    "{}: {} changed block(s) of {} since snapshot {}: {} to copy",
-                    dev_label(dev),
-                    runs.iter().map(|r| r.1.div_ceil(bs)).sum::<u64>(),
-                    human_bytes(bs),
-                    since,
-                    human_bytes(total)
-                ));
-                let mut p = Progress::new(
-                    format!("incremental copy of {}", dev_label(dev)),
-                    total,
-                    log,
-                );
+                let (runs, total) = match since {
+                    Some((since, _)) => {
+                        let map = ctl
+                            .read_cbt_map(*dev, info.blk_count)
+                            .map_err(|e| e.to_string())?;
+                        let bs = u64::from(info.blk_size);
+                        let runs = byte_runs(changed_runs(&map, *since), bs, capacity);
+                        let total: u64 = runs.iter().map(|r| r.1).sum();
+                        log(&format!(
+                            "{}: {} changed block(s) of {} since snapshot {}: {} to copy",
+                            dev_label(dev),
+                            runs.iter().map(|r| r.1.div_ceil(bs)).sum::<u64>(),
+                            human_bytes(bs),
+                            since,
+                            human_bytes(total)
+                        ));
+                        (runs, total)
+                    }
+                    // A full copy over a target with points: every block
+                    // is compared, only the changed ones are written.
+                    None => (vec![(0, capacity)], capacity),
+                };
+                let kind = if since.is_some() {
+                    "incremental"
+                } else {
+                    "full"
+                };
+                let mut p = Progress::new(format!("{kind} copy of {}", dev_label(dev)), total, log);
                 let mut w = Written::default();
-                for (off, len) in runs {
-                    let r = copy_range(&src, &dst, off, len, &mut buf, false, &mut p, stop)?;
-                    w.written += r.written;
+                match history {
+                    None => {
+                        let mut sink = direct(&dst);
+                        for (off, len) in runs {
+                            let r = copy_range(
+                                &src, &mut sink, off, len, &mut buf, false, &mut p, stop,
+                            )?;
+                            w.written += r.written;
+                        }
+                        dst.sync_all().map_err(|e| e.to_string())?;
+                    }
+                    Some(k) => {
+                        let pts = Points::new(target, capacity);
+                        let newest = prepare_points(&pts, k, target, log)?;
+                        let mut run = pts.begin_run(newest)?;
+                        let mut sink = |off: u64, data: &[u8]| run.write(off, data);
+                        for (off, len) in runs {
+                            let r = copy_range(
+                                &src, &mut sink, off, len, &mut buf, false, &mut p, stop,
+                            )?;
+                            w.written += r.written;
+                        }
+                        let bytes = run.finish()?;
+                        point = Some(PointRun {
+                            number: newest + 1,
+                            prev: Some((newest, bytes)),
+                        });
+                    }
                 }
                 p.show(true);
-                dst.sync_all().map_err(|e| e.to_string())?;
                 (total, w)
             }
         };
@@ -705,9 +828,53 @@ fn copy_all(
             mismatched: 0,
             next_since: next.0,
             generation: next.1,
+            point,
         });
     }
     Ok(out)
+}
+
+/// The restore points of a file target whose manifest is for a device of
+/// `capacity` bytes (empty if it has none yet); `None` for a device target.
+fn kept_points(
+    target: &std::path::Path,
+    capacity: u64,
+) -> Result<Option<Vec<manifest::Point>>, String> {
+    if manifest::path_for(target).is_none() {
+        return Ok(None);
+    }
+    Ok(Some(match manifest::load(target)? {
+        Some(m) if m.capacity == capacity => m.points,
+        _ => Vec::new(),
+    }))
+}
+
+/// Before a run over `target`'s points (`kept`, oldest first): undoes an
+/// interrupted run, or starts the history of a target made before points
+/// (what it holds becomes point 1). Returns the newest point.
+fn prepare_points(
+    pts: &Points,
+    kept: &[manifest::Point],
+    target: &std::path::Path,
+    log: &dyn Fn(&str),
+) -> Result<u32, String> {
+    let (Some(first), Some(last)) = (kept.first(), kept.last()) else {
+        log(&format!(
+            "{}: restore points start here: checksumming what it holds (point 1)",
+            target.display()
+        ));
+        pts.reset()?;
+        pts.rebuild_sums()?;
+        return Ok(1);
+    };
+    if pts.recover(last.number, first.number)? {
+        log(&format!(
+            "{}: an interrupted run was undone: it holds point {} again",
+            target.display(),
+            last.number
+        ));
+    }
+    Ok(last.number)
 }
 
 /// Compares what `target` holds with `image` over `[off, off + len)`;
@@ -802,6 +969,7 @@ fn compare_all(
             mismatched: bad,
             next_since: pl.next.0,
             generation: pl.next.1,
+            point: None,
         });
     }
     Ok(out)
@@ -893,7 +1061,17 @@ mod tests {
         let log = |_: &str| {};
         let mut p = Progress::new("t".into(), 100, &log);
         let stop = AtomicBool::new(false);
-        let w = copy_range(&src, &dst, 1000, 100, &mut [0u8; 64], false, &mut p, &stop).unwrap();
+        let w = copy_range(
+            &src,
+            &mut direct(&dst),
+            1000,
+            100,
+            &mut [0u8; 64],
+            false,
+            &mut p,
+            &stop,
+        )
+        .unwrap();
         assert_eq!(
             w,
             Written {
@@ -909,7 +1087,17 @@ mod tests {
         );
         assert!(got[1100..].iter().all(|&x| x == 0));
         stop.store(true, Ordering::Relaxed);
-        assert!(copy_range(&src, &dst, 0, 10, &mut [0u8; 64], false, &mut p, &stop).is_err());
+        assert!(copy_range(
+            &src,
+            &mut direct(&dst),
+            0,
+            10,
+            &mut [0u8; 64],
+            false,
+            &mut p,
+            &stop
+        )
+        .is_err());
         std::fs::remove_file(a).unwrap();
         std::fs::remove_file(b).unwrap();
     }

@@ -34,6 +34,27 @@ pub struct Manifest {
     pub next_since: u8,
     /// The runs that made the target what it is, oldest first.
     pub runs: Vec<Run>,
+    /// The restore points kept, oldest first: the last is what the target
+    /// holds, each other one has a delta (see `points.rs`). Empty for a
+    /// target made before restore points, or a device target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub points: Vec<Point>,
+}
+
+/// A restore point: the device as one run copied it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Point {
+    /// Numbered from 1, never reused.
+    pub number: u32,
+    /// Seconds since the epoch, at the end of its run.
+    pub time: u64,
+    /// The run that made it: "full" or "incremental".
+    pub run: String,
+    /// The change tracking generation and snapshot number of its run.
+    pub generation: String,
+    pub snapshot: u8,
+    /// Bytes of its delta (0 for the newest, which the target holds).
+    pub bytes: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -165,6 +186,14 @@ mod tests {
                     skipped: 0,
                 },
             ],
+            points: vec![Point {
+                number: 1,
+                time: 2,
+                run: "incremental".into(),
+                generation: "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".into(),
+                snapshot: 4,
+                bytes: 0,
+            }],
         }
     }
 
@@ -189,6 +218,13 @@ mod tests {
         store(&target, &m).unwrap();
         assert_eq!(load(&target).unwrap().unwrap().next_since, 5);
         assert!(!dir.join("t.img.blksnap.json.tmp").exists());
+        // A manifest written before restore points loads with none.
+        let mut old = sample();
+        old.points.clear();
+        let text = serde_json::to_string(&old).unwrap();
+        assert!(!text.contains("points"));
+        std::fs::write(dir.join("t.img.blksnap.json"), text).unwrap();
+        assert_eq!(load(&target).unwrap().unwrap().points, vec![]);
         std::fs::write(dir.join("t.img.blksnap.json"), "{\"format\":2}").unwrap();
         assert!(load(&target).is_err());
         std::fs::remove_dir_all(dir).unwrap();

@@ -528,23 +528,31 @@ pub struct Run<'a> {
 impl Run<'_> {
     /// Writes `data` at `off` of the target, after saving in the delta
     /// (and syncing it) every block it changes that was not saved yet.
-    pub fn write(&mut self, off: u64, data: &[u8]) -> Result<(), String> {
+    /// Parts of blocks that already hold the same bytes are not written:
+    /// a full copy over a target with points writes only what changed, and
+    /// leaves its holes. Returns the bytes written.
+    pub fn write(&mut self, off: u64, data: &[u8]) -> Result<u64, String> {
         let p = self.points;
         let end = off + data.len() as u64;
         if end > p.capacity {
             return Err(format!("a write past the device's end, at {off}"));
         }
+        // The parts to write, found (and their blocks saved) first, so
+        // that one sync of the delta covers them all.
+        let mut parts: Vec<(u64, u64)> = Vec::new();
         let mut appended = false;
         let mut i = off / BLOCK;
         while i * BLOCK < end {
             let start = i * BLOCK;
             let len = p.block_len(i) as usize;
-            if !self.saved.contains(&i) {
+            let from = off.max(start);
+            let to = end.min(start + len as u64);
+            let new = &data[(from - off) as usize..(to - off) as usize];
+            let differs = if self.saved.contains(&i) {
+                true
+            } else {
                 let old = &mut self.old[..len];
                 read_block(&self.target, old, start).map_err(|e| err(&p.target, e))?;
-                let from = off.max(start);
-                let to = end.min(start + len as u64);
-                let new = &data[(from - off) as usize..(to - off) as usize];
                 let was = &old[(from - start) as usize..(to - start) as usize];
                 if new != was {
                     let mut rh = Vec::with_capacity(HEAD as usize);
@@ -559,6 +567,15 @@ impl Run<'_> {
                     self.end += HEAD + len as u64;
                     self.saved.insert(i);
                     appended = true;
+                    true
+                } else {
+                    false
+                }
+            };
+            if differs {
+                match parts.last_mut() {
+                    Some(last) if last.1 == from => last.1 = to,
+                    _ => parts.push((from, to)),
                 }
             }
             i += 1;
@@ -568,9 +585,15 @@ impl Run<'_> {
                 .sync_data()
                 .map_err(|e| err(&self.delta_path, e))?;
         }
-        self.target
-            .write_all_at(data, off)
-            .map_err(|e| err(&p.target, e))
+        let mut written = 0;
+        for (from, to) in parts {
+            let part = &data[(from - off) as usize..(to - off) as usize];
+            self.target
+                .write_all_at(part, from)
+                .map_err(|e| err(&p.target, e))?;
+            written += to - from;
+        }
+        Ok(written)
     }
 
     /// Ends the run: the target synced, the delta completed and named as
@@ -605,6 +628,33 @@ impl Run<'_> {
         sync_dir(&done)?;
         p.store_sums(&sums)?;
         Ok(self.end + HEAD)
+    }
+}
+
+/// Applies retention to a manifest's points (oldest first): keeps the
+/// newest `keep` (at least 1); returns the numbers of the points dropped,
+/// whose deltas go once the manifest without them is stored.
+pub fn retain(points: &mut Vec<crate::manifest::Point>, keep: Option<u32>) -> Vec<u32> {
+    let Some(keep) = keep else {
+        return Vec::new();
+    };
+    let keep = keep.max(1) as usize;
+    if points.len() <= keep {
+        return Vec::new();
+    }
+    let n = points.len() - keep;
+    points.drain(..n).map(|p| p.number).collect()
+}
+
+impl Points {
+    /// Forgets every point (a fresh history: the target was overwritten
+    /// whole, or is a copy of another size).
+    pub fn reset(&self) -> Result<(), String> {
+        match std::fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(err(&self.dir, e)),
+        }
     }
 }
 
@@ -808,6 +858,27 @@ mod tests {
         let bad = points.verify(1, 2).unwrap();
         assert_eq!(bad[0].point, 2);
         assert_eq!(bad[0].offset, 0);
+    }
+
+    #[test]
+    fn retention_keeps_the_newest() {
+        let p = |number| crate::manifest::Point {
+            number,
+            time: 0,
+            run: "incremental".into(),
+            generation: String::new(),
+            snapshot: 0,
+            bytes: 0,
+        };
+        let mut v: Vec<_> = (1..=5).map(p).collect();
+        assert_eq!(retain(&mut v, None), Vec::<u32>::new());
+        assert_eq!(retain(&mut v, Some(3)), vec![1, 2]);
+        assert_eq!(
+            v.iter().map(|p| p.number).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        assert_eq!(retain(&mut v, Some(0)), vec![3, 4]);
+        assert_eq!(retain(&mut v, Some(1)), Vec::<u32>::new());
     }
 
     #[test]

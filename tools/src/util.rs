@@ -184,6 +184,28 @@ pub fn dir_device(dir: &Path) -> Option<BlkSnapDev> {
     })
 }
 
+/// `secs` since the epoch as a UTC date and time, "YYYY-MM-DD HH:MM:SS".
+pub fn utc_time(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Days to a civil date (proleptic Gregorian), after H. Hinnant.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 /// JSON string literal.
 pub fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
@@ -241,6 +263,13 @@ mod tests {
             .unwrap_err()
             .contains("not a block device"));
         assert_eq!(dev_to_string(&BlkSnapDev { mj: 254, mn: 0 }), "254:0");
+    }
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00");
+        assert_eq!(utc_time(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(utc_time(1_796_172_811), "2026-12-02 00:53:31");
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub(crate) struct BackupArgs {
     /// run.
     #[arg(long, conflicts_with_all = ["since", "full", "verify"])]
     pub(crate) full_verify: bool,
+    /// Restore points to keep in each file target after a good run (the
+    /// newest N; older ones are deleted). Default: all. See `blksnap points`.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) keep: Option<u32>,
 }
 
 pub(crate) fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
@@ -93,6 +97,7 @@ pub(crate) fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
         } else {
             None
         },
+        keep: a.keep,
     };
     let report = match backup::run(&ctl, &opts, &INTERRUPTED, &log) {
         Ok(r) => r,
@@ -109,7 +114,7 @@ pub(crate) fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
             .iter()
             .map(|d| {
                 format!(
-                    "{{\"device\":{},\"target\":{},\"kind\":{},\"capacity\":{},\"copied\":{},\"written\":{},\"skipped\":{},\"compared\":{},\"mismatched\":{},\"next_since\":{},\"generation\":{},\"manifest\":{}}}",
+                    "{{\"device\":{},\"target\":{},\"kind\":{},\"capacity\":{},\"copied\":{},\"written\":{},\"skipped\":{},\"compared\":{},\"mismatched\":{},\"next_since\":{},\"generation\":{},\"manifest\":{},\"point\":{}}}",
                     json_str(&dev_to_string(&d.dev)),
                     json_str(&d.target.display().to_string()),
                     json_str(if opts.verify.is_some() {
@@ -130,7 +135,8 @@ pub(crate) fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
                     d.manifest
                         .as_ref()
                         .map(|m| json_str(&m.display().to_string()))
-                        .unwrap_or_else(|| "null".into())
+                        .unwrap_or_else(|| "null".into()),
+                    d.point.map_or("null".to_string(), |p| p.number.to_string())
                 )
             })
             .collect();
@@ -169,6 +175,13 @@ pub(crate) fn do_backup(a: &BackupArgs, json: bool) -> Result<(), Fail> {
             );
             if let Some(m) = &d.manifest {
                 println!("  manifest: {}", m.display());
+            }
+            if let Some(p) = d.point {
+                println!(
+                    "  restore point {} (blksnap points {})",
+                    p.number,
+                    d.target.display()
+                );
             }
         }
         // One command for all devices: each keeps its own chain.

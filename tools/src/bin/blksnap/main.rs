@@ -5,7 +5,8 @@
 //! Exit codes: 0 success, 1 the operation failed, 2 bad usage (clap),
 //! 3 the module is not loaded or not accessible, 4 a snapshot image was
 //! corrupted during a backup, 5 an incremental backup cannot continue its
-//! chain (a full backup is needed), 130 interrupted.
+//! chain (a full backup is needed), 6 a target differs from its device
+//! (backup --verify) or a restore point is damaged, 130 interrupted.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +20,7 @@ use blksnap::util::parse_dev;
 
 mod cmd_backup;
 mod cmd_maint;
+mod cmd_points;
 mod cmd_snapshot;
 mod cmd_tracker;
 
@@ -36,7 +38,8 @@ use cmd_tracker::{tracker, TrackerCmd};
     after_long_help = "Exit status: 0 success, 1 failure, 2 bad usage, 3 module not loaded or \
                        not permitted, 4 an image was corrupted during a backup, 5 an incremental \
                        backup cannot continue its chain (a full backup is needed), 6 --verify found \
-                       a target that differs from its device, 130 interrupted.\n\n\
+                       a target that differs from its device, or a restore point is damaged, \
+                       130 interrupted.\n\n\
                        Change tracking lives in memory: after a reboot or a module reload, an \
                        incremental backup cannot continue (exit 5) and the next backup of every \
                        device is a full one (--full)."
@@ -66,6 +69,35 @@ enum Cmd {
                             device is a full one (--full)."
     )]
     Backup(BackupArgs),
+    /// List the restore points of a backup target (a file target keeps
+    /// one per backup run: the target holds the newest, a delta beside it
+    /// each older one).
+    Points {
+        /// The target file given to backup.
+        target: PathBuf,
+    },
+    /// Write restore point N of a target to a device or a file, checking
+    /// every block against its checksum (exit 6 at a damaged one).
+    Restore {
+        /// The target file given to backup.
+        target: PathBuf,
+        /// The point to restore (see `blksnap points`).
+        #[arg(long)]
+        point: u32,
+        /// Where to write it: a file (created, with the device's size) or
+        /// a device at least as large.
+        #[arg(long)]
+        to: PathBuf,
+        /// Write a device even if it is mounted or tracked.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check every stored block of a target's restore points against its
+    /// checksum, without the source device; exit 6 naming each damaged one.
+    Verify {
+        /// The target file given to backup.
+        target: PathBuf,
+    },
     /// Remove the storage files that a killed backup or watch left in a
     /// directory; with --destroy, first destroy the snapshots still using
     /// them (only when no backup is running).
@@ -164,6 +196,14 @@ fn run(cli: &Cli) -> Result<(), Fail> {
         Cmd::Snapshot(c) => snapshot(c, json)?,
         Cmd::Tracker(c) => tracker(c, json)?,
         Cmd::Backup(a) => do_backup(a, json)?,
+        Cmd::Points { target } => cmd_points::list(target, json)?,
+        Cmd::Restore {
+            target,
+            point,
+            to,
+            force,
+        } => cmd_points::restore(target, *point, to, *force)?,
+        Cmd::Verify { target } => cmd_points::verify(target)?,
         Cmd::Cleanup {
             storage_dir,
             destroy,
