@@ -124,7 +124,7 @@ step "demo"
 if [ "$module_ok" = 1 ]; then
 	run "make demo: two devices backed up at one instant, full and incremental (VERDICT: PASS)" \
 		env KERNEL="$KDIR/arch/x86/boot/bzImage" MODULE="$top/blksnap.ko" TOOL="$top/tools/target/x86_64-unknown-linux-musl/release/blksnap" \
-		SELFTESTS="$B/selftests" OUT="$B/demo" VM_TIMEOUT=900 "$top/tests/vm/run.sh" demo
+		SELFTESTS="$B/selftests" OUT="$B/demo" VM_TIMEOUT=1200 "$top/tests/vm/run.sh" demo
 else
 	fail "demo not run: the build failed"
 fi

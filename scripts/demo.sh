@@ -20,5 +20,5 @@ make -s selftests KDIR="$KDIR"
 say "Booting the kernel in QEMU and running the demo"
 KERNEL=$KDIR/arch/x86/boot/bzImage MODULE=$top/blksnap.ko \
 	TOOL=$top/tools/target/x86_64-unknown-linux-musl/release/blksnap \
-	SELFTESTS=$top/build/selftests OUT=$top/build/demo VM_TIMEOUT=${VM_TIMEOUT:-900} \
+	SELFTESTS=$top/build/selftests OUT=$top/build/demo VM_TIMEOUT=${VM_TIMEOUT:-1200} \
 	tests/vm/run.sh demo

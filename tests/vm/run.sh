@@ -13,7 +13,7 @@
 #
 # Environment: KERNEL (bzImage), MODULE (blksnap.ko), TOOL (static blksnap
 # binary), SELFTESTS (directory of built selftests), OUT (work directory),
-# VM_TIMEOUT (seconds, default 3600: a cap for a hung VM; each test has its
+# VM_TIMEOUT (seconds, default 4500: a cap for a hung VM; each test has its
 # own, much smaller, budget), VM_MEM (default 2G), FUZZ_N and FUZZ_SEED (the
 # fuzzer's call count and seed), SOAK_MINUTES (the soak's duration).
 set -euo pipefail
@@ -26,7 +26,7 @@ only=${2:-}
 : "${TOOL:?TOOL=path to the static blksnap binary}"
 : "${SELFTESTS:?SELFTESTS=directory of built selftests}"
 OUT=${OUT:-$top/build/vm}
-VM_TIMEOUT=${VM_TIMEOUT:-3600}
+VM_TIMEOUT=${VM_TIMEOUT:-4500}
 VM_MEM=${VM_MEM:-2G}
 
 say() { printf '[vm] %s\n' "$*"; }
