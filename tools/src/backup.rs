@@ -874,6 +874,14 @@ fn prepare_points(
             last.number
         ));
     }
+    if pts.load_sums()?.is_none() {
+        // Lost (deleted by hand): what the target holds is point `last`.
+        log(&format!(
+            "{}: its checksums are missing: checksumming what it holds again",
+            target.display()
+        ));
+        pts.rebuild_sums()?;
+    }
     Ok(last.number)
 }
 
