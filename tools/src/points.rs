@@ -295,10 +295,10 @@ impl Points {
                 .open(&self.target)
                 .map_err(|e| err(&self.target, e))?;
             let d = File::open(&path).map_err(|e| err(&path, e))?;
-            let mut sums = match self.load_sums()? {
-                Some(s) => s,
-                None => vec![0; self.blocks() as usize],
-            };
+            let had_sums = self.load_sums()?;
+            let mut sums = had_sums
+                .clone()
+                .unwrap_or_else(|| vec![0; self.blocks() as usize]);
             let mut buf = vec![0u8; BLOCK as usize];
             for r in &delta.records {
                 let data = &mut buf[..r.len as usize];
@@ -315,7 +315,12 @@ impl Points {
                 }
             }
             t.sync_all().map_err(|e| err(&self.target, e))?;
-            self.store_sums(&sums)?;
+            if had_sums.is_some() {
+                self.store_sums(&sums)?;
+            } else {
+                // Lost: what the target holds again is the whole answer.
+                self.rebuild_sums()?;
+            }
             std::fs::remove_file(&path).map_err(|e| err(&path, e))?;
             undone = true;
         }
@@ -778,6 +783,21 @@ mod tests {
         r.finish().unwrap();
         assert!(!points.recover(2, 1).unwrap());
         assert!(restored(&points, 1, 2, &dir.0).unwrap() == a);
+    }
+
+    #[test]
+    fn lost_checksums_come_back_at_recovery() {
+        let dir = Dir::new("nosums");
+        let a = state(7);
+        let points = with_points(&dir.0, std::slice::from_ref(&a));
+        {
+            let mut r = points.begin_run(1).unwrap();
+            r.write(BLOCK, &vec![3u8; BLOCK as usize]).unwrap();
+        }
+        std::fs::remove_file(points.sums_path()).unwrap();
+        assert!(points.recover(1, 1).unwrap());
+        assert!(std::fs::read(&points.target).unwrap() == a);
+        assert_eq!(points.verify(1, 1).unwrap(), vec![]);
     }
 
     #[test]
