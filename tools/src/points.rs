@@ -295,10 +295,9 @@ impl Points {
                 .open(&self.target)
                 .map_err(|e| err(&self.target, e))?;
             let d = File::open(&path).map_err(|e| err(&path, e))?;
-            let had_sums = self.load_sums()?;
-            let mut sums = had_sums
-                .clone()
-                .unwrap_or_else(|| vec![0; self.blocks() as usize]);
+            let loaded = self.load_sums()?;
+            let had_sums = loaded.is_some();
+            let mut sums = loaded.unwrap_or_else(|| vec![0; self.blocks() as usize]);
             let mut buf = vec![0u8; BLOCK as usize];
             for r in &delta.records {
                 let data = &mut buf[..r.len as usize];
@@ -315,7 +314,7 @@ impl Points {
                 }
             }
             t.sync_all().map_err(|e| err(&self.target, e))?;
-            if had_sums.is_some() {
+            if had_sums {
                 self.store_sums(&sums)?;
             } else {
                 // Lost: what the target holds again is the whole answer.
