@@ -17,7 +17,6 @@ use kernel::uaccess::{UserSlice, UserSliceReader};
 use kernel::{c_str, new_mutex, page::PAGE_SIZE, ThisModule};
 
 use crate::event_queue::WaitError;
-use crate::kernel_ext::async_io;
 use crate::kernel_ext::block::DevT;
 use crate::kernel_ext::cred;
 use crate::kernel_ext::errno::enodata;
@@ -25,6 +24,7 @@ use crate::kernel_ext::gendisk::BlockMajor;
 use crate::kernel_ext::inflight::WatchPool;
 use crate::kernel_ext::mem::zeroed_box;
 use crate::kernel_ext::misc::FileOperations;
+use crate::kernel_ext::page_io;
 use crate::kernel_ext::workqueue::WorkQueue;
 use crate::snapshot::{open_dev, ImageEnv, State};
 use crate::uapi;
@@ -123,7 +123,7 @@ impl Drop for Control {
         drop(all);
         // No copy runs any more: the completions of the last ones queue
         // their final steps, and must have returned before the queues go.
-        async_io::wait_idle();
+        page_io::wait_idle();
         self.io_wq.drain();
         self.start_wq.drain();
         self.copy_wq.drain();

@@ -16,7 +16,7 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 use kernel::time::msecs_to_jiffies;
 
-use crate::kernel_ext::async_io::PageVec;
+use crate::kernel_ext::page_io::PageVec;
 use crate::kernel_ext::shrinker::Shrink;
 use crate::logic::geometry::Geometry;
 

@@ -15,10 +15,11 @@ use kernel::prelude::*;
 use kernel::rbtree::{RBTree, RBTreeNodeReservation};
 use kernel::sync::Arc;
 
-use crate::kernel_ext::async_io::PageVec;
-use crate::kernel_ext::bio::{BioList, BlkStatus, IncomingBio, OwnedBio};
+use crate::kernel_ext::bio::{BlkStatus, IncomingBio, OwnedBio};
+use crate::kernel_ext::bio_list::BioList;
 use crate::kernel_ext::block::BdevFile;
 use crate::kernel_ext::mem::NoIo;
+use crate::kernel_ext::page_io::PageVec;
 use crate::logic::fifo::Fifo;
 use crate::logic::storage::Region;
 

@@ -18,10 +18,10 @@ use kernel::sync::{Arc, SpinLock, UniqueArc};
 use kernel::workqueue::{Work, WorkItem};
 use kernel::{impl_has_work, new_spinlock, new_work, pin_init};
 
-use crate::kernel_ext::async_io::{AsyncIo, IoPages, IoWaker};
-use crate::kernel_ext::bio::BioList;
+use crate::kernel_ext::bio_list::BioList;
 use crate::kernel_ext::block::BdevFile;
 use crate::kernel_ext::mem::{zero_page_tail, NoIo};
+use crate::kernel_ext::page_io::{AsyncIo, IoPages, IoWaker};
 use crate::kernel_ext::workqueue::WorkQueue;
 use crate::logic::storage::{Region, PAGE_SECTORS};
 
@@ -75,7 +75,7 @@ impl IoWaker for CopyWork {
     fn io_completed(this: Arc<Self>) {
         // The slot is not queued while its I/O runs. The clone is never
         // the queue's last reference: the module's control holds one until
-        // every completion has returned (`async_io::wait_idle`).
+        // every completion has returned (`page_io::wait_idle`).
         let wq = this.wq.clone();
         let _ = wq.enqueue(this);
     }

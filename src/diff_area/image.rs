@@ -19,11 +19,13 @@ use kernel::prelude::*;
 use kernel::rbtree::RBTreeNodeReservation;
 use kernel::sync::Arc;
 
-use crate::kernel_ext::bio::{page_io, BioList, BioOp, BlkStatus, OwnedBio};
+use crate::kernel_ext::bio::{BioOp, BlkStatus, OwnedBio};
+use crate::kernel_ext::bio_list::BioList;
 use crate::kernel_ext::block::BdevFile;
 use crate::kernel_ext::errno::eopnotsupp;
 use crate::kernel_ext::gendisk::DiskOps;
 use crate::kernel_ext::mem::NoIo;
+use crate::kernel_ext::page_io::page_io;
 use crate::logic::storage::Region;
 
 use super::buffers::alloc_pages;

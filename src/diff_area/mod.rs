@@ -70,7 +70,8 @@ use kernel::sync::{Arc, CondVar, Mutex, SpinLock};
 use kernel::{new_condvar, new_mutex, new_spinlock, pin_init};
 
 use crate::event_queue::EventQueue;
-use crate::kernel_ext::bio::{BioList, IncomingBio};
+use crate::kernel_ext::bio::IncomingBio;
+use crate::kernel_ext::bio_list::BioList;
 use crate::kernel_ext::block::{BdevFile, DevT};
 use crate::kernel_ext::params::Param;
 use crate::kernel_ext::workqueue::WorkQueue;

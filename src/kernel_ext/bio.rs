@@ -11,7 +11,7 @@ use kernel::bindings;
 use kernel::error::Result;
 use kernel::types::Opaque;
 
-use super::bioset::{alloc_bio, bio_set, BIO_FILTERED_BIT, OWN_IO_BITS};
+use super::bioset::{bio_set, BIO_FILTERED_BIT, OWN_IO_BITS};
 
 /// `REQ_OP_MASK`: the operation bits of `bi_opf`.
 const REQ_OP_MASK: u32 = (1 << bindings::REQ_OP_BITS) - 1;
@@ -294,6 +294,14 @@ impl OwnedBio {
         Self { ptr }
     }
 
+    /// Gives up the bio, which the caller now owns (and must hand back to
+    /// [`OwnedBio::from_raw`], resubmit or end).
+    pub(super) fn into_raw(self) -> NonNull<bindings::bio> {
+        let p = self.ptr;
+        core::mem::forget(self);
+        p
+    }
+
     /// Sends the bio on to its device, past the device's filter. It stays
     /// its submitter's I/O: if the device is stacked, filters below see
     /// its clones.
@@ -345,67 +353,13 @@ impl Drop for OwnedBio {
 /// # Safety
 ///
 /// The caller owns `bio`, fully set up.
-unsafe fn submit_and_wait(bio: *mut bindings::bio) -> Result {
+pub(super) unsafe fn submit_and_wait(bio: *mut bindings::bio) -> Result {
     // SAFETY: The caller owns the bio; `submit_bio_wait` keeps our reference
     // and `bio_put` drops it.
     let ret = unsafe { bindings::submit_bio_wait(bio) };
     // SAFETY: As above.
     unsafe { bindings::bio_put(bio) };
     kernel::error::to_result(ret)
-}
-
-/// Reads `len` bytes at `sector` of `bdev` into `pages` (or writes them),
-/// waiting for completion. The I/O bypasses the device's filter. A write
-/// has no FUA: completion says the device has the data, which is all a
-/// snapshot needs, since it does not survive a reboot.
-pub(crate) fn page_io(
-    bdev: &super::block::BdevFile,
-    sector: u64,
-    pages: &[kernel::page::Page],
-    len: usize,
-    write: bool,
-) -> Result {
-    use kernel::page::PAGE_SIZE;
-    let opf = if write {
-        bindings::req_op_REQ_OP_WRITE | bindings::REQ_SYNC
-    } else {
-        bindings::req_op_REQ_OP_READ
-    };
-    let max_vecs = bindings::BIO_MAX_VECS as usize;
-    let mut done = 0usize;
-    let mut page = 0usize;
-    while done < len {
-        let pages_left = pages.len().saturating_sub(page);
-        if pages_left == 0 {
-            return Err(kernel::error::code::EINVAL);
-        }
-        let vecs = pages_left.min(max_vecs);
-        // SAFETY: `bdev` is open; we own the bio until `submit_and_wait`.
-        let bio = unsafe { alloc_bio(bdev.as_raw(), vecs as u16, opf)? };
-        // SAFETY: We own the fresh bio.
-        unsafe { (*bio).bi_iter.bi_sector = sector + (done as u64 >> 9) };
-        let mut added = 0;
-        while added < vecs && done < len {
-            let n = (len - done).min(PAGE_SIZE);
-            let Some(p) = pages.get(page) else { break };
-            // SAFETY: We own the bio; the page outlives the I/O (we wait).
-            let ok = unsafe { bindings::bio_add_page(bio, p.as_ptr(), n as u32, 0) } as usize == n;
-            if !ok {
-                break;
-            }
-            added += 1;
-            page += 1;
-            done += n;
-        }
-        if added == 0 {
-            // SAFETY: Ours, never submitted.
-            unsafe { bindings::bio_put(bio) };
-            return Err(kernel::error::code::EIO);
-        }
-        // SAFETY: We own the bio, now set up.
-        unsafe { submit_and_wait(bio)? };
-    }
-    Ok(())
 }
 
 impl OwnedBio {
@@ -518,73 +472,5 @@ impl OwnedBio {
         } else {
             Err(kernel::error::code::EINVAL)
         }
-    }
-}
-
-/// A FIFO of owned bios, linked through their `bi_next` field: pushing never
-/// allocates, so bios can be queued under a spinlock.
-///
-/// # Invariants
-///
-/// `head`..`tail` link bios owned by this list through `bi_next`, the last
-/// one's `bi_next` NULL; both are `None` when empty.
-pub(crate) struct BioList {
-    head: Option<NonNull<bindings::bio>>,
-    tail: Option<NonNull<bindings::bio>>,
-}
-
-// SAFETY: The bios may be moved between threads (see `OwnedBio`).
-unsafe impl Send for BioList {}
-
-impl BioList {
-    pub(crate) const fn new() -> Self {
-        Self {
-            head: None,
-            tail: None,
-        }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.head.is_none()
-    }
-
-    pub(crate) fn push(&mut self, bio: OwnedBio) {
-        let p = bio.ptr;
-        core::mem::forget(bio);
-        // SAFETY: We own `p` now; linking through `bi_next` is how the block
-        // layer queues bios it owns, and no one else links it.
-        unsafe { (*p.as_ptr()).bi_next = core::ptr::null_mut() };
-        match self.tail {
-            // SAFETY: `t` is the last bio of our list (type invariant).
-            Some(t) => unsafe { (*t.as_ptr()).bi_next = p.as_ptr() },
-            None => self.head = Some(p),
-        }
-        self.tail = Some(p);
-    }
-
-    pub(crate) fn pop(&mut self) -> Option<OwnedBio> {
-        let h = self.head?;
-        // SAFETY: `h` is the first bio of our list (type invariant).
-        let next = unsafe { (*h.as_ptr()).bi_next };
-        // SAFETY: As above; a bio leaving the list has no `bi_next`.
-        unsafe { (*h.as_ptr()).bi_next = core::ptr::null_mut() };
-        self.head = NonNull::new(next);
-        if self.head.is_none() {
-            self.tail = None;
-        }
-        // INVARIANT: the bio was ours through the list.
-        Some(OwnedBio { ptr: h })
-    }
-
-    /// Moves every bio of `self` out into a new list.
-    pub(crate) fn take(&mut self) -> Self {
-        core::mem::replace(self, Self::new())
-    }
-}
-
-impl Drop for BioList {
-    fn drop(&mut self) {
-        // Each dropped `OwnedBio` is ended with an error: never lost.
-        while self.pop().is_some() {}
     }
 }

@@ -4,7 +4,7 @@
 //! flags that mark that I/O as the module's own.
 //!
 //! Each bio of the set has [`FRONT_PAD`] bytes in front of it, where an
-//! asynchronous I/O (`async_io.rs`) keeps its record; that file checks at
+//! asynchronous I/O (`page_io.rs`) keeps its record; that file checks at
 //! build time that its record fits.
 //!
 //! C header: [`include/linux/bio.h`](srctree/include/linux/bio.h)

@@ -112,7 +112,76 @@ struct DiskData<T: DiskOps> {
     data: Arc<T>,
 }
 
+/// A fresh bio-based disk with logical and physical blocks of
+/// `block_size` bytes, not yet set up or added.
+fn alloc_disk(block_size: u32) -> Option<NonNull<bindings::gendisk>> {
+    // SAFETY: All-zero limits mean "defaults" to the block layer.
+    let mut lim: bindings::queue_limits = unsafe { MaybeUninit::zeroed().assume_init() };
+    lim.logical_block_size = block_size;
+    lim.physical_block_size = block_size;
+    lim.max_hw_sectors = 2048;
+    // SAFETY: `lim` is valid for the call; the lock class key is static.
+    from_err_ptr(unsafe {
+        bindings::__blk_alloc_disk(&mut lim, bindings::NUMA_NO_NODE, DISK_LOCK_CLASS.0.get())
+    })
+    .ok()
+    .and_then(NonNull::new)
+}
+
+/// Names `disk` `name`, cut to what its name field holds.
+///
+/// # Safety
+///
+/// `disk` is a valid disk of ours, not yet added.
+unsafe fn set_name(disk: *mut bindings::gendisk, name: &[u8]) {
+    // SAFETY: The disk is valid and ours alone (function safety contract).
+    let field = unsafe { &mut (*disk).disk_name };
+    let n = name.len().min(field.len().saturating_sub(1));
+    for (d, b) in field.iter_mut().zip(name.iter().take(n)) {
+        *d = *b as _;
+    }
+    if let Some(end) = field.get_mut(n) {
+        *end = 0;
+    }
+}
+
 impl<T: DiskOps> DiskData<T> {
+    /// The data of a disk served by `T` from `data`, on the heap where it
+    /// stays until `free_disk`, and its attribute groups for
+    /// `device_add_disk`.
+    #[allow(clippy::type_complexity)]
+    fn new(
+        data: Arc<T>,
+        module: &'static ThisModule,
+    ) -> Result<(*mut Self, *mut *const bindings::attribute_group)> {
+        // SAFETY: All-zero is a valid `block_device_operations` (no callbacks).
+        let mut ops: bindings::block_device_operations =
+            unsafe { MaybeUninit::zeroed().assume_init() };
+        ops.owner = module.as_ptr();
+        ops.submit_bio = Some(submit_bio_callback::<T>);
+        ops.free_disk = Some(free_disk_callback::<T>);
+        let dd = KBox::into_raw(KBox::new(
+            Self {
+                fops: Opaque::new(ops),
+                // SAFETY: All-zero is a valid (empty) attribute group.
+                attrs: unsafe { MaybeUninit::zeroed().assume_init() },
+                data,
+            },
+            GFP_KERNEL,
+        )?);
+        // SAFETY: `dd` is a fresh allocation of ours, freed only below on
+        // failure or by `free_disk`; it never moves.
+        match unsafe { Self::init_attrs(dd) } {
+            Ok(groups) => Ok((dd, groups)),
+            Err(e) => {
+                // SAFETY: `dd` came from `KBox::into_raw` and no disk refers
+                // to it.
+                drop(unsafe { KBox::from_raw(dd) });
+                Err(e)
+            }
+        }
+    }
+
     /// Fills in the attribute group of `dd` for `T` and returns the list of
     /// groups for `device_add_disk`.
     ///
@@ -188,50 +257,14 @@ impl<T: DiskOps> BioDisk<T> {
         {
             return Err(kernel::error::code::EINVAL);
         }
-        // SAFETY: All-zero is a valid `block_device_operations` (no callbacks).
-        let mut ops: bindings::block_device_operations =
-            unsafe { MaybeUninit::zeroed().assume_init() };
-        ops.owner = module.as_ptr();
-        ops.submit_bio = Some(submit_bio_callback::<T>);
-        ops.free_disk = Some(free_disk_callback::<T>);
-        let dd = KBox::into_raw(KBox::new(
-            DiskData {
-                fops: Opaque::new(ops),
-                // SAFETY: All-zero is a valid (empty) attribute group.
-                attrs: unsafe { MaybeUninit::zeroed().assume_init() },
-                data,
-            },
-            GFP_KERNEL,
-        )?);
-        // SAFETY: `dd` is a fresh allocation of ours, freed only below on
-        // failure or by `free_disk`; it never moves.
-        let groups = match unsafe { DiskData::<T>::init_attrs(dd) } {
-            Ok(g) => g,
-            Err(e) => {
-                // SAFETY: `dd` came from `KBox::into_raw` and no disk refers to it.
-                drop(unsafe { KBox::from_raw(dd) });
-                return Err(e);
-            }
-        };
-
-        // SAFETY: All-zero limits mean "defaults" to the block layer.
-        let mut lim: bindings::queue_limits = unsafe { MaybeUninit::zeroed().assume_init() };
-        lim.logical_block_size = block_size;
-        lim.physical_block_size = block_size;
-        lim.max_hw_sectors = 2048;
-        // SAFETY: `lim` is valid for the call; the lock class key is static.
-        let disk = from_err_ptr(unsafe {
-            bindings::__blk_alloc_disk(&mut lim, bindings::NUMA_NO_NODE, DISK_LOCK_CLASS.0.get())
-        })
-        .ok()
-        .and_then(NonNull::new);
-        let Some(disk) = disk else {
+        let (dd, groups) = DiskData::new(data, module)?;
+        let Some(disk) = alloc_disk(block_size) else {
             // SAFETY: `dd` came from `KBox::into_raw` and no disk refers to it.
             drop(unsafe { KBox::from_raw(dd) });
             return Err(kernel::error::code::ENOMEM);
         };
         // SAFETY: A fresh disk of ours, not yet visible to anyone; `dd` is a
-        // valid `DiskData<T>`.
+        // valid `DiskData<T>` that outlives it (freed by `free_disk`).
         unsafe {
             let d = disk.as_ptr();
             (*d).major = major as i32;
@@ -240,11 +273,7 @@ impl<T: DiskOps> BioDisk<T> {
             (*d).flags |= bindings::GENHD_FL_NO_PART as i32;
             (*d).fops = (*dd).fops.get();
             (*d).private_data = dd.cast();
-            let n = name.len().min((*d).disk_name.len() - 1);
-            for (i, b) in name.iter().take(n).enumerate() {
-                (*d).disk_name[i] = *b as _;
-            }
-            (*d).disk_name[n] = 0;
+            set_name(d, name);
             bindings::set_capacity(d, sectors);
         }
         // SAFETY: The disk is fully set up; on failure we still own it. The

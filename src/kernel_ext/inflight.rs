@@ -100,7 +100,7 @@ static CHAIN_KEY: StaticKey = StaticKey(Opaque::uninit());
 
 /// Records handed out by every pool and not yet back; a pool is destroyed
 /// only when this is 0, so that no completion can still use it.
-static OUT: AtomicUsize = AtomicUsize::new(0);
+static OUT: rcu::Running = rcu::Running::new();
 
 /// Preallocated watch records, and the queue that hands on the completions
 /// of chain links.
@@ -150,14 +150,7 @@ impl Drop for WatchPool {
     fn drop(&mut self) {
         // Writes let through by a filter end once their device is done with
         // them; unload (the only time the pool goes) waits for them.
-        while OUT.load(Ordering::Acquire) != 0 {
-            // SAFETY: Sleeping is allowed here: pools are dropped in process
-            // context.
-            unsafe { bindings::msleep(1) };
-        }
-        // Each completion drops `OUT` inside a read section: after the
-        // grace period, none is still in our code but for its return.
-        rcu::synchronize();
+        OUT.wait_idle();
         // SAFETY: No record is out (above) and no one allocates any more:
         // the pool's owners are gone.
         unsafe { bindings::mempool_destroy(self.pool.as_ptr()) };
@@ -183,7 +176,7 @@ impl IncomingBio<'_> {
         let bio = self.raw();
         // SAFETY: `bio` is live (type invariant of `IncomingBio`).
         let chained = unsafe { bindings::blk_filter_bio_chained(bio) };
-        OUT.fetch_add(1, Ordering::AcqRel);
+        OUT.add();
         // The bio is being submitted and not yet completed (type invariant
         // of `IncomingBio`): its completion fields are ours to swap, and
         // `watch_end` restores them before anyone else looks.
@@ -282,6 +275,5 @@ fn finish(bio: *mut bindings::bio, rec: *mut Watch, w: Watch) {
     }
     // The last touch of the module: unload waits for the section to end
     // (see `WatchPool::drop`).
-    let _rcu = rcu::read_lock();
-    OUT.fetch_sub(1, Ordering::AcqRel);
+    OUT.done();
 }

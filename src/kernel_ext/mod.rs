@@ -13,8 +13,8 @@
 // callers use.
 #![allow(dead_code)]
 
-pub(crate) mod async_io;
 pub(crate) mod bio;
+pub(crate) mod bio_list;
 pub(crate) mod bioset;
 pub(crate) mod block;
 pub(crate) mod bytes;
@@ -25,6 +25,7 @@ pub(crate) mod gendisk;
 pub(crate) mod inflight;
 pub(crate) mod mem;
 pub(crate) mod misc;
+pub(crate) mod page_io;
 pub(crate) mod params;
 pub(crate) mod random;
 pub(crate) mod rcu;

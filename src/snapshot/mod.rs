@@ -9,60 +9,25 @@
 use kernel::alloc::flags::GFP_KERNEL;
 use kernel::prelude::*;
 use kernel::sync::Arc;
-use kernel::ThisModule;
 
 use crate::diff_area::DiffArea;
 use crate::event_queue::EventQueue;
 use crate::kernel_ext::block::{BdevFile, DevT};
-use crate::kernel_ext::errno::{ealready, eopnotsupp};
+use crate::kernel_ext::errno::eopnotsupp;
 use crate::kernel_ext::filter::Attached;
 use crate::kernel_ext::gendisk::BioDisk;
 use crate::kernel_ext::inflight::WatchPool;
 use crate::kernel_ext::params::Param;
 use crate::kernel_ext::random::random_uuid;
 use crate::kernel_ext::shrinker::Shrinker;
-use crate::kernel_ext::workqueue::WorkQueue;
-use crate::logic::cbt::Numbers;
 use crate::logic::devices::{disk_and_partition, shares_blocks};
 use crate::logic::events::Event;
 use crate::slots::Slots;
 use crate::storage::Storage;
 use crate::tracker::Tracker;
-use crate::uapi;
 
-/// What TAKE needs to make images.
-pub(crate) struct ImageEnv {
-    /// The image disks' major number.
-    pub(crate) major: u32,
-    pub(crate) module: &'static ThisModule,
-    pub(crate) copy_wq: Arc<WorkQueue>,
-    pub(crate) start_wq: Arc<WorkQueue>,
-    pub(crate) io_wq: Arc<WorkQueue>,
-}
-
-/// Writes `blksnap-image<n>` into `buf`; returns its length.
-fn fmt_image_name(buf: &mut [u8; 32], n: u32) -> usize {
-    let prefix = uapi::BLK_SNAP_IMAGE_NAME.as_bytes();
-    let mut len = prefix.len().min(buf.len());
-    buf[..len].copy_from_slice(&prefix[..len]);
-    let mut digits = [0u8; 10];
-    let mut k = 0;
-    let mut v = n;
-    loop {
-        digits[k] = b'0' + (v % 10) as u8;
-        k += 1;
-        v /= 10;
-        if v == 0 || k == digits.len() {
-            break;
-        }
-    }
-    while k > 0 && len < buf.len() {
-        k -= 1;
-        buf[len] = digits[k];
-        len += 1;
-    }
-    len
-}
+mod take;
+pub(crate) use take::ImageEnv;
 
 /// `EINVAL` if storage on `bdev` would reach one of `devs`, devices of a
 /// taken snapshot: itself, through a disk and its partition, or through the
@@ -184,51 +149,6 @@ impl Drop for Snapshot {
     }
 }
 
-/// A TAKE under way (see [`State::take_begin`]): what it works on, held
-/// while the state lock is not.
-pub(crate) struct Taking {
-    id: [u8; 16],
-    trackers: KVec<Arc<Tracker>>,
-    origs: KVec<Arc<BdevFile>>,
-    areas: KVec<Arc<DiffArea>>,
-    /// Each tracker's numbering before the switch, to undo it with (room
-    /// for all of them made before the switch).
-    before: KVec<Numbers>,
-}
-
-impl Taking {
-    /// TAKE, second step, without the state lock, since it may wait long
-    /// (for a slow device's writes in flight, up to 30 s, or a freeze):
-    /// one instant for all devices. Freezes every file system, holds new
-    /// writes, waits for those in flight, switches every map and starts
-    /// copy on write, lets the writes go, thaws. A raw write racing TAKE is
-    /// thus wholly before the snapshot (in the image, in the map taken now)
-    /// or wholly after it (copied first).
-    pub(crate) fn switch(&mut self) -> Result {
-        let mut frozen = KVec::with_capacity(self.origs.len(), GFP_KERNEL)?;
-        for orig in self.origs.iter() {
-            frozen.push(orig.freeze()?, GFP_KERNEL)?;
-        }
-        let mut holds = KVec::with_capacity(self.trackers.len(), GFP_KERNEL)?;
-        for t in self.trackers.iter() {
-            holds.push(t.hold_writes(), GFP_KERNEL)?;
-        }
-        for t in self.trackers.iter() {
-            t.drain()?;
-        }
-        let mut map_pages = KVec::with_capacity(self.trackers.len(), GFP_KERNEL)?;
-        for t in self.trackers.iter() {
-            map_pages.push(t.reserve_map_pages()?, GFP_KERNEL)?;
-        }
-        for ((t, a), pages) in self.trackers.iter().zip(self.areas.iter()).zip(map_pages) {
-            // Within the room made in `take_begin`: no allocation here.
-            self.before
-                .push(t.start_snapshot(a.clone(), pages), GFP_ATOMIC)?;
-        }
-        Ok(())
-    }
-}
-
 /// A snapshot taken out of the state by DESTROY, stopped; its devices stay
 /// in it (no other snapshot can have them) until [`Destroyed::wait`] and
 /// [`State::release`].
@@ -332,13 +252,12 @@ impl State {
         }
     }
 
-    /// SNAPSHOT_CREATE of the devices `devs` (checked distinct): a tracker
-    /// for each device that has none, then the snapshot; returns its id.
-    pub(crate) fn create(&mut self, devs: KVec<DevT>, pool: &Arc<WatchPool>) -> Result<[u8; 16]> {
-        // A device that went away and came back (same number) starts over.
-        self.purge_gone();
-        // Check every device before changing anything. New devices are open
-        // only for the attach; their trackers then hold them by reference.
+    /// Checks every device of a CREATE before anything changes: tracked
+    /// ones must be in no snapshot and of unchanged size, new ones must
+    /// open and overlap no tracked device nor each other. Returns the new
+    /// ones, open only for the attach (their trackers then hold them by
+    /// reference).
+    fn check_devices(&self, devs: &[DevT]) -> Result<KVec<BdevFile>> {
         let mut fresh: KVec<BdevFile> = KVec::new();
         for &dev in devs.iter() {
             if let Some(t) = self.tracker(dev) {
@@ -369,32 +288,20 @@ impl State {
                 t.tracker.check_resize()?;
             }
         }
+        Ok(fresh)
+    }
+
+    /// SNAPSHOT_CREATE of the devices `devs` (checked distinct): a tracker
+    /// for each device that has none, then the snapshot; returns its id.
+    pub(crate) fn create(&mut self, devs: KVec<DevT>, pool: &Arc<WatchPool>) -> Result<[u8; 16]> {
+        // A device that went away and came back (same number) starts over.
+        self.purge_gone();
+        let fresh = self.check_devices(&devs)?;
         let events = EventQueue::new()?;
         let storage = Storage::new(events.clone())?;
         self.snapshots.reserve(1)?;
         self.trackers.reserve(fresh.len())?;
-        // Start tracking on the new devices, with their file systems frozen
-        // so that no write slips past the attach half-done. All or nothing:
-        // the new trackers join only once every device has its filter, so
-        // a device that fails leaves no tracker or filter on the others
-        // (dropping `attached` detaches them).
-        let mut attached = KVec::with_capacity(fresh.len(), GFP_KERNEL)?;
-        for bdev in fresh.into_iter() {
-            let tracker = Tracker::new(bdev.hold(), pool.clone())?;
-            let filter = {
-                let _frozen = bdev.freeze()?;
-                Attached::attach(&bdev, tracker.clone())?
-            };
-            attached.push(
-                TrackerEntry {
-                    tracker,
-                    _filter: filter,
-                    snapshot: None,
-                },
-                GFP_KERNEL,
-            )?;
-        }
-        for entry in attached.into_iter() {
+        for entry in attach_all(fresh, pool)?.into_iter() {
             let dev = entry.tracker.dev();
             // Room reserved above: no allocation, no failure.
             self.trackers.insert(entry)?;
@@ -524,136 +431,6 @@ impl State {
         storage.append(bdev, pairs)
     }
 
-    /// SNAPSHOT_TAKE of snapshot `id`, first step: checks, opens the
-    /// devices and makes their copy-on-write state, and marks the
-    /// snapshot as being taken. [`Taking::switch`] follows without the
-    /// state lock, then [`Self::take_end`] under it.
-    pub(crate) fn take_begin(&mut self, id: &[u8; 16], env: &ImageEnv) -> Result<Taking> {
-        let snap = self.snapshot(id)?;
-        if snap.taken || snap.taking {
-            return Err(ealready());
-        }
-        if snap.storage.total() == 0 {
-            return Err(ENOSPC);
-        }
-        // The snapshot holds its devices open from now on: their images
-        // read from them.
-        let mut trackers = KVec::with_capacity(snap.devices.len(), GFP_KERNEL)?;
-        let mut origs = KVec::with_capacity(snap.devices.len(), GFP_KERNEL)?;
-        for &dev in snap.devices.iter() {
-            let t = self.tracker(dev).ok_or(ENODEV)?;
-            if t.tracker.is_gone() {
-                return Err(ENODEV);
-            }
-            let orig = open_dev(dev, false)?;
-            if !t.tracker.is_device(&orig) {
-                // Another device took the number of the one tracked.
-                return Err(ENODEV);
-            }
-            trackers.push(t.tracker.clone(), GFP_KERNEL)?;
-            origs.push(Arc::new(orig, GFP_KERNEL)?, GFP_KERNEL)?;
-        }
-        for t in trackers.iter() {
-            t.check_resize()?;
-        }
-        let mut areas = KVec::with_capacity(trackers.len(), GFP_KERNEL)?;
-        for (t, orig) in trackers.iter().zip(origs.iter()) {
-            areas.push(
-                DiffArea::new(
-                    t.clone(),
-                    orig.clone(),
-                    snap.storage.clone(),
-                    snap.events.clone(),
-                    env.copy_wq.clone(),
-                    env.start_wq.clone(),
-                    env.io_wq.clone(),
-                )?,
-                GFP_KERNEL,
-            )?;
-        }
-        let before = KVec::with_capacity(trackers.len(), GFP_KERNEL)?;
-        self.snapshot_mut(id)?.taking = true;
-        Ok(Taking {
-            id: *id,
-            trackers,
-            origs,
-            areas,
-            before,
-        })
-    }
-
-    /// An image disk for each of `areas`; on failure none (those made are
-    /// deleted, so that no image bio comes after).
-    fn make_images(&self, areas: &[Arc<DiffArea>], env: &ImageEnv) -> Result<KVec<Image>> {
-        let mut images = KVec::with_capacity(areas.len(), GFP_KERNEL)?;
-        for a in areas.iter() {
-            let minor = self.free_minor(&images);
-            let mut name = [0u8; 32];
-            let len = fmt_image_name(&mut name, minor);
-            // Our side of the disk (name, number, size, block size) is
-            // checked, so the block layer failed for want of resources:
-            // under allocation failures it can say EINVAL as well as
-            // ENOMEM. Report ENOMEM.
-            let disk = BioDisk::add(
-                &name[..len],
-                env.major,
-                minor,
-                a.capacity(),
-                a.logical_block_size(),
-                a.clone(),
-                env.module,
-            )
-            .map_err(|_| ENOMEM)?;
-            let cache = Shrinker::register(a.clone())?;
-            images.push(
-                Image {
-                    area: a.clone(),
-                    disk: Some(disk),
-                    minor,
-                    _cache: cache,
-                },
-                GFP_KERNEL,
-            )?;
-        }
-        Ok(images)
-    }
-
-    /// SNAPSHOT_TAKE, last step, with the result of [`Taking::switch`]:
-    /// an image of each device. If the switch or an image fails, nothing
-    /// of the TAKE stays: no copy on write, no image.
-    pub(crate) fn take_end(&mut self, taking: Taking, switched: Result, env: &ImageEnv) -> Result {
-        let Taking {
-            id, areas, before, ..
-        } = taking;
-        // DESTROY is refused while `taking` is set: the snapshot is there.
-        let snap = self.snapshot_mut(&id)?;
-        snap.taking = false;
-        let storage = snap.storage.clone();
-        switched?;
-        let images = match self.make_images(&areas, env) {
-            Ok(images) => images,
-            Err(e) => {
-                // Undo it all: copy on write stops and the maps' numbering
-                // is as before, the copies end (as a going snapshot's: no
-                // corrupted event for a snapshot never taken), and their
-                // storage is free again.
-                for (a, b) in areas.iter().zip(before.iter()) {
-                    a.tracker().undo_snapshot(*b);
-                }
-                for a in areas.iter() {
-                    a.set_going();
-                    a.close();
-                }
-                storage.release_all();
-                return Err(e);
-            }
-        };
-        let snap = self.snapshot_mut(&id)?;
-        snap.images = images;
-        snap.taken = true;
-        Ok(())
-    }
-
     /// The images of snapshot `id`: original device and image minor.
     pub(crate) fn images(&self, id: &[u8; 16]) -> Result<impl Iterator<Item = (DevT, u32)> + '_> {
         Ok(self
@@ -673,4 +450,28 @@ impl State {
     pub(crate) fn take_all(&mut self) -> State {
         core::mem::replace(self, State::new())
     }
+}
+
+/// Starts tracking on the new devices `fresh`, with their file systems
+/// frozen so that no write slips past the attach half-done. All or
+/// nothing: a device that fails leaves no tracker or filter on the others
+/// (dropping the entries made so far detaches them).
+fn attach_all(fresh: KVec<BdevFile>, pool: &Arc<WatchPool>) -> Result<KVec<TrackerEntry>> {
+    let mut attached = KVec::with_capacity(fresh.len(), GFP_KERNEL)?;
+    for bdev in fresh.into_iter() {
+        let tracker = Tracker::new(bdev.hold(), pool.clone())?;
+        let filter = {
+            let _frozen = bdev.freeze()?;
+            Attached::attach(&bdev, tracker.clone())?
+        };
+        attached.push(
+            TrackerEntry {
+                tracker,
+                _filter: filter,
+                snapshot: None,
+            },
+            GFP_KERNEL,
+        )?;
+    }
+    Ok(attached)
 }

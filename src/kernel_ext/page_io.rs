@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Asynchronous page I/O: a read or write of whole pages that no thread
-//! waits for. Its completion wakes the owner (which queues a work item),
-//! and the owner collects the result and the pages in process context.
+//! Page I/O: reads and writes of whole pages, bypassing filters, built
+//! in one place ([`PageChain`]) as one parent bio and children chained to
+//! it. [`AsyncIo`] is such an I/O that no thread waits for: its completion
+//! wakes the owner (which queues a work item), and the owner collects the
+//! result and the pages in process context. [`page_io`] is the same chain
+//! and a wait.
 //!
 //! C header: [`include/linux/bio.h`](srctree/include/linux/bio.h)
 
 use core::mem::MaybeUninit;
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use kernel::alloc::KVec;
 use kernel::bindings;
@@ -16,6 +19,7 @@ use kernel::error::{code::EBUSY, code::EINVAL, code::EIO, Error, Result};
 use kernel::page::{Page, PAGE_SIZE};
 use kernel::sync::Arc;
 
+use super::bio::submit_and_wait;
 use super::bioset::{alloc_bio, FRONT_PAD};
 use super::block::BdevFile;
 use super::rcu;
@@ -148,11 +152,7 @@ impl AsyncIo {
         write: bool,
         waker: Arc<T>,
     ) -> core::result::Result<(), (Error, IoPages)> {
-        let npages = len.div_ceil(PAGE_SIZE);
-        if npages == 0
-            || npages > pages.pages().len()
-            || matches!(pages, IoPages::Shared(_)) && !write
-        {
+        if matches!(pages, IoPages::Shared(_)) && !write {
             return Err((EINVAL, pages));
         }
         // One I/O at a time, whoever calls: the claim is atomic.
@@ -163,22 +163,15 @@ impl AsyncIo {
         {
             return Err((EBUSY, pages));
         }
-        let opf = if write {
-            bindings::req_op_REQ_OP_WRITE | bindings::REQ_SYNC
-        } else {
-            bindings::req_op_REQ_OP_READ
-        };
-        let max_vecs = bindings::BIO_MAX_VECS as usize;
-        let first_vecs = npages.min(max_vecs) as u16;
-        // SAFETY: `bdev` is open; the bio is ours.
-        let parent = match unsafe { alloc_bio(bdev.as_raw(), first_vecs, opf) } {
-            Ok(b) => b,
+        let chain = match PageChain::new(bdev, sector, pages.pages().len(), len, write) {
+            Ok(c) => c,
             Err(e) => {
                 // INVARIANT: no I/O after all.
                 self.bio.store(null_mut(), Ordering::Release);
                 return Err((e, pages));
             }
         };
+        let parent = chain.parent();
         // SAFETY: `parent` comes from the module's bio set; its record is
         // ours until the bio is put. The waker reference goes to the
         // completion.
@@ -187,52 +180,25 @@ impl AsyncIo {
             (*rec).pages.write(pages);
             (*rec).waker = Arc::into_raw(waker).cast();
             core::ptr::addr_of_mut!((*rec).completed).write(AtomicBool::new(false));
-            (*parent).bi_iter.bi_sector = sector;
             (*parent).bi_end_io = Some(end_io::<T>);
             rec
         };
-        // From here the parent always completes (submitted or ended below),
-        // and its completion drops the count.
-        RUNNING.fetch_add(1, Ordering::AcqRel);
-        // SAFETY: The record owns the pages until `finish`, which takes
-        // them only after the parent completed, after its last use here.
-        let pg: &[Page] = unsafe { (*rec).pages.assume_init_ref().pages() };
+        // From here the parent always completes, and its completion drops
+        // the count.
+        RUNNING.add();
         // INVARIANT: the record holds the pages and the waker.
         self.bio.store(parent, Ordering::Release);
-        let mut ok = fill(parent, pg, 0, len, first_vecs as usize);
-        let mut done_pages = first_vecs as usize;
-        while ok && done_pages < npages {
-            let vecs = (npages - done_pages).min(max_vecs);
-            // SAFETY: As for `parent`.
-            let child = match unsafe { alloc_bio(bdev.as_raw(), vecs as u16, opf) } {
-                Ok(c) => c,
-                Err(_) => {
-                    ok = false;
-                    break;
-                }
-            };
-            // SAFETY: A fresh bio of ours.
-            unsafe { (*child).bi_iter.bi_sector = sector + ((done_pages * PAGE_SIZE) as u64 >> 9) };
-            ok = fill(child, pg, done_pages, len, vecs);
-            // SAFETY: Both bios are ours and not submitted; the child ends
-            // into the parent, which completes after all its children.
-            unsafe { bindings::bio_chain(child, parent) };
-            if !ok {
-                // SAFETY: Chained: ending it counts it off the parent.
-                unsafe {
-                    (*child).bi_status = bindings::BLK_STS_RESOURCE;
-                    bindings::bio_endio(child);
-                }
-                break;
-            }
-            // SAFETY: Fully set up and chained.
-            unsafe { bindings::submit_bio(child) };
-            done_pages += vecs;
-        }
-        // SAFETY: The parent is set up (or failed: then it ends at once,
-        // after any child submitted, through the same completion).
+        // SAFETY: The record owns the pages until `finish`, which takes
+        // them only after the parent completed.
+        let pg: &[Page] = unsafe { (*rec).pages.assume_init_ref().pages() };
+        // SAFETY: As above, the pages outlive the I/O; the parent has its
+        // completion.
+        let filled = unsafe { chain.fill(pg) };
+        // SAFETY: The parent is set up (then it goes), or failed: then it
+        // ends now, once any child submitted has, through the same
+        // completion.
         unsafe {
-            if ok {
+            if filled == Filled::All {
                 bindings::submit_bio(parent);
             } else {
                 (*parent).bi_status = bindings::BLK_STS_RESOURCE;
@@ -284,19 +250,168 @@ impl Drop for AsyncIo {
     }
 }
 
+/// Reads `len` bytes at `sector` of `bdev` into `pages` (or writes them),
+/// waiting for completion; the I/O bypasses filters. A write has no FUA:
+/// completion says the device has the data, which is all a snapshot needs,
+/// since it does not survive a reboot.
+pub(crate) fn page_io(
+    bdev: &BdevFile,
+    sector: u64,
+    pages: &[Page],
+    len: usize,
+    write: bool,
+) -> Result {
+    let chain = PageChain::new(bdev, sector, pages.len(), len, write)?;
+    let parent = chain.parent();
+    // SAFETY: We wait for the parent below, and it completes after all its
+    // children: the pages outlive the I/O.
+    let filled = unsafe { chain.fill(pages) };
+    if filled == Filled::Nothing {
+        // SAFETY: Ours, never submitted, and no child ends into it.
+        unsafe { bindings::bio_put(parent) };
+        return Err(EIO);
+    }
+    // SAFETY: Set up, with its pages. An incomplete chain goes all the
+    // same, so that the wait covers the children already submitted.
+    let r = unsafe { submit_and_wait(parent) };
+    if filled == Filled::All {
+        r
+    } else {
+        Err(EIO)
+    }
+}
+
+/// How far [`PageChain::fill`] got.
+#[derive(PartialEq, Eq)]
+enum Filled {
+    /// Every page is in the parent or in a child, submitted.
+    All,
+    /// The parent has its pages, but a child failed: the I/O is incomplete.
+    Parent,
+    /// The parent did not take its pages, and no child was made.
+    Nothing,
+}
+
+/// A page I/O being built: its first bio (the parent), which ends when the
+/// parent and every child chained to it have ended.
+///
+/// # Invariants
+///
+/// `parent` is a fresh bio from the module's bio set, not submitted, with
+/// room for the first `min(npages, BIO_MAX_VECS)` pages of an I/O of `len`
+/// bytes (`npages` pages) at `sector` of `bdev`, with request flags `opf`.
+struct PageChain<'a> {
+    bdev: &'a BdevFile,
+    parent: *mut bindings::bio,
+    sector: u64,
+    len: usize,
+    npages: usize,
+    opf: u32,
+}
+
+impl<'a> PageChain<'a> {
+    /// Allocates the parent of an I/O of `len` bytes at `sector` of `bdev`,
+    /// from `have` pages; `EINVAL` if they are too few or `len` is 0.
+    fn new(bdev: &'a BdevFile, sector: u64, have: usize, len: usize, write: bool) -> Result<Self> {
+        let npages = len.div_ceil(PAGE_SIZE);
+        if npages == 0 || npages > have {
+            return Err(EINVAL);
+        }
+        let opf = if write {
+            bindings::req_op_REQ_OP_WRITE | bindings::REQ_SYNC
+        } else {
+            bindings::req_op_REQ_OP_READ
+        };
+        let vecs = npages.min(bindings::BIO_MAX_VECS as usize) as u16;
+        // SAFETY: `bdev` is open; the bio is ours.
+        let parent = unsafe { alloc_bio(bdev.as_raw(), vecs, opf)? };
+        // SAFETY: A fresh bio of ours.
+        unsafe { (*parent).bi_iter.bi_sector = sector };
+        // INVARIANT: as allocated above.
+        Ok(Self {
+            bdev,
+            parent,
+            sector,
+            len,
+            npages,
+            opf,
+        })
+    }
+
+    /// The parent, for its completion to be set and for it to be submitted
+    /// once [`PageChain::fill`] returns.
+    fn parent(&self) -> *mut bindings::bio {
+        self.parent
+    }
+
+    /// Adds the first pages to the parent and the others to children
+    /// chained to it, submitting each child as it is ready, and says how
+    /// far it got (a bio may fail to be had or to take its pages). The
+    /// parent is left for the caller to submit or end.
+    ///
+    /// # Safety
+    ///
+    /// `pages` (at least `npages` of them) stay allocated until the parent
+    /// completes, and the parent's completion is set.
+    unsafe fn fill(self, pages: &[Page]) -> Filled {
+        let max_vecs = bindings::BIO_MAX_VECS as usize;
+        let first = self.npages.min(max_vecs);
+        if !add_pages(self.parent, pages, 0, self.len, first) {
+            return Filled::Nothing;
+        }
+        let mut done = first;
+        while done < self.npages {
+            let vecs = (self.npages - done).min(max_vecs);
+            // SAFETY: `bdev` is open (it outlives us); the bio is ours.
+            let Ok(child) = (unsafe { alloc_bio(self.bdev.as_raw(), vecs as u16, self.opf) })
+            else {
+                return Filled::Parent;
+            };
+            let ok = add_pages(child, pages, done, self.len, vecs);
+            // SAFETY: Both bios are ours and not submitted (type invariant
+            // for the parent); the child ends into the parent, which
+            // completes after all its children.
+            unsafe {
+                (*child).bi_iter.bi_sector = self.sector + ((done * PAGE_SIZE) as u64 >> 9);
+                bindings::bio_chain(child, self.parent);
+            }
+            if !ok {
+                // SAFETY: Chained: ending it counts it off the parent.
+                unsafe {
+                    (*child).bi_status = bindings::BLK_STS_RESOURCE;
+                    bindings::bio_endio(child);
+                }
+                return Filled::Parent;
+            }
+            // SAFETY: Fully set up and chained; its pages outlive it (the
+            // caller's promise).
+            unsafe { bindings::submit_bio(child) };
+            done += vecs;
+        }
+        Filled::All
+    }
+}
+
 /// Adds the pages `pages[first..first + vecs]` of an I/O of `len` bytes to
 /// `bio`; `false` if the bio takes fewer.
-fn fill(bio: *mut bindings::bio, pages: &[Page], first: usize, len: usize, vecs: usize) -> bool {
+fn add_pages(
+    bio: *mut bindings::bio,
+    pages: &[Page],
+    first: usize,
+    len: usize,
+    vecs: usize,
+) -> bool {
+    let mut added = 0;
     for (i, p) in pages.iter().enumerate().skip(first).take(vecs) {
-        let n = (len - i * PAGE_SIZE).min(PAGE_SIZE);
-        // SAFETY: The bio is ours and not submitted; the page stays
-        // allocated until the I/O is collected (the record owns it).
-        let added = unsafe { bindings::bio_add_page(bio, p.as_ptr(), n as u32, 0) } as usize;
-        if added != n {
+        let n = len.saturating_sub(i * PAGE_SIZE).min(PAGE_SIZE);
+        // SAFETY: The bio is ours and not submitted; the caller keeps the
+        // page allocated until the I/O ends.
+        if unsafe { bindings::bio_add_page(bio, p.as_ptr(), n as u32, 0) } as usize != n {
             return false;
         }
+        added += 1;
     }
-    true
+    added == vecs
 }
 
 /// # Safety
@@ -315,22 +430,15 @@ unsafe extern "C" fn end_io<T: IoWaker>(bio: *mut bindings::bio) {
     };
     T::io_completed(waker);
     // The last touch of the module (see `wait_idle`).
-    let _rcu = rcu::read_lock();
-    RUNNING.fetch_sub(1, Ordering::AcqRel);
+    RUNNING.done();
 }
 
 /// Asynchronous I/Os whose completion has not yet returned.
-static RUNNING: AtomicUsize = AtomicUsize::new(0);
+static RUNNING: rcu::Running = rcu::Running::new();
 
 /// Waits until no completion of an asynchronous I/O is still running, in
 /// the module's code or in what its waker does (unload, once nothing
 /// starts I/O any more: then the wakers' queues may go). Process context.
 pub(crate) fn wait_idle() {
-    while RUNNING.load(Ordering::Acquire) != 0 {
-        // SAFETY: Sleeping is allowed: process context (documented above).
-        unsafe { bindings::msleep(1) };
-    }
-    // Each completion drops the count inside a read section: after the
-    // grace period, none is still in our code but for its return.
-    rcu::synchronize();
+    RUNNING.wait_idle();
 }
