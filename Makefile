@@ -57,7 +57,8 @@ install: tool
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
 		$(DESTDIR)$(PREFIX)/share/zsh/site-functions \
 		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
-	$(TOOL) generate man | gzip -9n >$(DESTDIR)$(PREFIX)/share/man/man8/blksnap.8.gz
+	$(TOOL) generate man --dir $(DESTDIR)$(PREFIX)/share/man/man8
+	gzip -9nf $(DESTDIR)$(PREFIX)/share/man/man8/blksnap*.8
 	$(TOOL) generate bash >$(DESTDIR)$(PREFIX)/share/bash-completion/completions/blksnap
 	$(TOOL) generate zsh >$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_blksnap
 	$(TOOL) generate fish >$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/blksnap.fish

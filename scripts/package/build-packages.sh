@@ -143,7 +143,9 @@ mkdir -p "$R/DEBIAN" "$R/usr/sbin" "$R/usr/share/man/man8" "$R/etc/modules-load.
 	"$R/usr/share/bash-completion/completions" "$R/usr/share/zsh/vendor-completions" \
 	"$R/usr/share/fish/vendor_completions.d"
 install -m 0755 -s "$TOOL" "$R/usr/sbin/blksnap"
-"$TOOL" generate man | gzip -9n >"$R/usr/share/man/man8/blksnap.8.gz"
+# A page per command (blksnap.8, blksnap-backup.8, blksnap-restore.8, ...).
+"$TOOL" generate man --dir "$R/usr/share/man/man8"
+gzip -9n "$R"/usr/share/man/man8/*.8
 "$TOOL" generate bash >"$R/usr/share/bash-completion/completions/blksnap"
 "$TOOL" generate zsh >"$R/usr/share/zsh/vendor-completions/_blksnap"
 "$TOOL" generate fish >"$R/usr/share/fish/vendor_completions.d/blksnap.fish"

@@ -185,7 +185,8 @@ refused "a direct build against $stock fails with blksnap's message" \
 rm -rf "$R/usr/src/blksnap-$VERSION/.tmp_versions" "$R/usr/src/blksnap-$VERSION"/*.o 2>/dev/null
 
 run "blksnap-tools installs" in_root sh -c 'dpkg -i /tmp/blksnap-tools_*.deb && blksnap --version'
-run "man page and completions installed" test -f "$R/usr/share/man/man8/blksnap.8.gz" \
+run "manual pages and completions installed" test -f "$R/usr/share/man/man8/blksnap.8.gz" \
+	-a -f "$R/usr/share/man/man8/blksnap-restore.8.gz" \
 	-a -f "$R/usr/share/bash-completion/completions/blksnap"
 
 # --- the VM -------------------------------------------------------------------

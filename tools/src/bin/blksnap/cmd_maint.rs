@@ -3,6 +3,8 @@
 //! `blksnap cleanup` (storage files left by a killed backup) and
 //! `blksnap generate` (manual page and shell completions).
 
+use std::path::Path;
+
 use clap::CommandFactory;
 
 use blksnap::ctl::Control;
@@ -46,22 +48,34 @@ pub(crate) fn cleanup(dir: &std::path::Path, destroy: bool) -> Result<(), Fail> 
     Ok(())
 }
 
-/// The manual page or the completions of one shell, on standard output.
-pub(crate) fn generate(what: &str) -> Result<(), Fail> {
+/// The manual page or the completions of one shell, on standard output;
+/// with `dir`, the manual pages of every command, there.
+pub(crate) fn generate(what: &str, dir: Option<&Path>) -> Result<(), Fail> {
     use clap_complete::Shell;
     use std::io::Write;
     let mut out = std::io::stdout();
     let mut cmd = Cli::command();
-    let shell = match what {
-        "man" => {
+    let shell = match (what, dir) {
+        ("man", Some(dir)) => {
+            let mut cmd = cmd.disable_help_subcommand(true);
+            cmd.build();
+            return man_pages(cmd, dir).map_err(|e| {
+                Fail(
+                    1,
+                    format!("writing the manual pages to {}: {e}", dir.display()),
+                )
+            });
+        }
+        ("man", None) => {
             return clap_mangen::Man::new(cmd)
                 .section("8")
                 .render(&mut out)
                 .map_err(|e| Fail(1, format!("writing the manual page: {e}")));
         }
-        "bash" => Shell::Bash,
-        "zsh" => Shell::Zsh,
-        "fish" => Shell::Fish,
+        (_, Some(_)) => return Err(Fail(2, "generate: --dir is for man only".into())),
+        ("bash", None) => Shell::Bash,
+        ("zsh", None) => Shell::Zsh,
+        ("fish", None) => Shell::Fish,
         _ => {
             return Err(Fail(
                 2,
@@ -74,4 +88,16 @@ pub(crate) fn generate(what: &str) -> Result<(), Fail> {
     clap_complete::generate(shell, &mut cmd, "blksnap", &mut buf);
     out.write_all(&buf)
         .map_err(|e| Fail(1, format!("writing the completions: {e}")))
+}
+
+/// Writes the page of `cmd` (built) and those of its visible subcommands,
+/// in section 8, to `dir`: `blksnap.8`, `blksnap-points.8`, ...
+fn man_pages(cmd: clap::Command, dir: &Path) -> std::io::Result<()> {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        man_pages(sub.clone(), dir)?;
+    }
+    let man = clap_mangen::Man::new(cmd).section("8");
+    let mut page = Vec::new();
+    man.render(&mut page)?;
+    std::fs::write(dir.join(man.get_filename()), page)
 }

@@ -110,11 +110,15 @@ enum Cmd {
         destroy: bool,
     },
     /// Write the manual page (man) or a shell's completions (bash, zsh,
-    /// fish) to standard output; used when packaging.
+    /// fish) to standard output; used when packaging. With --dir, man
+    /// writes there a page per command (blksnap.8, blksnap-backup.8, ...).
     #[command(hide = true)]
     Generate {
         /// man, bash, zsh or fish
         what: String,
+        /// Directory for the manual pages, one per command.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -208,7 +212,7 @@ fn run(cli: &Cli) -> Result<(), Fail> {
             storage_dir,
             destroy,
         } => cleanup(storage_dir, *destroy)?,
-        Cmd::Generate { what } => generate(what)?,
+        Cmd::Generate { what, dir } => generate(what, dir.as_deref())?,
     }
     Ok(())
 }
@@ -226,6 +230,28 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn manual_pages_cover_every_command() {
+        let dir = std::env::temp_dir().join(format!("blksnap-man-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(cmd_maint::generate("man", Some(&dir)).is_ok());
+        let page = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+        for sub in Cli::command()
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set())
+        {
+            let p = page(&format!("blksnap-{}.8", sub.get_name()));
+            assert!(p.starts_with(".ie"), "{}: not a page", sub.get_name());
+        }
+        assert!(page("blksnap.8").contains("restore"));
+        assert!(page("blksnap-backup.8").contains("keep"));
+        assert!(page("blksnap-restore.8").contains("point"));
+        assert!(page("blksnap-tracker-cbt.8").contains("DEVICE"));
+        assert!(!dir.join("blksnap-generate.8").exists());
+        assert!(!dir.join("blksnap-help.8").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
