@@ -75,13 +75,16 @@ truncate -s $((64 * 1024 * 1024 + 3 * 512)) "$OUT/disk7.img"
 # /dev/vdi: 128 MiB that discards and zeroes out in bios of at most 64
 # sectors, so that one 64 MiB discard is a chain of about 2,000 bios.
 truncate -s 128M "$OUT/disk8.img"
+# /dev/vdj: a small ext4 file system whose restore points points.sh makes.
+truncate -s 48M "$OUT/disk9.img"
+mkfs.ext4 -q -F "$OUT/disk9.img"
 
 # Every disk as an explicit virtio-blk-pci device, in this order, so that
 # the guest names them vda, vdb, ... as listed (QEMU would place -drive
 # if=virtio disks after -device ones).
 disks=()
 n=0
-for d in disk0 disk1 disk2 disk3 disk4 disk5:4k disk6:4k disk7 disk8:chain; do
+for d in disk0 disk1 disk2 disk3 disk4 disk5:4k disk6:4k disk7 disk8:chain disk9; do
 	dev="virtio-blk-pci,drive=d$n"
 	drive=
 	case "$d" in

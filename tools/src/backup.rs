@@ -369,6 +369,12 @@ pub fn run(
     if !opts.since.is_empty() && opts.since.len() != opts.devices.len() {
         return Err("an incremental backup needs one --since and one --generation for each device, in order".into());
     }
+    // One run at a time per target, held until this one ends.
+    let _locks = opts
+        .targets
+        .iter()
+        .map(|t| manifest::lock(t, opts.verify.is_none()))
+        .collect::<Result<Vec<_>, _>>()?;
     // Each device's chain: given, or from its target's manifest.
     let mut chains = Vec::new();
     let mut last_since = Vec::new();

@@ -88,6 +88,67 @@ pub fn path_for(target: &Path) -> Option<PathBuf> {
     Some(target.with_file_name(name))
 }
 
+/// A lock on a target, held while a run writes it ([`lock`]).
+#[derive(Debug)]
+pub struct TargetLock {
+    _file: Option<File>,
+}
+
+/// Locks `target` against other runs of the tool: `exclusive` for a
+/// backup, which writes it, shared for what only reads it (points,
+/// restore, verify). Fails at once, saying so, if a run that conflicts
+/// holds it. A file target's lock is the empty file `TARGET.blksnap.lock`
+/// beside it (created, never removed, so that no two runs can lock two
+/// different files of that name); a device target's is the device node.
+/// The lock goes with the process, however it ends.
+pub fn lock(target: &Path, exclusive: bool) -> Result<TargetLock, String> {
+    let path = match path_for(target) {
+        Some(_) => {
+            let mut name = target
+                .file_name()
+                .ok_or_else(|| format!("{}: not a file name", target.display()))?
+                .to_os_string();
+            name.push(".blksnap.lock");
+            target.with_file_name(name)
+        }
+        None => target.to_path_buf(),
+    };
+    let file = match OpenOptions::new()
+        .read(true)
+        .write(exclusive && path != target)
+        .create(exclusive && path != target)
+        .truncate(false)
+        .open(&path)
+    {
+        Ok(f) => f,
+        // No backup ever made one: none runs now (a read-only medium
+        // stays readable).
+        Err(e) if !exclusive && e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(TargetLock { _file: None })
+        }
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let how = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), how | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            format!(
+                "{}: another blksnap run is using it now (a backup writing it, or a restore or verify reading it); try again when it ends",
+                target.display()
+            )
+        } else {
+            format!("{}: {e}", path.display())
+        });
+    }
+    Ok(TargetLock { _file: Some(file) })
+}
+
 /// The manifest of `target`, if it has one.
 pub fn load(target: &Path) -> Result<Option<Manifest>, String> {
     let Some(path) = path_for(target) else {
@@ -160,6 +221,25 @@ pub fn now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_backup_at_a_time_and_no_read_during_it() {
+        let dir = std::env::temp_dir().join(format!("bs-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = dir.join("t.img");
+        // Nothing ran yet: reading needs no lock file.
+        assert!(lock(&t, false).is_ok());
+        let w = lock(&t, true).unwrap();
+        assert!(lock(&t, true).unwrap_err().contains("another blksnap run"));
+        assert!(lock(&t, false).is_err());
+        drop(w);
+        let r1 = lock(&t, false).unwrap();
+        let r2 = lock(&t, false).unwrap();
+        assert!(lock(&t, true).is_err());
+        drop((r1, r2));
+        assert!(lock(&t, true).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn sample() -> Manifest {
         Manifest {

@@ -16,9 +16,12 @@ use blksnap::util::{dev_to_string, human_bytes, json_str, parse_dev, utc_time};
 
 use crate::{log, Fail};
 
-fn manifest_of(target: &Path) -> Result<Manifest, Fail> {
+/// The manifest of `target`, which has points, and a shared lock on it
+/// (no backup writes it while the caller reads).
+fn manifest_of(target: &Path) -> Result<(Manifest, manifest::TargetLock), Fail> {
+    let lock = manifest::lock(target, false).map_err(|e| Fail(1, e))?;
     match manifest::load(target)? {
-        Some(m) if !m.points.is_empty() => Ok(m),
+        Some(m) if !m.points.is_empty() => Ok((m, lock)),
         Some(_) => Err(Fail(
             1,
             format!(
@@ -44,7 +47,7 @@ fn newest_oldest(m: &Manifest) -> (u32, u32) {
 
 /// `blksnap points TARGET`.
 pub(crate) fn list(target: &Path, json: bool) -> Result<(), Fail> {
-    let m = manifest_of(target)?;
+    let (m, _lock) = manifest_of(target)?;
     if json {
         let items: Vec<String> = m
             .points
@@ -112,7 +115,7 @@ fn in_use(dev: &str) -> Option<String> {
 
 /// `blksnap restore TARGET --point N --to PATH`.
 pub(crate) fn restore(target: &Path, point: u32, to: &PathBuf, force: bool) -> Result<(), Fail> {
-    let m = manifest_of(target)?;
+    let (m, _lock) = manifest_of(target)?;
     let (newest, oldest) = newest_oldest(&m);
     if point < oldest || point > newest {
         return Err(Fail(
@@ -186,7 +189,7 @@ pub(crate) fn restore(target: &Path, point: u32, to: &PathBuf, force: bool) -> R
 
 /// `blksnap verify TARGET`.
 pub(crate) fn verify(target: &Path) -> Result<(), Fail> {
-    let m = manifest_of(target)?;
+    let (m, _lock) = manifest_of(target)?;
     let (newest, oldest) = newest_oldest(&m);
     let pts = Points::new(target, m.capacity);
     if pts.delta_path(newest, true).exists() || pts.delta_path(newest, false).exists() {
