@@ -122,7 +122,7 @@ if find_splats "$OUT/console.log" >"$OUT/splats.txt"; then
 fi
 grep -q '^bench-exit: 0' "$OUT/results.log" || { say "the benchmark failed (see $OUT/results.log)"; exit 1; }
 
-machine="$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) cores, $(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1048576)) GiB; QEMU $(qemu-system-x86_64 --version | head -1 | awk '{print $4}') TCG, 1 vCPU (all the guest sees), 2 GiB"
+machine="$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) cores, $(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1048576)) GiB; QEMU $(qemu-system-x86_64 --version | head -1 | awk '{print $4}') TCG, 2 vCPUs, 2 GiB"
 if [ $smoke = 1 ]; then
 	python3 tests/bench/report.py --smoke "$OUT/results.log"
 elif [ -n "${BENCH_REF:-}" ]; then

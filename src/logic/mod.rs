@@ -12,6 +12,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod cbt;
+pub mod cbt_store;
 pub mod devices;
 pub mod events;
 pub mod fifo;

@@ -41,15 +41,15 @@ rnd() { echo $(($(od -An -tu2 -N2 /dev/urandom | tr -d ' ') % $1)); }
 now() { cut -d' ' -f1 /proc/uptime | tr -d .; }
 # change I: new files, a file grown, a block of another rewritten in place.
 change() {
-	dd if=/dev/urandom of=$FS/new.$1 bs=64K count=$((1 + $(rnd 8))) 2>/dev/null
+	dd if=/dev/urandom of=$FS/new.$1 bs=64K count=$((1 + $(rnd 4))) 2>/dev/null
 	dd if=/dev/urandom bs=4K count=4 2>/dev/null >>$FS/grown
-	dd if=/dev/urandom of=$FS/fixed bs=64K count=1 seek=$(rnd 32) conv=notrunc 2>/dev/null
+	dd if=/dev/urandom of=$FS/fixed bs=64K count=1 seek=$(rnd 16) conv=notrunc 2>/dev/null
 	sync
 }
 # restores TARGET POINT FILE: restores a point and prints its checksum.
 restores() { blksnap restore "$1" --point "$2" --to "$3" >/dev/null 2>>/tmp/points.log && sum "$3"; }
 
-dd if=/dev/urandom of=$FS/fixed bs=64K count=32 2>/dev/null
+dd if=/dev/urandom of=$FS/fixed bs=64K count=16 2>/dev/null
 dd if=/dev/urandom of=$FS/victim bs=64K count=8 2>/dev/null
 vsum=$(sum $FS/victim)
 sync
@@ -160,7 +160,13 @@ while [ $k -le 20 ]; do
 		tap_diag "kill $k (after $d cs): points $pb, newest $nb"
 		lost=$((lost + 1))
 	}
-	for n in $pb; do
+	# The newest point is the target itself; the two older ones are
+	# restored (each through the deltas after it).
+	[ "$(sum $B)" = "$(eval echo "\$sb_$nb")" ] || {
+		tap_diag "kill $k (after $d cs): the target is not point $nb as recorded"
+		lost=$((lost + 1))
+	}
+	for n in $((nb - 2)) $((nb - 1)); do
 		[ "$(restores $B $n $D/r.img)" = "$(eval echo "\$sb_$n")" ] || {
 			tap_diag "kill $k (after $d cs): point $n does not restore as recorded:"
 			tail -1 /tmp/points.log | sed 's/^/#   /'

@@ -15,6 +15,15 @@ tap_plan 61
 mkdir -p $D
 mount /dev/vdd $D || { tap_diag "cannot mount /dev/vdd"; }
 sum() { dd if="$1" bs=1M count="${2:-256}" 2>/dev/null | md5sum | cut -d' ' -f1; }
+# backup_taken TARGET LOG: a backup of /dev/vda into TARGET, started in
+# the background ($bp is the tool's pid); returns once LOG says its
+# snapshot is taken (or after 30 s).
+backup_taken() {
+	blksnap backup /dev/vda --target "$1" --storage-dir $D >/dev/null 2>"$2" &
+	bp=$!
+	n=0
+	while ! grep -q ' taken$' "$2" && [ $n -lt 300 ]; do n=$((n + 1)); sleep 0.1; done
+}
 # watched_snapshot LIMIT STEP LOG: a snapshot of /dev/vda ($id) that
 # `blksnap snapshot watch` ($wpid) supplies with storage, taken once the
 # watch has answered the first request.
@@ -166,10 +175,7 @@ check "point 4 is the target itself, as the device is" test "$(sum $D/full.img)"
 # A run killed at any moment (before, during or after its copy): the next
 # run undoes what it left and succeeds, and no point is lost.
 dd if=/dev/urandom of=/dev/vda bs=1M count=16 seek=120 oflag=direct 2>/dev/null
-blksnap backup /dev/vda --target $D/full.img --storage-dir $D >/dev/null 2>/tmp/kill2.log &
-bp=$!
-n=0
-while ! grep -q ' taken$' /tmp/kill2.log && [ $n -lt 300 ]; do n=$((n + 1)); sleep 0.1; done
+backup_taken $D/full.img /tmp/kill2.log
 sleep 1
 kill -KILL $bp
 wait $bp 2>/dev/null
@@ -231,10 +237,7 @@ echo 5000 >$P/diff_storage_wait_ms
 rm -f $D/cor.img $D/cor.img.blksnap.json
 
 # --- Ctrl-C during a backup -------------------------------------------------
-blksnap backup /dev/vda --target $D/int.img --storage-dir $D >/dev/null 2>/tmp/int.log &
-bp=$!
-n=0
-while ! grep -q ' taken$' /tmp/int.log && [ $n -lt 100 ]; do n=$((n + 1)); sleep 0.1; done
+backup_taken $D/int.img /tmp/int.log
 sleep 1
 kill -INT $bp
 wait $bp
@@ -247,10 +250,7 @@ sed 's/^/# /' /tmp/int.log
 rm -f $D/int.img
 
 # --- cleanup after a killed backup --------------------------------------------
-blksnap backup /dev/vda --target $D/kill.img --storage-dir $D >/dev/null 2>/tmp/kill.log &
-bp=$!
-n=0
-while ! grep -q ' taken$' /tmp/kill.log && [ $n -lt 100 ]; do n=$((n + 1)); sleep 0.1; done
+backup_taken $D/kill.img /tmp/kill.log
 kill -KILL $bp
 wait $bp 2>/dev/null
 out=$(blksnap cleanup --storage-dir $D)

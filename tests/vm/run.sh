@@ -76,7 +76,7 @@ truncate -s $((64 * 1024 * 1024 + 3 * 512)) "$OUT/disk7.img"
 # sectors, so that one 64 MiB discard is a chain of about 2,000 bios.
 truncate -s 128M "$OUT/disk8.img"
 # /dev/vdj: a small ext4 file system whose restore points points.sh makes.
-truncate -s 48M "$OUT/disk9.img"
+truncate -s 24M "$OUT/disk9.img"
 mkfs.ext4 -q -F "$OUT/disk9.img"
 
 # Every disk as an explicit virtio-blk-pci device, in this order, so that

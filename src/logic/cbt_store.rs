@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The two procedures of the CBT store, over any block I/O: a
+//! *checkpoint* writes both maps to the map slot that the header does not
+//! name, flushes, then writes a header that names them to the header block
+//! that does not hold the current one, and flushes again; an *attach* finds
+//! the header that counts, checks continuity and every map block, and hands
+//! the maps back. `persist.rs` has the format; the module gives these its
+//! page I/O, the host tests a store in memory that fails and tears writes.
+//! A store that fails any check is never used: the caller starts a new
+//! generation with the reason returned.
+
+use super::persist::{
+    continuity, newest, next_header_block, BlockHead, BlockKind, DeviceNow, Header, Layout, Reset,
+    StoreError, HEAD_BYTES, PAYLOAD, STORE_BLOCK,
+};
+
+/// A store's blocks, read and written whole ([`STORE_BLOCK`] bytes); each
+/// call says whether it succeeded.
+pub trait StoreIo {
+    /// Reads store block `block` into `buf`.
+    fn read(&mut self, block: u64, buf: &mut [u8]) -> bool;
+    /// Writes `buf` to store block `block`.
+    fn write(&mut self, block: u64, buf: &[u8]) -> bool;
+    /// Makes every write that has completed durable.
+    fn flush(&mut self) -> bool;
+}
+
+/// Why a checkpoint did not complete. The header that counted before it
+/// still counts (a checkpoint only ever writes where that one does not
+/// point), so the store stays as the last checkpoint left it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointError {
+    /// The store is too small for the maps, or a buffer for a block.
+    Invalid,
+    /// A read, write or flush of the store failed.
+    Io,
+}
+
+/// Bytes of map `snapshot` (the snapshot map if true, else the active
+/// one) from `offset` into `out`; how many (0 past the map's end).
+pub type ReadMap<'a> = dyn Fn(bool, usize, &mut [u8]) -> usize + 'a;
+
+/// Writes a checkpoint of the maps that `maps` reads: `next` is the header
+/// to write, but for its sequence numbers, map slot and intent epoch,
+/// which follow `current` (the header that counts and its block, `None`
+/// for a store being made). `buf` is one store block of scratch. Returns
+/// the header written and its block: the new current header.
+pub fn checkpoint(
+    io: &mut dyn StoreIo,
+    current: Option<(u8, Header)>,
+    mut next: Header,
+    maps: &ReadMap<'_>,
+    buf: &mut [u8],
+) -> Result<(u8, Header), CheckpointError> {
+    let buf = buf.get_mut(..STORE_BLOCK).ok_or(CheckpointError::Invalid)?;
+    let (seq, slot, epoch, block) = match current {
+        Some((b, h)) => (h.seq + 1, h.map_slot ^ 1, h.epoch + 1, next_header_block(b)),
+        None => (1, 0, 0, 0),
+    };
+    next.seq = seq;
+    next.map_slot = slot;
+    next.map_seq = seq;
+    next.epoch = epoch;
+    let layout = next.layout();
+    if layout.total() > next.store_blocks {
+        return Err(CheckpointError::Invalid);
+    }
+    for snapshot in [false, true] {
+        let kind = if snapshot {
+            BlockKind::SnapshotMap
+        } else {
+            BlockKind::ActiveMap
+        };
+        for i in 0..layout.map_blocks() {
+            let at = layout.map_block(slot, snapshot, i);
+            buf.fill(0);
+            if let Some(payload) = buf.get_mut(HEAD_BYTES..) {
+                maps(snapshot, i as usize * PAYLOAD, payload);
+            }
+            let head = BlockHead {
+                kind,
+                index: at as u32,
+                stamp: seq,
+            };
+            head.seal(buf).map_err(|_| CheckpointError::Invalid)?;
+            if !io.write(at, buf) {
+                return Err(CheckpointError::Io);
+            }
+        }
+    }
+    if !io.flush() {
+        return Err(CheckpointError::Io);
+    }
+    next.encode(buf).map_err(|_| CheckpointError::Invalid)?;
+    if !io.write(u64::from(block), buf) || !io.flush() {
+        return Err(CheckpointError::Io);
+    }
+    Ok((block, next))
+}
+
+/// Puts bytes into map `snapshot` (as [`ReadMap`]) from `offset`.
+pub type WriteMap<'a> = dyn FnMut(bool, usize, &[u8]) + 'a;
+
+/// Reads the store for a tracker attaching to the device as `now` says it
+/// is, from a store of `store_blocks` blocks. If the store may be taken
+/// up, every block of its maps is checked and handed to `maps` (the
+/// tracker's maps, zeroed; map bytes past the device's block count are
+/// not handed), and the header that counts and its block are returned;
+/// otherwise why a new generation starts. An unsealed store (a crash)
+/// passes here only in a later boot, and its intent region is then the
+/// caller's to replay.
+pub fn attach(
+    io: &mut dyn StoreIo,
+    store_blocks: u64,
+    now: &DeviceNow<'_>,
+    maps: &mut WriteMap<'_>,
+    buf: &mut [u8],
+) -> Result<(u8, Header), Reset> {
+    let buf = buf.get_mut(..STORE_BLOCK).ok_or(Reset::StoreDamaged)?;
+    let mut read_header = |b: u64, buf: &mut [u8]| {
+        if io.read(b, buf) {
+            Header::decode(buf)
+        } else {
+            Err(StoreError::Invalid)
+        }
+    };
+    let a = read_header(0, buf);
+    let b = read_header(1, buf);
+    let fresh = |r: &Result<Header, StoreError>| r == &Err(StoreError::NotAStore);
+    let (block, h) = match newest(a, b) {
+        Ok(x) => x,
+        // Neither copy has the magic: nothing was ever written here.
+        Err(_) if fresh(&a) && fresh(&b) => return Err(Reset::NewStore),
+        Err(_) => return Err(Reset::StoreDamaged),
+    };
+    if h.store_blocks > store_blocks {
+        // Cut shorter than it was made: its maps may be gone.
+        return Err(Reset::StoreDamaged);
+    }
+    continuity(&h, now)?;
+    let layout: Layout = h.layout();
+    let count = h.block_count as usize;
+    for snapshot in [false, true] {
+        let kind = if snapshot {
+            BlockKind::SnapshotMap
+        } else {
+            BlockKind::ActiveMap
+        };
+        for i in 0..layout.map_blocks() {
+            let at = layout.map_block(h.map_slot, snapshot, i);
+            let head = BlockHead {
+                kind,
+                index: at as u32,
+                stamp: h.map_seq,
+            };
+            if !io.read(at, buf) || head.check(buf).is_err() {
+                return Err(Reset::StoreDamaged);
+            }
+            let offset = i as usize * PAYLOAD;
+            let n = count.saturating_sub(offset).min(PAYLOAD);
+            if let Some(payload) = buf.get(HEAD_BYTES..HEAD_BYTES + n) {
+                maps(snapshot, offset, payload);
+            }
+        }
+    }
+    Ok((block, h))
+}
+
+#[cfg(test)]
+#[path = "tests/cbt_store.rs"]
+mod tests;

@@ -1,0 +1,267 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Host tests of `cbt_store.rs` (`cargo test` in `tools/`).
+
+use super::*;
+use crate::logic::persist::IDENTITY_BYTES;
+
+/// A store in memory. Writes go to a cache until a flush makes them
+/// durable; `crash` forgets what is not, and `fail_after` makes every
+/// write after that many fail.
+struct Mem {
+    durable: Vec<Vec<u8>>,
+    cache: Vec<(u64, Vec<u8>)>,
+    writes: usize,
+    fail_after: Option<usize>,
+}
+
+impl Mem {
+    fn new(blocks: u64) -> Self {
+        Self {
+            durable: vec![vec![0; STORE_BLOCK]; blocks as usize],
+            cache: Vec::new(),
+            writes: 0,
+            fail_after: None,
+        }
+    }
+
+    fn crash(&mut self) {
+        self.cache.clear();
+        self.fail_after = None;
+    }
+}
+
+impl StoreIo for Mem {
+    fn read(&mut self, block: u64, buf: &mut [u8]) -> bool {
+        let Some(d) = self.durable.get(block as usize) else {
+            return false;
+        };
+        buf[..STORE_BLOCK].copy_from_slice(d);
+        // What was written but not flushed reads back too.
+        for (b, data) in &self.cache {
+            if *b == block {
+                buf[..STORE_BLOCK].copy_from_slice(data);
+            }
+        }
+        true
+    }
+
+    fn write(&mut self, block: u64, buf: &[u8]) -> bool {
+        self.writes += 1;
+        if self.fail_after.is_some_and(|n| self.writes > n) || block as usize >= self.durable.len()
+        {
+            return false;
+        }
+        self.cache.push((block, buf[..STORE_BLOCK].to_vec()));
+        true
+    }
+
+    fn flush(&mut self) -> bool {
+        for (b, data) in self.cache.drain(..) {
+            self.durable[b as usize] = data;
+        }
+        true
+    }
+}
+
+const COUNT: u32 = 10_000;
+const SHIFT: u32 = 16;
+
+fn identity() -> [u8; IDENTITY_BYTES] {
+    let mut id = [0u8; IDENTITY_BYTES];
+    id[..5].copy_from_slice(b"WWN-1");
+    id
+}
+
+/// The header a tracker would write, for maps of `COUNT` blocks.
+fn header(store_blocks: u64, written: u64, clean: bool) -> Header {
+    Header {
+        seq: 0,
+        clean,
+        block_shift: SHIFT,
+        capacity: u64::from(COUNT) << (SHIFT - 9),
+        block_count: COUNT,
+        store_blocks,
+        generation: [9; 16],
+        previous: 3,
+        active: 4,
+        map_slot: 0,
+        map_seq: 0,
+        epoch: 0,
+        identity: identity(),
+        boot_id: [1; 16],
+        written,
+    }
+}
+
+/// A tracker's active and snapshot maps.
+type Maps = (Vec<u8>, Vec<u8>);
+
+fn maps(seed: u8) -> Maps {
+    let active = (0..COUNT).map(|i| ((i as u8) ^ seed) % 5).collect();
+    let snapshot = (0..COUNT).map(|i| ((i as u8) ^ seed) % 4).collect();
+    (active, snapshot)
+}
+
+fn write_maps(
+    io: &mut Mem,
+    current: Option<(u8, Header)>,
+    h: Header,
+    m: &Maps,
+) -> Result<(u8, Header), CheckpointError> {
+    let read = |snapshot: bool, off: usize, out: &mut [u8]| {
+        let src = if snapshot { &m.1 } else { &m.0 };
+        let n = src.len().saturating_sub(off).min(out.len());
+        out[..n].copy_from_slice(&src[off..off + n]);
+        n
+    };
+    checkpoint(io, current, h, &read, &mut vec![0; STORE_BLOCK])
+}
+
+fn read_maps(
+    io: &mut Mem,
+    blocks: u64,
+    now: &DeviceNow<'_>,
+) -> Result<((u8, Header), Maps), Reset> {
+    let mut got = (vec![0u8; COUNT as usize], vec![0u8; COUNT as usize]);
+    let mut put = |snapshot: bool, off: usize, data: &[u8]| {
+        let dst = if snapshot { &mut got.1 } else { &mut got.0 };
+        dst[off..off + data.len()].copy_from_slice(data);
+    };
+    let h = attach(io, blocks, now, &mut put, &mut vec![0; STORE_BLOCK])?;
+    Ok((h, got))
+}
+
+fn now<'a>(id: &'a [u8; IDENTITY_BYTES], boot: &'a [u8; 16], written: u64) -> DeviceNow<'a> {
+    DeviceNow {
+        capacity: u64::from(COUNT) << (SHIFT - 9),
+        block_shift: SHIFT,
+        identity: id,
+        boot_id: boot,
+        written,
+    }
+}
+
+#[test]
+fn a_sealed_store_gives_its_maps_back() {
+    let blocks = Layout::new(COUNT).total();
+    let mut io = Mem::new(blocks);
+    let id = identity();
+    assert_eq!(
+        read_maps(&mut io, blocks, &now(&id, &[1; 16], 0)).err(),
+        Some(Reset::NewStore)
+    );
+    let m1 = maps(1);
+    let c1 = write_maps(&mut io, None, header(blocks, 50, true), &m1).unwrap();
+    let (h, got) = read_maps(&mut io, blocks, &now(&id, &[1; 16], 50)).unwrap();
+    assert_eq!(h, c1);
+    assert!(got == m1);
+    assert_eq!((h.1.generation, h.1.previous, h.1.active), ([9; 16], 3, 4));
+    // A second checkpoint goes to the other slot and header block.
+    let m2 = maps(2);
+    let c2 = write_maps(&mut io, Some(c1), header(blocks, 70, true), &m2).unwrap();
+    assert_eq!((c2.0, c2.1.seq, c2.1.map_slot, c2.1.epoch), (1, 2, 1, 1));
+    let (h, got) = read_maps(&mut io, blocks, &now(&id, &[1; 16], 70)).unwrap();
+    assert_eq!(h, c2);
+    assert!(got == m2);
+    // A later boot, nothing written since the device appeared.
+    assert!(read_maps(&mut io, blocks, &now(&id, &[2; 16], 0)).is_ok());
+}
+
+#[test]
+fn what_continuity_refuses_is_never_read() {
+    let blocks = Layout::new(COUNT).total();
+    let mut io = Mem::new(blocks);
+    let id = identity();
+    write_maps(&mut io, None, header(blocks, 50, true), &maps(1)).unwrap();
+    // Written while untracked, in this boot and in the next.
+    let r = read_maps(&mut io, blocks, &now(&id, &[1; 16], 58));
+    assert_eq!(r.err(), Some(Reset::WrittenUntracked));
+    let r = read_maps(&mut io, blocks, &now(&id, &[2; 16], 8));
+    assert_eq!(r.err(), Some(Reset::WrittenUntracked));
+    let mut other = id;
+    other[0] ^= 1;
+    let r = read_maps(&mut io, blocks, &now(&other, &[1; 16], 50));
+    assert_eq!(r.err(), Some(Reset::OtherDevice));
+    // A store cut shorter than it was made.
+    let r = read_maps(&mut io, blocks - 1, &now(&id, &[1; 16], 50));
+    assert_eq!(r.err(), Some(Reset::StoreDamaged));
+    // Not sealed, in the boot that wrote it: writes after it are unknown.
+    let mut io = Mem::new(blocks);
+    write_maps(&mut io, None, header(blocks, 50, false), &maps(1)).unwrap();
+    let r = read_maps(&mut io, blocks, &now(&id, &[1; 16], 50));
+    assert_eq!(r.err(), Some(Reset::UncleanSameBoot));
+}
+
+#[test]
+fn any_damaged_byte_of_the_maps_is_found() {
+    let blocks = Layout::new(COUNT).total();
+    let id = identity();
+    let layout = Layout::new(COUNT);
+    let mut io = Mem::new(blocks);
+    let (_, h) = write_maps(&mut io, None, header(blocks, 50, true), &maps(1)).unwrap();
+    for snapshot in [false, true] {
+        for i in 0..layout.map_blocks() {
+            let at = layout.map_block(h.map_slot, snapshot, i) as usize;
+            for byte in [0, 5, HEAD_BYTES + 3, STORE_BLOCK - 1] {
+                let mut bad = Mem::new(blocks);
+                bad.durable = io.durable.clone();
+                bad.durable[at][byte] ^= 0x40;
+                let r = read_maps(&mut bad, blocks, &now(&id, &[1; 16], 50));
+                assert_eq!(r.err(), Some(Reset::StoreDamaged), "block {at} byte {byte}");
+            }
+        }
+    }
+    // Both headers damaged: nothing is trusted.
+    let mut bad = Mem::new(blocks);
+    bad.durable = io.durable.clone();
+    bad.durable[0][100] ^= 1;
+    bad.durable[1][0] = b'B';
+    let r = read_maps(&mut bad, blocks, &now(&id, &[1; 16], 50));
+    assert_eq!(r.err(), Some(Reset::StoreDamaged));
+}
+
+#[test]
+fn a_checkpoint_cut_short_leaves_the_previous_one() {
+    let blocks = Layout::new(COUNT).total();
+    let id = identity();
+    let m1 = maps(1);
+    let m2 = maps(2);
+    // Every moment of the second checkpoint: its writes fail from there
+    // on, then the power goes. The first checkpoint is what attach finds,
+    // or the second once its header is durable.
+    // Its writes: both maps' blocks and the header; one cut past them
+    // lets it complete.
+    let writes = 2 * Layout::new(COUNT).map_blocks() as usize + 1;
+    let mut completed = 0;
+    for cut in 0..=writes {
+        let mut io = Mem::new(blocks);
+        let c1 = write_maps(&mut io, None, header(blocks, 50, true), &m1).unwrap();
+        io.writes = 0;
+        io.fail_after = Some(cut);
+        let second = write_maps(&mut io, Some(c1), header(blocks, 50, true), &m2);
+        io.crash();
+        let (h, got) = read_maps(&mut io, blocks, &now(&id, &[1; 16], 50)).unwrap();
+        match second {
+            Ok(c2) => {
+                completed += 1;
+                assert_eq!(h, c2, "cut {cut}");
+                assert!(got == m2, "cut {cut}");
+            }
+            Err(e) => {
+                assert_eq!(e, CheckpointError::Io);
+                assert_eq!(h, c1, "cut {cut}");
+                assert!(got == m1, "cut {cut}");
+            }
+        }
+    }
+    assert_eq!(completed, 1);
+}
+
+#[test]
+fn a_store_too_small_is_refused() {
+    let blocks = Layout::new(COUNT).total();
+    let mut io = Mem::new(blocks);
+    let r = write_maps(&mut io, None, header(blocks - 1, 50, true), &maps(1));
+    assert_eq!(r.err(), Some(CheckpointError::Invalid));
+}
