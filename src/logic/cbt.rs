@@ -52,6 +52,8 @@ pub fn differs_bytes<M: PagedBytes>(bytes: usize) -> usize {
 pub enum CbtError {
     /// A map has fewer bytes than the geometry has blocks.
     MapTooSmall,
+    /// Stored maps and numbers that no tracker could have held.
+    Inconsistent,
 }
 
 /// The two maps of a tracker and its numbering.
@@ -339,6 +341,80 @@ impl<M: PagedBytes> Cbt<M> {
         self.previous_number = before.previous;
         self.active_number = before.active;
         true
+    }
+
+    /// Puts bytes that a CBT store kept into map `snapshot` (the snapshot
+    /// map if true, else the active one) of a fresh tracker, from byte
+    /// `offset`, before [`Cbt::adopt`]. The snapshot map's pages come from
+    /// `supply` where absent and something nonzero goes there; `false` if
+    /// it ran out (nothing is lost: the caller then starts afresh).
+    pub fn load_bytes(
+        &mut self,
+        snapshot: bool,
+        offset: usize,
+        bytes: &[u8],
+        supply: &mut dyn FnMut() -> Option<M::Page>,
+    ) -> bool {
+        let count = self.geometry.count() as usize;
+        let end = offset.saturating_add(bytes.len()).min(count);
+        let mut i = offset;
+        while i < end {
+            let page = i / M::PAGE;
+            let from = i % M::PAGE;
+            let to = (end - page * M::PAGE).min(M::PAGE);
+            let src = &bytes[i - offset..i - offset + (to - from)];
+            let map = if snapshot {
+                &mut self.snapshot
+            } else {
+                &mut self.active
+            };
+            if !map.present(page) {
+                if src.iter().all(|&b| b == 0) {
+                    i = (page + 1) * M::PAGE;
+                    continue;
+                }
+                match supply() {
+                    Some(p) => map.put(page, p),
+                    None => return false,
+                }
+            }
+            map.page_mut(page)[from..to].copy_from_slice(src);
+            i = (page + 1) * M::PAGE;
+        }
+        true
+    }
+
+    /// Goes on with the numbering a CBT store kept, once its maps are in
+    /// place ([`Cbt::load_bytes`]): the next incremental continues the
+    /// chain. Refused, with the tracker as it was, unless the maps are what
+    /// a tracker with these numbers holds (active bytes at most `active`,
+    /// snapshot bytes at most `previous`, `previous < active`): a store
+    /// that passed its checksums but says otherwise is not trusted.
+    pub fn adopt(
+        &mut self,
+        previous: u8,
+        active: u8,
+        generation: [u8; 16],
+    ) -> Result<(), CbtError> {
+        if active == 0 || previous >= active {
+            return Err(CbtError::Inconsistent);
+        }
+        let count = self.geometry.count() as usize;
+        let pages = pages_for::<M>(count);
+        for i in 0..pages {
+            let n = (count - i * M::PAGE).min(M::PAGE);
+            if self.active.page(i)[..n].iter().any(|&b| b > active)
+                || self.snapshot.page(i)[..n].iter().any(|&b| b > previous)
+            {
+                return Err(CbtError::Inconsistent);
+            }
+        }
+        self.previous_number = previous;
+        self.active_number = active;
+        self.generation = generation;
+        // Any page may differ: the next switch compares them all.
+        self.note_differs(0, count);
+        Ok(())
     }
 
     /// Copies snapshot map bytes from `offset` into `out`; returns how many

@@ -167,6 +167,66 @@ pub fn attach(
     Ok((block, h))
 }
 
+/// Sectors per store block.
+const BLOCK_SECTORS: u64 = (STORE_BLOCK / 512) as u64;
+
+/// Where a store's blocks lie on its device: the ranges user space gave
+/// (a file's extents, or a device range), in the order of the store's
+/// blocks.
+pub struct Extents<'a> {
+    ranges: &'a [(u64, u64)],
+    blocks: u64,
+}
+
+impl<'a> Extents<'a> {
+    /// The store over `ranges` (start sector, sector count) of a device of
+    /// `capacity` sectors. Each range must hold whole store blocks, lie on
+    /// the device and overlap no other: the store's writes must never land
+    /// on each other or on anything else. Quadratic in the number of
+    /// ranges, which the caller caps.
+    pub fn new(ranges: &'a [(u64, u64)], capacity: u64) -> Result<Self, StoreError> {
+        let mut blocks = 0u64;
+        for (k, &(start, count)) in ranges.iter().enumerate() {
+            let end = start.checked_add(count).ok_or(StoreError::Invalid)?;
+            if count == 0
+                || start % BLOCK_SECTORS != 0
+                || count % BLOCK_SECTORS != 0
+                || end > capacity
+            {
+                return Err(StoreError::Invalid);
+            }
+            let overlaps = ranges
+                .iter()
+                .skip(k + 1)
+                .any(|&(s, c)| s < end && start < s.saturating_add(c));
+            if overlaps {
+                return Err(StoreError::Invalid);
+            }
+            blocks += count / BLOCK_SECTORS;
+        }
+        Ok(Self { ranges, blocks })
+    }
+
+    /// Store blocks the ranges hold.
+    pub fn blocks(&self) -> u64 {
+        self.blocks
+    }
+
+    /// The device sector where store block `block` starts, if the store
+    /// has that block.
+    pub fn sector_of(&self, block: u64) -> Option<u64> {
+        let mut first = 0u64;
+        for &(start, count) in self.ranges {
+            let n = count / BLOCK_SECTORS;
+            if block < first + n {
+                return Some(start + (block - first) * BLOCK_SECTORS);
+            }
+            first += n;
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 #[path = "tests/cbt_store.rs"]
 mod tests;

@@ -366,3 +366,59 @@ fn a_failed_take_that_wrapped_keeps_its_new_generation() {
     assert_eq!(c.generation(), &[9; 16]);
     assert_eq!((c.previous_number(), c.active_number()), (255, 1));
 }
+
+#[test]
+fn a_stored_map_comes_back_and_the_chain_goes_on() {
+    // What a tracker held: two snapshots taken, then writes.
+    let mut was = cbt();
+    was.mark_write(0, 128);
+    assert!(was.switch(|| [8; 16], &mut plenty()));
+    was.mark_write(5 * 128, 300);
+    assert!(was.switch(|| [8; 16], &mut plenty()));
+    was.mark_write(19 * 128, 5);
+    let (act, snap) = (active(&was), snapshot(&was));
+    // A fresh tracker takes them up, block by block of any size.
+    let mut c = cbt();
+    for (i, piece) in act.chunks(3).enumerate() {
+        assert!(c.load_bytes(false, i * 3, piece, &mut plenty()));
+    }
+    for (i, piece) in snap.chunks(7).enumerate() {
+        assert!(c.load_bytes(true, i * 7, piece, &mut plenty()));
+    }
+    assert_eq!(c.adopt(2, 3, [7; 16]), Ok(()));
+    assert_eq!((active(&c), snapshot(&c)), (act.clone(), snap));
+    assert_eq!((c.previous_number(), c.active_number()), (2, 3));
+    // The next snapshot reports what changed since the last one.
+    assert!(c.switch(|| [9; 16], &mut plenty()));
+    let since_2: Vec<usize> = snapshot(&c)
+        .iter()
+        .enumerate()
+        .filter(|(_, &v)| v > 2)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(since_2, vec![19]);
+    assert_eq!(c.generation(), &[7; 16]);
+}
+
+#[test]
+fn stored_maps_no_tracker_could_hold_are_refused() {
+    let mut c = cbt();
+    assert!(c.load_bytes(false, 0, &[4, 0, 1], &mut plenty()));
+    // An active byte above the active number.
+    assert_eq!(c.adopt(2, 3, [7; 16]), Err(CbtError::Inconsistent));
+    assert_eq!(c.adopt(3, 3, [7; 16]), Err(CbtError::Inconsistent));
+    assert_eq!(c.adopt(0, 0, [7; 16]), Err(CbtError::Inconsistent));
+    assert_eq!((c.previous_number(), c.active_number()), (0, 1));
+    // A snapshot byte above the previous number.
+    let mut c = cbt();
+    assert!(c.load_bytes(true, 10, &[3], &mut plenty()));
+    assert_eq!(c.adopt(2, 3, [7; 16]), Err(CbtError::Inconsistent));
+    assert_eq!(c.adopt(3, 4, [7; 16]), Ok(()));
+    // Zeros need no snapshot page; other bytes do, and may run out.
+    let mut c = cbt();
+    assert!(c.load_bytes(true, 0, &[0; 20], &mut || None));
+    assert!(!c.load_bytes(true, 0, &[1], &mut || None));
+    // Bytes past the map's end are not taken.
+    assert!(c.load_bytes(false, 18, &[1, 1, 1, 1], &mut plenty()));
+    assert_eq!(active(&c).len(), 20);
+}

@@ -265,3 +265,37 @@ fn a_store_too_small_is_refused() {
     let r = write_maps(&mut io, None, header(blocks - 1, 50, true), &maps(1));
     assert_eq!(r.err(), Some(CheckpointError::Invalid));
 }
+
+#[test]
+fn extents_place_every_block_once() {
+    // A file in three extents, out of the device's order.
+    let ranges = [(800, 16), (8, 8), (4096, 24)];
+    let e = Extents::new(&ranges, 1 << 20).unwrap();
+    assert_eq!(e.blocks(), 6);
+    let at: Vec<Option<u64>> = (0..7).map(|b| e.sector_of(b)).collect();
+    assert_eq!(
+        at,
+        vec![
+            Some(800),
+            Some(808),
+            Some(8),
+            Some(4096),
+            Some(4104),
+            Some(4112),
+            None
+        ]
+    );
+    // Not whole blocks, empty, past the device, overlapping, overflowing.
+    for bad in [
+        &[(4, 8)][..],
+        &[(8, 4)],
+        &[(8, 0)],
+        &[(1 << 20, 8)],
+        &[(0, 16), (8, 8)],
+        &[(8, 8), (0, 16)],
+        &[(u64::MAX - 7, 8)],
+    ] {
+        assert!(Extents::new(bad, 1 << 20).is_err(), "{bad:?}");
+    }
+    assert!(Extents::new(&[(0, 8), (8, 8)], 16).is_ok());
+}
