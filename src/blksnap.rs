@@ -13,6 +13,9 @@
 use kernel::c_str;
 use kernel::prelude::*;
 
+// The CBT store's I/O, for the trackers' stores (next: the PERSIST ioctls).
+#[allow(dead_code)]
+mod cbt_store_io;
 mod ctl;
 mod diff_area;
 mod event_queue;

@@ -122,6 +122,14 @@ impl Bdev {
         // SAFETY: The device is valid (type invariant).
         unsafe { bindings::bdev_is_zoned(self.as_raw()) }
     }
+
+    /// Makes every write to the device that has completed durable (a
+    /// cache flush). Sleeps: process context only.
+    pub(crate) fn flush(&self) -> Result {
+        // SAFETY: The device is valid (type invariant); callers are in
+        // process context (documented above).
+        to_result(unsafe { bindings::blkdev_issue_flush(self.as_raw()) })
+    }
 }
 
 /// A block device held open, without an exclusive claim, through a file.

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Zeroed heap allocations of plain data.
+//! Zeroed heap allocations of plain data, vectors of made values, the
+//! NOIO allocation scope, and copies in and out of a page.
 
 use kernel::alloc::{flags::__GFP_ZERO, AllocError, Flags, KBox, KVec};
 use kernel::types::FromBytes;
@@ -70,4 +71,21 @@ pub(crate) fn zero_page_tail(page: &mut kernel::page::Page, from: usize) -> kern
     // SAFETY: `&mut` gives us the page alone, so no one reads or writes it
     // meanwhile; `fill_zero_raw` checks that the range lies in the page.
     unsafe { page.fill_zero_raw(from, len) }
+}
+
+/// Copies the first `dst.len()` bytes of `page` into `dst`; `EINVAL` if
+/// that is more than a page.
+pub(crate) fn copy_from_page(page: &kernel::page::Page, dst: &mut [u8]) -> kernel::error::Result {
+    // SAFETY: `dst` is valid for writes of its length and is not the page's
+    // memory (a shared borrow of the page cannot be a `&mut` into it);
+    // `read_raw` checks that the range lies in the page.
+    unsafe { page.read_raw(dst.as_mut_ptr(), 0, dst.len()) }
+}
+
+/// Copies `src` into the start of `page`; `EINVAL` if it is longer than a
+/// page.
+pub(crate) fn copy_to_page(page: &mut kernel::page::Page, src: &[u8]) -> kernel::error::Result {
+    // SAFETY: `&mut` gives us the page alone; `src` is valid for reads of
+    // its length; `write_raw` checks that the range lies in the page.
+    unsafe { page.write_raw(src.as_ptr(), 0, src.len()) }
 }
