@@ -13,8 +13,6 @@
 use kernel::c_str;
 use kernel::prelude::*;
 
-// The CBT store's I/O, for the trackers' stores (next: the PERSIST ioctls).
-#[allow(dead_code)]
 mod cbt_store_io;
 mod ctl;
 mod diff_area;
@@ -22,6 +20,7 @@ mod event_queue;
 #[allow(unsafe_code)]
 mod kernel_ext;
 mod logic;
+mod persist;
 mod slots;
 mod snapshot;
 mod storage;

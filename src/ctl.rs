@@ -26,7 +26,8 @@ use crate::kernel_ext::mem::zeroed_box;
 use crate::kernel_ext::misc::FileOperations;
 use crate::kernel_ext::page_io;
 use crate::kernel_ext::workqueue::WorkQueue;
-use crate::snapshot::{open_dev, ImageEnv, State};
+use crate::persist::{Store, MAX_RANGES as MAX_STORE_RANGES};
+use crate::snapshot::{open_dev, ImageEnv, Persisting, State};
 use crate::uapi;
 
 /// Most devices in one snapshot.
@@ -98,6 +99,16 @@ fn read_ranges(ptr: u64, count: u32) -> Result<KVVec<uapi::BlkSnapBlockRange>> {
     Ok(ranges)
 }
 
+/// [`read_ranges`] as `(start, count)` pairs of sectors.
+fn read_sector_pairs(ptr: u64, count: u32) -> Result<KVVec<(u64, u64)>> {
+    let ranges = read_ranges(ptr, count)?;
+    let mut pairs = KVVec::with_capacity(ranges.len(), GFP_KERNEL)?;
+    for r in ranges.iter() {
+        pairs.push((r.sector_offset, r.sector_count), GFP_KERNEL)?;
+    }
+    Ok(pairs)
+}
+
 fn dev_of(d: &uapi::BlkSnapDev) -> Result<DevT> {
     DevT::new(d.mj, d.mn).ok_or(ENODEV)
 }
@@ -119,7 +130,9 @@ impl Drop for Control {
     fn drop(&mut self) {
         // Unload: end every snapshot and tracker, then wait for the workers
         // before the queue and the image major go.
-        let all = self.state.lock().take_all();
+        let mut all = self.state.lock().take_all();
+        // Stores first, while their trackers still watch their devices.
+        all.seal_stores();
         drop(all);
         // No copy runs any more: the completions of the last ones queue
         // their final steps, and must have returned before the queues go.
@@ -209,6 +222,59 @@ impl Control {
         Ok(0)
     }
 
+    fn tracker_persist(&self, arg: usize) -> Result<isize> {
+        let mut req: uapi::BlkSnapTrackerPersist = read_arg(arg)?;
+        if req.reserved != [0; 6] || req.count == 0 || req.count as usize > MAX_STORE_RANGES {
+            return Err(EINVAL);
+        }
+        let dev = dev_of(&req.dev_id)?;
+        let store_dev = dev_of(&req.store_dev_id)?;
+        if store_dev.major() == self.major.major() {
+            return Err(EINVAL);
+        }
+        let ranges = read_sector_pairs(req.ranges, req.count)?;
+        let bdev = open_dev(store_dev, true)?;
+        self.state.lock().check_store_device(&bdev)?;
+        let store = Store::new(bdev, ranges, req.identity, req.boot_id)?;
+        // The store's I/O, without the state lock.
+        let p = Persisting::prepare(dev, store)?;
+        let (reset, tracker) = self.state.lock().persist(p, &self.pool)?;
+        let (_, _, previous, active, generation) = tracker.store_fields();
+        req.reset = reset;
+        req.previous = previous;
+        req.active = active;
+        req.generation.b = generation;
+        write_arg(arg, &req)?;
+        Ok(0)
+    }
+
+    fn tracker_detach(&self, arg: usize) -> Result<isize> {
+        let req: uapi::BlkSnapTrackerDetach = read_arg(arg)?;
+        if req.flags != 0 || req.reserved != 0 {
+            return Err(EINVAL);
+        }
+        let dev = dev_of(&req.dev_id)?;
+        let mut d = self.state.lock().detach_begin(dev)?;
+        // The seal's I/O, without the state lock.
+        if let Err(e) = d.seal() {
+            if self.state.lock().detach_undo(d).is_err() {
+                pr_warn!(
+                    "{}:{}: not sealed, and tracking ended\n",
+                    dev.major(),
+                    dev.minor()
+                );
+            }
+            return Err(if e == EINTR { EINTR } else { EIO });
+        }
+        drop(d);
+        pr_info!(
+            "stopped tracking {}:{}, its store sealed\n",
+            dev.major(),
+            dev.minor()
+        );
+        Ok(0)
+    }
+
     fn tracker_collect(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::BlkSnapTrackerCollect = read_arg(arg)?;
         // Only reads: trackers of devices that went away are not listed,
@@ -286,12 +352,7 @@ impl Control {
         if dev.major() == self.major.major() {
             return Err(EINVAL);
         }
-        let ranges = read_ranges(req.ranges, req.count)?;
-        let mut pairs = KVVec::with_capacity(ranges.len(), GFP_KERNEL)?;
-        for r in ranges.iter() {
-            pairs.push((r.sector_offset, r.sector_count), GFP_KERNEL)?;
-        }
-        drop(ranges);
+        let mut pairs = read_sector_pairs(req.ranges, req.count)?;
         let bdev = Arc::new(open_dev(dev, true)?, GFP_KERNEL)?;
         // The same ranges in whole-disk sectors, for the module-wide overlap
         // check: storage given through a disk and through its partition, or
@@ -394,6 +455,8 @@ impl FileOperations for Control {
                 | uapi::IOCTL_BLK_SNAP_SNAPSHOT_COLLECT
                 | uapi::IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES
                 | uapi::IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT
+                | uapi::IOCTL_BLK_SNAP_TRACKER_PERSIST
+                | uapi::IOCTL_BLK_SNAP_TRACKER_DETACH
         );
         if !known {
             return Err(ENOTTY);
@@ -414,6 +477,8 @@ impl FileOperations for Control {
             uapi::IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE => self.snapshot_append_storage(arg),
             uapi::IOCTL_BLK_SNAP_SNAPSHOT_TAKE => self.snapshot_take(arg),
             uapi::IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES => self.snapshot_collect_images(arg),
+            uapi::IOCTL_BLK_SNAP_TRACKER_PERSIST => self.tracker_persist(arg),
+            uapi::IOCTL_BLK_SNAP_TRACKER_DETACH => self.tracker_detach(arg),
             _ => Err(ENOTTY),
         }
     }

@@ -57,6 +57,11 @@ impl PageMap {
     }
 }
 
+/// One zeroed map page (a snapshot map page taken up from a CBT store).
+pub(crate) fn map_page() -> Option<MapPage> {
+    zeroed_box(GFP_KERNEL).ok()
+}
+
 /// `n` zeroed map pages, allocated without I/O (TAKE holds the device's
 /// writes meanwhile, and image writes run in the I/O path).
 fn map_pages(n: usize) -> Result<KVec<MapPage>> {
@@ -110,7 +115,11 @@ fn tracking_geometry(capacity: u64) -> Result<Geometry> {
 }
 
 /// A new CBT for a device of `capacity` sectors.
-fn new_cbt(capacity: u64) -> Result<Cbt<PageMap>> {
+/// The maps of a tracker.
+pub(crate) type TrackerCbt = Cbt<PageMap>;
+
+/// Fresh maps, in a new generation, for a device of `capacity` sectors.
+pub(crate) fn new_cbt(capacity: u64) -> Result<TrackerCbt> {
     let g = tracking_geometry(capacity)?;
     let bytes = g.count() as usize;
     Cbt::new(
@@ -199,6 +208,16 @@ impl Tracker {
     /// The filter counts the writes it lets through with records of `pool`.
     pub(crate) fn new(bdev: BdevRef, pool: Arc<WatchPool>) -> Result<Arc<Self>> {
         let cbt = new_cbt(bdev.nr_sectors())?;
+        Self::with_cbt(bdev, pool, cbt)
+    }
+
+    /// A tracker for `bdev` that goes on with `cbt` (maps taken up from a
+    /// CBT store, made by [`new_cbt`] for this device).
+    pub(crate) fn with_cbt(
+        bdev: BdevRef,
+        pool: Arc<WatchPool>,
+        cbt: TrackerCbt,
+    ) -> Result<Arc<Self>> {
         let inflight = InFlight::new()?;
         Arc::pin_init(
             pin_init!(Self {
@@ -237,6 +256,42 @@ impl Tracker {
             .lock()
             .as_ref()
             .map(|b| b.nr_sectors())
+            .ok_or(ENODEV)
+    }
+
+    /// Bytes of the active map (`snapshot` false) or the snapshot map from
+    /// `offset` into `out`; how many (0 past the end). For the checkpoints
+    /// of a CBT store.
+    pub(crate) fn read_either_map(&self, snapshot: bool, offset: usize, out: &mut [u8]) -> usize {
+        let st = self.cbt.lock();
+        if snapshot {
+            st.cbt.read_snapshot(offset, out)
+        } else {
+            st.cbt.read_active(offset, out)
+        }
+    }
+
+    /// What a CBT store's header records of the maps: the tracking block
+    /// shift and count, and the numbering.
+    pub(crate) fn store_fields(&self) -> (u32, u32, u8, u8, [u8; 16]) {
+        let st = self.cbt.lock();
+        let g = st.cbt.geometry();
+        (
+            g.shift(),
+            g.count(),
+            st.cbt.previous_number(),
+            st.cbt.active_number(),
+            *st.cbt.generation(),
+        )
+    }
+
+    /// The device's size and the sectors written to it since it appeared;
+    /// `ENODEV` once it went away.
+    pub(crate) fn size_and_written(&self) -> Result<(u64, u64)> {
+        self.bdev
+            .lock()
+            .as_ref()
+            .map(|b| (b.nr_sectors(), b.sectors_written()))
             .ok_or(ENODEV)
     }
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The blksnap user-space ABI, mirrored from `include/uapi/linux/blksnap.h`.
+//! The blksnap user-space ABI, mirrored from `include/uapi/linux/blksnap.h`
+//! and its extensions in `include/uapi/linux/blksnap-persist.h`.
 //!
 //! This file is the only place in Rust where the ABI's numbers and layouts are
 //! written down. It uses `core` alone, so that the kernel module and the
@@ -274,6 +275,73 @@ pub struct BlkSnapEventCorrupted {
     pub err_code: i32,
 }
 
+// --- Extensions: include/uapi/linux/blksnap-persist.h -----------------------
+
+/// Command numbers of the extensions, after the seed's last.
+pub mod nr_persist {
+    pub const TRACKER_PERSIST: u8 = 12;
+    pub const TRACKER_DETACH: u8 = 13;
+}
+
+/// `BLK_SNAP_PERSIST_IDENTITY_SIZE`.
+pub const BLK_SNAP_PERSIST_IDENTITY_SIZE: usize = 64;
+/// `blk_snap_persist_in_memory`: the device was tracked already.
+pub const BLK_SNAP_PERSIST_IN_MEMORY: u32 = 8;
+
+/// `_IOWR(BLK_SNAP, nr, T)`.
+const fn iowr<T>(nr: u8) -> u32 {
+    ioc(IOC_READ | IOC_WRITE, nr, size_of::<T>())
+}
+
+pub const IOCTL_BLK_SNAP_TRACKER_PERSIST: u32 =
+    iowr::<BlkSnapTrackerPersist>(nr_persist::TRACKER_PERSIST);
+pub const IOCTL_BLK_SNAP_TRACKER_DETACH: u32 =
+    iow::<BlkSnapTrackerDetach>(nr_persist::TRACKER_DETACH);
+
+/// `struct blk_snap_tracker_persist`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlkSnapTrackerPersist {
+    pub dev_id: BlkSnapDev,
+    pub store_dev_id: BlkSnapDev,
+    pub count: u32,
+    pub reset: u32,
+    pub ranges: u64,
+    pub identity: [u8; BLK_SNAP_PERSIST_IDENTITY_SIZE],
+    pub boot_id: [u8; 16],
+    pub generation: BlkSnapUuid,
+    pub previous: u8,
+    pub active: u8,
+    pub reserved: [u8; 6],
+}
+
+impl Default for BlkSnapTrackerPersist {
+    fn default() -> Self {
+        Self {
+            dev_id: BlkSnapDev::default(),
+            store_dev_id: BlkSnapDev::default(),
+            count: 0,
+            reset: 0,
+            ranges: 0,
+            identity: [0; BLK_SNAP_PERSIST_IDENTITY_SIZE],
+            boot_id: [0; 16],
+            generation: BlkSnapUuid::default(),
+            previous: 0,
+            active: 0,
+            reserved: [0; 6],
+        }
+    }
+}
+
+/// `struct blk_snap_tracker_detach`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlkSnapTrackerDetach {
+    pub dev_id: BlkSnapDev,
+    pub flags: u32,
+    pub reserved: u32,
+}
+
 /// Expands `$m!(Type)` for every ABI structure: for code that must treat
 /// all of them alike (byte-view trait impls, layout reports).
 #[macro_export]
@@ -298,6 +366,8 @@ macro_rules! for_each_uapi_struct {
         $m!(BlkSnapSnapshotEvent);
         $m!(BlkSnapEventLowFreeSpace);
         $m!(BlkSnapEventCorrupted);
+        $m!(BlkSnapTrackerPersist);
+        $m!(BlkSnapTrackerDetach);
     };
 }
 
@@ -333,6 +403,10 @@ assert_layout!(BlkSnapSnapshotEvent, size 4096, id @ 0, timeout_ms @ 16, code @ 
     time_label @ 24, data @ 32);
 assert_layout!(BlkSnapEventLowFreeSpace, size 8, requested_nr_sect @ 0);
 assert_layout!(BlkSnapEventCorrupted, size 12, orig_dev_id @ 0, err_code @ 8);
+assert_layout!(BlkSnapTrackerPersist, size 136, dev_id @ 0, store_dev_id @ 8, count @ 16,
+    reset @ 20, ranges @ 24, identity @ 32, boot_id @ 96, generation @ 112, previous @ 128,
+    active @ 129, reserved @ 130);
+assert_layout!(BlkSnapTrackerDetach, size 16, dev_id @ 0, flags @ 8, reserved @ 12);
 
 // The numbers the contract lists for x86_64.
 const _: () = {
@@ -348,4 +422,7 @@ const _: () = {
     assert!(IOCTL_BLK_SNAP_SNAPSHOT_COLLECT == 0x4010_5609);
     assert!(IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES == 0x4020_560a);
     assert!(IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT == 0x5000_560b);
+    // blksnap-persist.h (tests/abi/check.sh checks the C side).
+    assert!(IOCTL_BLK_SNAP_TRACKER_PERSIST == 0xc088_560c);
+    assert!(IOCTL_BLK_SNAP_TRACKER_DETACH == 0x4010_560d);
 };

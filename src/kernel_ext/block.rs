@@ -123,6 +123,14 @@ impl Bdev {
         unsafe { bindings::bdev_is_zoned(self.as_raw()) }
     }
 
+    /// Sectors written to the device since it appeared (its I/O
+    /// statistics, which nothing resets while the device lives; a disk's
+    /// count includes its partitions').
+    pub(crate) fn sectors_written(&self) -> u64 {
+        // SAFETY: The device is valid (type invariant).
+        unsafe { bindings::bdev_sectors_written(self.as_raw()) }
+    }
+
     /// Makes every write to the device that has completed durable (a
     /// cache flush). Sleeps: process context only.
     pub(crate) fn flush(&self) -> Result {

@@ -37,6 +37,21 @@ pub enum CheckpointError {
     Io,
 }
 
+/// The blocks of both maps in map slot `slot`, active map first: whether
+/// of the snapshot map, their kind, their index in the map and their
+/// place in the store.
+fn map_blocks(layout: &Layout, slot: u8) -> impl Iterator<Item = (bool, BlockKind, u32, u64)> + '_ {
+    [false, true].into_iter().flat_map(move |snapshot| {
+        let kind = if snapshot {
+            BlockKind::SnapshotMap
+        } else {
+            BlockKind::ActiveMap
+        };
+        (0..layout.map_blocks())
+            .map(move |i| (snapshot, kind, i, layout.map_block(slot, snapshot, i)))
+    })
+}
+
 /// Bytes of map `snapshot` (the snapshot map if true, else the active
 /// one) from `offset` into `out`; how many (0 past the map's end).
 pub type ReadMap<'a> = dyn Fn(bool, usize, &mut [u8]) -> usize + 'a;
@@ -66,27 +81,19 @@ pub fn checkpoint(
     if layout.total() > next.store_blocks {
         return Err(CheckpointError::Invalid);
     }
-    for snapshot in [false, true] {
-        let kind = if snapshot {
-            BlockKind::SnapshotMap
-        } else {
-            BlockKind::ActiveMap
+    for (snapshot, kind, i, at) in map_blocks(&layout, slot) {
+        buf.fill(0);
+        if let Some(payload) = buf.get_mut(HEAD_BYTES..) {
+            maps(snapshot, i as usize * PAYLOAD, payload);
+        }
+        let head = BlockHead {
+            kind,
+            index: at as u32,
+            stamp: seq,
         };
-        for i in 0..layout.map_blocks() {
-            let at = layout.map_block(slot, snapshot, i);
-            buf.fill(0);
-            if let Some(payload) = buf.get_mut(HEAD_BYTES..) {
-                maps(snapshot, i as usize * PAYLOAD, payload);
-            }
-            let head = BlockHead {
-                kind,
-                index: at as u32,
-                stamp: seq,
-            };
-            head.seal(buf).map_err(|_| CheckpointError::Invalid)?;
-            if !io.write(at, buf) {
-                return Err(CheckpointError::Io);
-            }
+        head.seal(buf).map_err(|_| CheckpointError::Invalid)?;
+        if !io.write(at, buf) {
+            return Err(CheckpointError::Io);
         }
     }
     if !io.flush() {
@@ -141,30 +148,39 @@ pub fn attach(
     continuity(&h, now)?;
     let layout: Layout = h.layout();
     let count = h.block_count as usize;
-    for snapshot in [false, true] {
-        let kind = if snapshot {
-            BlockKind::SnapshotMap
-        } else {
-            BlockKind::ActiveMap
+    for (snapshot, kind, i, at) in map_blocks(&layout, h.map_slot) {
+        let head = BlockHead {
+            kind,
+            index: at as u32,
+            stamp: h.map_seq,
         };
-        for i in 0..layout.map_blocks() {
-            let at = layout.map_block(h.map_slot, snapshot, i);
-            let head = BlockHead {
-                kind,
-                index: at as u32,
-                stamp: h.map_seq,
-            };
-            if !io.read(at, buf) || head.check(buf).is_err() {
-                return Err(Reset::StoreDamaged);
-            }
-            let offset = i as usize * PAYLOAD;
-            let n = count.saturating_sub(offset).min(PAYLOAD);
-            if let Some(payload) = buf.get(HEAD_BYTES..HEAD_BYTES + n) {
-                maps(snapshot, offset, payload);
-            }
+        if !io.read(at, buf) || head.check(buf).is_err() {
+            return Err(Reset::StoreDamaged);
+        }
+        let offset = i as usize * PAYLOAD;
+        let n = count.saturating_sub(offset).min(PAYLOAD);
+        if let Some(payload) = buf.get(HEAD_BYTES..HEAD_BYTES + n) {
+            maps(snapshot, offset, payload);
         }
     }
     Ok((block, h))
+}
+
+/// The header that counts and its block, if either copy is valid: where
+/// the next checkpoint follows on after an attach that refused the store
+/// (its sequence must pass every header still there).
+pub fn current_header(io: &mut dyn StoreIo, buf: &mut [u8]) -> Option<(u8, Header)> {
+    let buf = buf.get_mut(..STORE_BLOCK)?;
+    let mut read = |b: u64| {
+        if io.read(b, buf) {
+            Header::decode(buf)
+        } else {
+            Err(StoreError::Invalid)
+        }
+    };
+    let a = read(0);
+    let b = read(1);
+    newest(a, b).ok()
 }
 
 /// Sectors per store block.

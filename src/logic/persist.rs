@@ -460,8 +460,25 @@ impl Reset {
             Reset::Resized => "the device's size changed",
             Reset::BlockSize => "the tracking block size changed",
             Reset::WrittenUntracked => "the device was written while untracked",
-            Reset::UncleanSameBoot => "tracking stopped without a seal in this boot",
+            Reset::UncleanSameBoot => {
+                "tracking stopped without sealing the store (a crash, or a removal without detach)"
+            }
         }
+    }
+
+    /// The reason numbered `n` (as the ABI reports it), if there is one.
+    pub fn from_number(n: u32) -> Option<Self> {
+        [
+            Reset::NewStore,
+            Reset::StoreDamaged,
+            Reset::OtherDevice,
+            Reset::Resized,
+            Reset::BlockSize,
+            Reset::WrittenUntracked,
+            Reset::UncleanSameBoot,
+        ]
+        .into_iter()
+        .find(|r| *r as u32 == n)
     }
 }
 

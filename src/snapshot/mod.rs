@@ -22,11 +22,14 @@ use crate::kernel_ext::random::random_uuid;
 use crate::kernel_ext::shrinker::Shrinker;
 use crate::logic::devices::{disk_and_partition, shares_blocks};
 use crate::logic::events::Event;
+use crate::persist::Store;
 use crate::slots::Slots;
 use crate::storage::Storage;
 use crate::tracker::Tracker;
 
+mod persist;
 mod take;
+pub(crate) use persist::Persisting;
 pub(crate) use take::ImageEnv;
 
 /// `EINVAL` if storage on `bdev` would reach one of `devs`, devices of a
@@ -38,6 +41,24 @@ pub(crate) use take::ImageEnv;
 /// those of a file deleted since, which the image must still show.
 /// `devs` pairs each device with its whole disk.
 fn refuse_storage_under(bdev: &BdevFile, devs: &[(DevT, DevT)]) -> Result {
+    if let Some(d) = reached(bdev, devs)? {
+        pr_err!(
+            "storage on {}:{} reaches {}:{}, a device of the taken snapshot: \
+             append such storage before TAKE\n",
+            bdev.dev().major(),
+            bdev.dev().minor(),
+            d.major(),
+            d.minor()
+        );
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+/// The first of `devs` (each with its whole disk) that I/O to `bdev`
+/// reaches: itself, through a disk and its partition, or through the
+/// devices `bdev` is built on.
+fn reached(bdev: &BdevFile, devs: &[(DevT, DevT)]) -> Result<Option<DevT>> {
     let lower = bdev.lower_devices()?;
     let mut wholes = KVec::with_capacity(lower.len() + 1, GFP_KERNEL)?;
     wholes.push((bdev.dev(), bdev.whole_dev()), GFP_KERNEL)?;
@@ -50,19 +71,11 @@ fn refuse_storage_under(bdev: &BdevFile, devs: &[(DevT, DevT)]) -> Result {
     for &s in wholes.iter() {
         for &(d, d_whole) in devs.iter() {
             if shares_blocks(s, (d, d_whole)) {
-                pr_err!(
-                    "storage on {}:{} reaches {}:{}, a device of the taken snapshot: \
-                     append such storage before TAKE\n",
-                    bdev.dev().major(),
-                    bdev.dev().minor(),
-                    d.major(),
-                    d.minor()
-                );
-                return Err(EINVAL);
+                return Ok(Some(d));
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Opens device `dev`: `ENODEV` if there is none (whatever the block layer
@@ -86,6 +99,8 @@ struct TrackerEntry {
     _filter: Attached<Tracker>,
     /// The snapshot the device is in.
     snapshot: Option<[u8; 16]>,
+    /// Its CBT store, sealed when the tracker is detached.
+    store: Option<Store>,
 }
 
 /// A device of a taken snapshot: its copy-on-write state and its image.
@@ -469,6 +484,7 @@ fn attach_all(fresh: KVec<BdevFile>, pool: &Arc<WatchPool>) -> Result<KVec<Track
                 tracker,
                 _filter: filter,
                 snapshot: None,
+                store: None,
             },
             GFP_KERNEL,
         )?;

@@ -32,3 +32,14 @@ fi
 # Our header stands alone in C and C++ user space.
 echo '#include <linux/blksnap.h>' | gcc -x c -std=c11 -Wall -Werror -I"$top/include/uapi" -fsyntax-only -
 echo '#include <linux/blksnap.h>' | g++ -x c++ -std=c++11 -Wall -Werror -I"$top/include/uapi" -fsyntax-only -
+# The extensions' header: the sizes and numbers the Rust mirror asserts.
+cat >"$out/persist.c" <<'EOF'
+#include <linux/blksnap-persist.h>
+_Static_assert(sizeof(struct blk_snap_tracker_persist) == 136, "persist size");
+_Static_assert(__builtin_offsetof(struct blk_snap_tracker_persist, generation) == 112, "generation");
+_Static_assert(sizeof(struct blk_snap_tracker_detach) == 16, "detach size");
+_Static_assert(IOCTL_BLK_SNAP_TRACKER_PERSIST == 0xc088560c, "persist number");
+_Static_assert(IOCTL_BLK_SNAP_TRACKER_DETACH == 0x4010560d, "detach number");
+EOF
+gcc -x c -std=c11 -Wall -Werror -I"$top/include/uapi" -fsyntax-only "$out/persist.c"
+echo '#include <linux/blksnap-persist.h>' | g++ -x c++ -std=c++11 -Wall -Werror -I"$top/include/uapi" -fsyntax-only -

@@ -346,6 +346,39 @@ impl Control {
             .map(|_| ())
     }
 
+    /// IOCTL_BLK_SNAP_TRACKER_PERSIST: attaches a CBT store at `ranges`
+    /// of `store_dev` to `dev`; the answer says how tracking goes on.
+    pub fn tracker_persist(
+        &self,
+        dev: BlkSnapDev,
+        store_dev: BlkSnapDev,
+        ranges: &[BlkSnapBlockRange],
+        identity: &[u8; BLK_SNAP_PERSIST_IDENTITY_SIZE],
+        boot_id: &[u8; 16],
+    ) -> Result<BlkSnapTrackerPersist, CtlError> {
+        let mut arg = BlkSnapTrackerPersist {
+            dev_id: dev,
+            store_dev_id: store_dev,
+            count: ranges.len() as u32,
+            ranges: ranges.as_ptr() as u64,
+            identity: *identity,
+            boot_id: *boot_id,
+            ..Default::default()
+        };
+        self.ioctl("TRACKER_PERSIST", IOCTL_BLK_SNAP_TRACKER_PERSIST, &mut arg)?;
+        Ok(arg)
+    }
+
+    /// IOCTL_BLK_SNAP_TRACKER_DETACH: seals the store, stops tracking.
+    pub fn tracker_detach(&self, dev: BlkSnapDev) -> Result<(), CtlError> {
+        let mut arg = BlkSnapTrackerDetach {
+            dev_id: dev,
+            ..Default::default()
+        };
+        self.ioctl("TRACKER_DETACH", IOCTL_BLK_SNAP_TRACKER_DETACH, &mut arg)
+            .map(|_| ())
+    }
+
     /// IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP, the whole map.
     pub fn read_cbt_map(&self, dev: BlkSnapDev, len: u32) -> Result<Vec<u8>, CtlError> {
         let mut map = vec![0u8; len as usize];

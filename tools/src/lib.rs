@@ -14,6 +14,7 @@ pub mod backup;
 pub mod ctl;
 pub mod fiemap;
 pub mod manifest;
+pub mod persist;
 pub mod points;
 pub mod storage;
 pub mod util;

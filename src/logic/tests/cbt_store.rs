@@ -259,6 +259,31 @@ fn a_checkpoint_cut_short_leaves_the_previous_one() {
 }
 
 #[test]
+fn after_a_refused_attach_the_next_checkpoint_counts() {
+    let blocks = Layout::new(COUNT).total();
+    let id = identity();
+    let mut io = Mem::new(blocks);
+    let mut c = write_maps(&mut io, None, header(blocks, 50, true), &maps(1)).unwrap();
+    c = write_maps(&mut io, Some(c), header(blocks, 50, true), &maps(2)).unwrap();
+    assert_eq!(c.1.seq, 2);
+    // Refused (written since), so a fresh tracker's checkpoint follows the
+    // header still there: it must count at the next attach.
+    let r = read_maps(&mut io, blocks, &now(&id, &[1; 16], 51));
+    assert_eq!(r.err(), Some(Reset::WrittenUntracked));
+    let cur = current_header(&mut io, &mut vec![0; STORE_BLOCK]);
+    assert_eq!(cur, Some(c));
+    let m3 = maps(3);
+    let c3 = write_maps(&mut io, cur, header(blocks, 51, true), &m3).unwrap();
+    let (h, got) = read_maps(&mut io, blocks, &now(&id, &[1; 16], 51)).unwrap();
+    assert_eq!(h, c3);
+    assert!(got == m3);
+    assert_eq!(
+        current_header(&mut Mem::new(blocks), &mut vec![0; STORE_BLOCK]),
+        None
+    );
+}
+
+#[test]
 fn a_store_too_small_is_refused() {
     let blocks = Layout::new(COUNT).total();
     let mut io = Mem::new(blocks);

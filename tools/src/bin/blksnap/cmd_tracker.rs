@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `blksnap tracker ...`: list, change maps, marking, removal.
+//! `blksnap tracker ...`: list, change maps, marking, removal, and the
+//! CBT store that keeps the maps across a module reload.
 
 use std::path::PathBuf;
 
@@ -9,6 +10,7 @@ use clap::Subcommand;
 use blksnap::ctl::Control;
 use blksnap::fiemap;
 use blksnap::logic::cbt::changed_runs;
+use blksnap::persist;
 use blksnap::uapi::{BlkSnapBlockRange, BlkSnapDev};
 use blksnap::util::{
     dev_label, dev_to_string, human_bytes, json_str, parse_dev, parse_uuid, uuid_to_string,
@@ -20,8 +22,27 @@ use crate::{log, parse_range, Fail};
 pub(crate) enum TrackerCmd {
     /// List tracked devices.
     List,
-    /// Stop tracking a device.
+    /// Stop tracking a device (its store, if any, is not sealed: the next
+    /// attach starts afresh; see detach).
     Remove { device: String },
+    /// Keep a device's change maps in a store file, so that after a module
+    /// reload (rmmod, insmod, persist again) the next incremental backup
+    /// goes on instead of copying everything. Start tracking the device
+    /// with the store's maps if nothing can have written it meanwhile.
+    Persist {
+        device: String,
+        /// The store: a file (made if missing, sized for the device) on a
+        /// disk-backed file system, which may be on the device itself.
+        #[arg(long)]
+        store: PathBuf,
+        /// What names the device across restarts (e.g. its PARTUUID);
+        /// the store is only taken up for the device it names.
+        #[arg(long)]
+        identity: Option<String>,
+    },
+    /// Seal a device's store and stop tracking it: a later persist goes
+    /// on from there (rmmod seals every store too).
+    Detach { device: String },
     /// Show blocks changed after a snapshot number (the device must be in a taken snapshot).
     Cbt {
         device: String,
@@ -85,6 +106,15 @@ pub(crate) fn tracker(c: &TrackerCmd, json: bool) -> Result<(), Fail> {
         }
         TrackerCmd::Remove { device } => {
             ctl.tracker_remove(parse_dev(device).map_err(|e| Fail(2, e))?)?
+        }
+        TrackerCmd::Persist {
+            device,
+            store,
+            identity,
+        } => persist(&ctl, device, store, identity.as_deref(), json)?,
+        TrackerCmd::Detach { device } => {
+            ctl.tracker_detach(parse_dev(device).map_err(|e| Fail(2, e))?)?;
+            log(&format!("{device}: store sealed, tracking stopped"));
         }
         TrackerCmd::Cbt {
             device,
@@ -191,6 +221,47 @@ pub(crate) fn tracker(c: &TrackerCmd, json: bool) -> Result<(), Fail> {
                 dev_label(&dev)
             ));
         }
+    }
+    Ok(())
+}
+
+/// `blksnap tracker persist DEVICE --store FILE`.
+fn persist(
+    ctl: &Control,
+    device: &str,
+    store: &std::path::Path,
+    identity: Option<&str>,
+    json: bool,
+) -> Result<(), Fail> {
+    let dev = parse_dev(device).map_err(|e| Fail(2, e))?;
+    let capacity = std::fs::read_to_string(format!("/sys/dev/block/{}:{}/size", dev.mj, dev.mn))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .ok_or_else(|| Fail(1, format!("{device}: no such block device")))?
+        * 512;
+    let file = persist::prepare(store, capacity).map_err(|e| Fail(1, e))?;
+    let boot = persist::boot_id().map_err(|e| Fail(1, e))?;
+    let name = identity.map_or_else(|| format!("blksnap:{device}:{capacity}"), str::to_owned);
+    let id = persist::identity(&name);
+    let r = ctl.tracker_persist(dev, file.dev, &file.ranges, &id, &boot)?;
+    let why = persist::reason(r.reset);
+    if json {
+        println!(
+            "{{\"device\":{},\"reset\":{},\"reason\":{},\"generation\":{},\"previous\":{},\"active\":{}}}",
+            json_str(&dev_to_string(&dev)),
+            r.reset,
+            json_str(&why),
+            json_str(&uuid_to_string(&r.generation)),
+            r.previous,
+            r.active
+        );
+    } else {
+        println!(
+            "{}: {why} (generation {}, last snapshot {})",
+            dev_label(&dev),
+            uuid_to_string(&r.generation),
+            r.previous
+        );
     }
     Ok(())
 }

@@ -40,9 +40,10 @@ use cmd_tracker::{tracker, TrackerCmd};
                        backup cannot continue its chain (a full backup is needed), 6 --verify found \
                        a target that differs from its device, or a restore point is damaged, \
                        130 interrupted.\n\n\
-                       Change tracking lives in memory: after a reboot or a module reload, an \
-                       incremental backup cannot continue (exit 5) and the next backup of every \
-                       device is a full one (--full)."
+                       Change tracking lives in memory: after a reboot, an incremental backup \
+                       cannot continue (exit 5) and the next backup of every device is a full one \
+                       (--full). A device with a store (blksnap tracker persist) keeps its maps \
+                       across a module reload."
 )]
 struct Cli {
     /// Print machine-readable JSON instead of text.
@@ -64,9 +65,10 @@ enum Cmd {
     Tracker(TrackerCmd),
     /// Back up devices: snapshot, copy each image (or only its changes), destroy.
     #[command(
-        after_help = "Change tracking lives in memory: after a reboot or a module reload, \
-                            an incremental cannot continue (exit 5) and the next backup of every \
-                            device is a full one (--full)."
+        after_help = "Change tracking lives in memory: after a reboot, an incremental \
+                            cannot continue (exit 5) and the next backup of every device is a full \
+                            one (--full). A device with a store (blksnap tracker persist) keeps its \
+                            maps across a module reload."
     )]
     Backup(BackupArgs),
     /// List the restore points of a backup target (a file target keeps

@@ -1,0 +1,117 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+#
+# Change tracking across a module reload, with a CBT store
+# (Documentation/persistence.rst): a full backup, `blksnap tracker persist`,
+# writes, rmmod (which seals the store) and insmod, persist again: the
+# next incremental goes on and copies only what was written. And what
+# must start afresh does, saying why, so that the next backup is a full
+# one and never a stale incremental: a write while the module was out, a
+# damaged store, a removal without a seal. DETACH seals without rmmod.
+. "$(dirname "$0")/lib.sh"
+
+[ -c /dev/blksnap ] || { echo "1..0 # SKIP /dev/blksnap missing"; exit $KSFT_SKIP; }
+KO=/lib/modules/blksnap.ko
+DEV=/dev/vdh
+D=/mnt/persist
+T=$D/p.img
+S=$D/p.store
+tap_plan 14
+
+mkdir -p $D
+mount /dev/vdd $D || tap_diag "cannot mount /dev/vdd"
+rm -rf $D/storage $T* $S
+mkdir -p $D/storage
+blksnap tracker remove $DEV 2>/dev/null
+dd if=/dev/urandom of=$DEV bs=1M count=8 2>/dev/null
+sync
+
+sum() { md5sum <"$1" | cut -d' ' -f1; }
+backup() { blksnap --json backup $DEV --target $T --storage-dir $D/storage --storage-step 16M "$@"; }
+field() { echo "$2" | sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p"; }
+persist() { blksnap --json tracker persist $DEV --store $S --identity test-vdh 2>&1; }
+reload() {
+	rmmod blksnap && insmod $KO
+}
+# write MIB SEEK: random data at a MiB offset, direct.
+write() { dd if=/dev/urandom of=$DEV bs=1M count="$1" seek="$2" oflag=direct 2>/dev/null; }
+
+out=$(backup 2>/tmp/persist.log)
+check "full backup (exit $?)" [ "$(sum $T)" = "$(sum $DEV)" ]
+out=$(persist)
+check "persist on a tracked device keeps its maps ($(field reason "$out"))" \
+	sh -c "echo '$out' | grep -q '\"reset\":8'"
+write 1 10
+reload
+out=$(persist)
+check "after rmmod and insmod the maps go on ($(field reason "$out"))" \
+	sh -c "echo '$out' | grep -q '\"reset\":0,'"
+out=$(backup 2>>/tmp/persist.log)
+rc=$?
+copied=$(field copied "$out")
+check "the incremental after the reload copies what was written (exit $rc, $copied bytes)" \
+	sh -c "[ $rc = 0 ] && echo '$out' | grep -q '\"kind\":\"incremental\"' && [ '$copied' -gt 0 ] && [ '$copied' -le 2097152 ]"
+check "and the copy equals the device" [ "$(sum $T)" = "$(sum $DEV)" ]
+
+# A write while the module was out: afresh, and the backup says a full one
+# is needed (exit 5) rather than copy a stale incremental.
+rmmod blksnap
+write 1 20
+insmod $KO
+out=$(persist)
+check "a write while unloaded starts afresh ($(field reason "$out"))" \
+	sh -c "echo '$out' | grep -q '\"reset\":6,'"
+backup >/dev/null 2>>/tmp/persist.log
+rc=$?
+check "and the next backup refuses an incremental (exit $rc)" test $rc = 5
+out=$(backup --full 2>>/tmp/persist.log)
+check "a full backup then equals the device" [ "$(sum $T)" = "$(sum $DEV)" ]
+
+# A damaged store: a byte of each map block (both slots: the device's map
+# fits one block), written through the file system while the module is
+# out.
+reload
+out=$(persist)
+check "the store goes on after a clean reload ($(field reason "$out"))" \
+	sh -c "echo '$out' | grep -q '\"reset\":0,'"
+rmmod blksnap
+echo 3 >/proc/sys/vm/drop_caches
+for b in 2 3 4 5; do
+	printf '\377' | dd of=$S bs=1 seek=$((b * 4096 + 100)) conv=notrunc 2>/dev/null
+done
+sync
+insmod $KO
+out=$(persist)
+check "a damaged store starts afresh ($(field reason "$out"))" \
+	sh -c "echo '$out' | grep -q '\"reset\":2,'"
+backup --full >/dev/null 2>>/tmp/persist.log
+
+# Removed without a seal: the store is left marked in use.
+reload
+persist >/dev/null
+blksnap tracker remove $DEV
+out=$(persist)
+check "a removal without a seal leaves nothing to go on from ($(field reason "$out"))" \
+	sh -c "echo '$out' | grep -q '\"reset\":7,'"
+backup --full >/dev/null 2>>/tmp/persist.log
+
+# DETACH seals without unloading.
+write 1 30
+blksnap tracker detach $DEV
+rc=$?
+out=$(persist)
+check "detach seals the store (exit $rc): the maps go on ($(field reason "$out"))" \
+	sh -c "[ $rc = 0 ] && echo '$out' | grep -q '\"reset\":0,'"
+out=$(backup 2>>/tmp/persist.log)
+rc=$?
+check "and the incremental equals the device (exit $rc)" \
+	sh -c "[ $rc = 0 ] && [ '$(sum $T)' = '$(sum $DEV)' ]"
+blksnap tracker detach /dev/vdb2 >/dev/null 2>&1
+rc=$?
+check "detach of an untracked device fails (exit $rc)" test $rc != 0
+
+grep -v '^$' /tmp/persist.log | tail -12 | sed 's/^/# /'
+blksnap tracker remove $DEV 2>/dev/null
+rm -rf $D/storage $T* $S
+umount $D
+tap_exit

@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! CBT store files for `blksnap tracker persist`: a file sized for the
+//! device's maps, written out (so that its extents are fixed and not
+//! unwritten), mapped to sectors; the boot id and the device's identity
+//! that the module compares with the store's.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::fiemap::{map_file, StorageFile};
+use crate::logic::persist::{Layout, Reset, IDENTITY_BYTES, STORE_BLOCK};
+use crate::uapi::BLK_SNAP_PERSIST_IN_MEMORY;
+
+/// A module parameter, or `default` if it cannot be read.
+fn param(name: &str, default: u64) -> u64 {
+    std::fs::read_to_string(format!("/sys/module/blksnap/parameters/{name}"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// Bytes a store needs for a device of `capacity` bytes: the maps at the
+/// smallest tracking block the module may choose, capped at its largest
+/// block count (so never fewer blocks than it uses).
+pub fn store_bytes(capacity: u64) -> u64 {
+    let shift = param("tracking_block_minimum_shift", 16).min(40);
+    let max = param("tracking_block_maximum_count", 2_097_152).min(u64::from(u32::MAX));
+    let count = capacity.div_ceil(1 << shift).clamp(1, max);
+    Layout::new(count as u32).total() * STORE_BLOCK as u64
+}
+
+/// The store file at `path` for a device of `capacity` bytes: made (zeros,
+/// synced) if it is not there, and mapped to sectors of its device.
+pub fn prepare(path: &Path, capacity: u64) -> Result<StorageFile, String> {
+    let size = store_bytes(capacity);
+    if !path.exists() {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| format!("cannot create the store {}: {e}", path.display()))?;
+        let zeros = vec![0u8; 1 << 20];
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            f.write_all(&zeros[..n])
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            left -= n as u64;
+        }
+        f.sync_all()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    if len < size {
+        return Err(format!(
+            "{}: {len} bytes, but a store for this device needs {size}: remove it to have it made again",
+            path.display()
+        ));
+    }
+    map_file(path, &f)
+}
+
+/// This boot's id, as 16 bytes.
+pub fn boot_id() -> Result<[u8; 16], String> {
+    let s = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map_err(|e| format!("/proc/sys/kernel/random/boot_id: {e}"))?;
+    crate::util::parse_uuid(s.trim()).map(|u| u.b)
+}
+
+/// `text` as an identity field (cut to its size, zero padded).
+pub fn identity(text: &str) -> [u8; IDENTITY_BYTES] {
+    let mut id = [0u8; IDENTITY_BYTES];
+    for (d, s) in id.iter_mut().zip(text.bytes()) {
+        *d = s;
+    }
+    id
+}
+
+/// What the module's reset number says, for the user.
+pub fn reason(reset: u32) -> String {
+    if reset == 0 {
+        return "the change maps go on from the store".into();
+    }
+    if reset == BLK_SNAP_PERSIST_IN_MEMORY {
+        return "the device was tracked already: its maps in memory go on".into();
+    }
+    match Reset::from_number(reset) {
+        Some(r) => format!("tracking starts afresh: {}", r.describe()),
+        None => format!("tracking starts afresh (reason {reset})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_holds_the_largest_maps_the_module_makes() {
+        // 1 GiB at 64 KiB blocks: 16384 blocks, 5 blocks per map.
+        assert_eq!(store_bytes(1 << 30), (2 + 4 * 5 + 2) * 4096);
+        assert!(store_bytes(1) >= 8 * 4096);
+        assert_eq!(identity("PARTUUID=1")[..10], *b"PARTUUID=1");
+        assert_eq!(identity(&"x".repeat(100)).len(), IDENTITY_BYTES);
+        assert!(reason(6).contains("written while untracked"));
+        assert!(reason(0).contains("go on"));
+    }
+}
