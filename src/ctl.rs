@@ -234,16 +234,16 @@ impl Control {
         }
         let ranges = read_sector_pairs(req.ranges, req.count)?;
         let bdev = open_dev(store_dev, true)?;
-        self.state.lock().check_store_device(&bdev)?;
         let store = Store::new(bdev, ranges, req.identity, req.boot_id)?;
+        self.state.lock().check_store(&store)?;
         // The store's I/O, without the state lock.
         let p = Persisting::prepare(dev, store)?;
         let (reset, tracker) = self.state.lock().persist(p, &self.pool)?;
-        let (_, _, previous, active, generation) = tracker.store_fields();
+        let f = tracker.map_fields();
         req.reset = reset;
-        req.previous = previous;
-        req.active = active;
-        req.generation.b = generation;
+        req.previous = f.previous;
+        req.active = f.active;
+        req.generation.b = f.generation;
         write_arg(arg, &req)?;
         Ok(0)
     }

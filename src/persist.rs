@@ -16,7 +16,8 @@ use crate::cbt_store_io::BdevStore;
 use crate::kernel_ext::block::{BdevFile, DevT};
 use crate::logic::cbt_store::{attach, checkpoint, current_header, Extents};
 use crate::logic::persist::{DeviceNow, Header, Layout, Reset, IDENTITY_BYTES, STORE_BLOCK};
-use crate::tracker::{map_page, new_cbt, Tracker, TrackerCbt};
+use crate::logic::storage::overlaps_sorted;
+use crate::tracker::{map_page, new_cbt, MapFields, Tracker, TrackerCbt};
 
 /// Most ranges a store may have (a file's extents).
 pub(crate) const MAX_RANGES: usize = 4096;
@@ -61,6 +62,30 @@ impl Store {
         &self.bdev
     }
 
+    /// The store's ranges in its whole disk's sectors, sorted (as
+    /// [`Store::overlaps`] and `Storage::overlaps` take them).
+    pub(crate) fn abs_sorted(&self) -> Result<KVVec<(u64, u64)>> {
+        let offset = self.bdev.start_sect();
+        let mut abs = KVVec::with_capacity(self.ranges.len(), GFP_KERNEL)?;
+        for &(start, len) in self.ranges.iter() {
+            abs.push((start.saturating_add(offset), len), GFP_KERNEL)?;
+        }
+        abs.sort_unstable();
+        Ok(abs)
+    }
+
+    /// Whether one of the store's ranges lies on whole disk `whole` and
+    /// overlaps one of `sorted` (sorted, disjoint ranges in the disk's own
+    /// sectors).
+    pub(crate) fn overlaps(&self, whole: DevT, sorted: &[(u64, u64)]) -> bool {
+        let offset = self.bdev.start_sect();
+        self.bdev.whole_dev() == whole
+            && self
+                .ranges
+                .iter()
+                .any(|&(s, n)| overlaps_sorted(sorted, s.saturating_add(offset), n))
+    }
+
     /// Whether the store lies on `dev` (on whole disk `whole`): its writes
     /// then count in the device's statistics.
     fn counts_in(&self, dev: DevT, whole: DevT) -> bool {
@@ -76,10 +101,11 @@ impl Store {
     /// chain goes on). `ENOSPC` if the store is too small for the maps.
     pub(crate) fn take_up(&mut self, bdev: &BdevFile) -> Result<(TrackerCbt, u32)> {
         let mut cbt = new_cbt(bdev.nr_sectors())?;
-        let (shift, count) = {
-            let g = cbt.geometry();
-            (g.shift(), g.count())
-        };
+        let MapFields {
+            block_shift: shift,
+            block_count: count,
+            ..
+        } = MapFields::of(&cbt);
         let extents = self.extents()?;
         let blocks = extents.blocks();
         if Layout::new(count).total() > blocks {
@@ -124,30 +150,29 @@ impl Store {
         }
     }
 
-    /// Writes a checkpoint of maps that `read` reads (fields as
-    /// [`Tracker::store_fields`] gives them, for a device of `capacity`
-    /// sectors with `written` sectors written), sealed if `clean`. `EIO`
+    /// Writes a checkpoint of maps that `read` reads (with `fields`, for a
+    /// device of `capacity` sectors with `written` sectors written),
+    /// sealed if `clean`. `EIO`
     /// if the store could not be written: the previous checkpoint stays.
     fn write(
         &mut self,
-        fields: (u32, u32, u8, u8, [u8; 16]),
+        fields: MapFields,
         capacity: u64,
         written: u64,
         clean: bool,
         read: &dyn Fn(bool, usize, &mut [u8]) -> usize,
     ) -> Result {
-        let (block_shift, block_count, previous, active, generation) = fields;
         let extents = self.extents()?;
         let next = Header {
             seq: 0,
             clean,
-            block_shift,
+            block_shift: fields.block_shift,
             capacity,
-            block_count,
+            block_count: fields.block_count,
             store_blocks: extents.blocks(),
-            generation,
-            previous,
-            active,
+            generation: fields.generation,
+            previous: fields.previous,
+            active: fields.active,
             map_slot: 0,
             map_seq: 0,
             epoch: 0,
@@ -171,14 +196,7 @@ impl Store {
     /// ends without a seal (a crash, TRACKER_REMOVE) leaves a store that
     /// the next attach refuses, never one whose maps miss writes.
     pub(crate) fn mark_in_use(&mut self, cbt: &TrackerCbt, capacity: u64) -> Result {
-        let g = cbt.geometry();
-        let fields = (
-            g.shift(),
-            g.count(),
-            cbt.previous_number(),
-            cbt.active_number(),
-            *cbt.generation(),
-        );
+        let fields = MapFields::of(cbt);
         let read = |snapshot: bool, offset: usize, out: &mut [u8]| {
             if snapshot {
                 cbt.read_snapshot(offset, out)
@@ -196,11 +214,11 @@ impl Store {
     pub(crate) fn seal(&mut self, tracker: &Tracker, clean: bool) -> Result {
         let hold = tracker.hold_writes();
         tracker.drain()?;
-        let fields = tracker.store_fields();
+        let fields = tracker.map_fields();
         let (capacity, mut written) = tracker.size_and_written()?;
         if self.counts_in(tracker.dev(), tracker.whole_dev()) {
             // The seal's own writes: both maps and the header.
-            let maps = u64::from(Layout::new(fields.1).map_blocks());
+            let maps = u64::from(Layout::new(fields.block_count).map_blocks());
             written += (2 * maps + 1) * BLOCK_SECTORS;
         }
         let read = |snapshot: bool, offset: usize, out: &mut [u8]| {

@@ -118,6 +118,30 @@ fn tracking_geometry(capacity: u64) -> Result<Geometry> {
 /// The maps of a tracker.
 pub(crate) type TrackerCbt = Cbt<PageMap>;
 
+/// What a CBT store's header records of a tracker's maps.
+#[derive(Clone, Copy)]
+pub(crate) struct MapFields {
+    /// log2 of the tracking block size, bytes.
+    pub(crate) block_shift: u32,
+    pub(crate) block_count: u32,
+    pub(crate) previous: u8,
+    pub(crate) active: u8,
+    pub(crate) generation: [u8; 16],
+}
+
+impl MapFields {
+    pub(crate) fn of(cbt: &TrackerCbt) -> Self {
+        let g = cbt.geometry();
+        Self {
+            block_shift: g.shift(),
+            block_count: g.count(),
+            previous: cbt.previous_number(),
+            active: cbt.active_number(),
+            generation: *cbt.generation(),
+        }
+    }
+}
+
 /// Fresh maps, in a new generation, for a device of `capacity` sectors.
 pub(crate) fn new_cbt(capacity: u64) -> Result<TrackerCbt> {
     let g = tracking_geometry(capacity)?;
@@ -271,18 +295,9 @@ impl Tracker {
         }
     }
 
-    /// What a CBT store's header records of the maps: the tracking block
-    /// shift and count, and the numbering.
-    pub(crate) fn store_fields(&self) -> (u32, u32, u8, u8, [u8; 16]) {
-        let st = self.cbt.lock();
-        let g = st.cbt.geometry();
-        (
-            g.shift(),
-            g.count(),
-            st.cbt.previous_number(),
-            st.cbt.active_number(),
-            *st.cbt.generation(),
-        )
+    /// What a CBT store's header records of the maps.
+    pub(crate) fn map_fields(&self) -> MapFields {
+        MapFields::of(&self.cbt.lock().cbt)
     }
 
     /// The device's size and the sectors written to it since it appeared;

@@ -436,10 +436,16 @@ impl State {
             refuse_storage_under(&bdev, &devs)?;
         }
         let storage = snap.storage.clone();
+        let whole = bdev.whole_dev();
         if self
             .snapshots
             .iter()
-            .any(|s| s.storage.overlaps(bdev.whole_dev(), abs))
+            .any(|s| s.storage.overlaps(whole, abs))
+            || self
+                .trackers
+                .iter()
+                .filter_map(|t| t.store.as_ref())
+                .any(|s| s.overlaps(whole, abs))
         {
             return Err(EINVAL);
         }

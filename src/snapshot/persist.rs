@@ -79,6 +79,9 @@ impl State {
         pool: &Arc<WatchPool>,
     ) -> Result<(u32, Arc<Tracker>)> {
         self.purge_gone();
+        // Again, under the lock: another PERSIST may have taken the store
+        // since the first check.
+        self.check_store(&p.store)?;
         let dev = p.bdev.dev();
         if let Some(t) = self.trackers.iter_mut().find(|t| t.tracker.dev() == dev) {
             if t.store.is_some() || t.snapshot.is_some() {
@@ -130,6 +133,27 @@ impl State {
             );
         }
         Ok((reset, tracker))
+    }
+
+    /// `EBUSY` if `store` shares blocks with another tracker's store or
+    /// with a snapshot's storage (each would overwrite the other), or if
+    /// its writes would reach a device in a snapshot.
+    pub(crate) fn check_store(&self, store: &Store) -> Result {
+        let abs = store.abs_sorted()?;
+        let whole = store.bdev().whole_dev();
+        let shared = self
+            .trackers
+            .iter()
+            .filter_map(|t| t.store.as_ref())
+            .any(|s| s.overlaps(whole, &abs))
+            || self
+                .snapshots
+                .iter()
+                .any(|s| s.storage.overlaps(whole, &abs));
+        if shared {
+            return Err(EBUSY);
+        }
+        self.check_store_device(store.bdev())
     }
 
     /// `EBUSY` if the writes of a store on `bdev` would reach a device in

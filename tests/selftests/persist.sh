@@ -16,7 +16,7 @@ DEV=/dev/vdh
 D=/mnt/persist
 T=$D/p.img
 S=$D/p.store
-tap_plan 14
+tap_plan 15
 
 mkdir -p $D
 mount /dev/vdd $D || tap_diag "cannot mount /dev/vdd"
@@ -41,6 +41,10 @@ check "full backup (exit $?)" [ "$(sum $T)" = "$(sum $DEV)" ]
 out=$(persist)
 check "persist on a tracked device keeps its maps ($(field reason "$out"))" \
 	sh -c "echo '$out' | grep -q '\"reset\":8'"
+out=$(blksnap tracker persist /dev/vdb2 --store $S --identity other 2>&1)
+rc=$?
+check "the same store for another device is refused (exit $rc)" \
+	sh -c "[ $rc = 1 ] && echo '$out' | grep -q EBUSY"
 write 1 10
 reload
 out=$(persist)

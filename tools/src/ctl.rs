@@ -75,6 +75,16 @@ fn hint(call: &str, errno: i32) -> Option<&'static str> {
         (_, libc::EBUSY) if call == "TRACKER_REMOVE" => {
             "the device is in a snapshot: destroy it first"
         }
+        (_, libc::EBUSY) if call == "TRACKER_PERSIST" => {
+            "the device already has a store or is in a snapshot, or the store shares blocks with another store or with snapshot storage, or its writes would reach a device in a snapshot"
+        }
+        (_, libc::EBUSY) if call == "TRACKER_DETACH" => {
+            "the device is in a snapshot, or its store's writes would reach one: destroy it first"
+        }
+        (_, libc::ENOENT) if call == "TRACKER_DETACH" => {
+            "the device has no store: see `blksnap tracker persist`"
+        }
+        (_, libc::ENOSPC) if call == "TRACKER_PERSIST" => "the store is too small for the device's maps",
         (_, libc::EBUSY) => {
             "a device is already in a snapshot, or a disk and its partition were named"
         }
