@@ -87,9 +87,11 @@ struct blk_snap_tracker_persist {
  * (@reset says why); a device already tracked keeps its maps (@reset
  * blk_snap_persist_in_memory). Either way the store is written when the
  * tracker is detached. Errors: ENODEV (no such device), EBUSY (the device
- * already has a store, or is in a snapshot), EINVAL (bad ranges, @count 0
- * or too large, nonzero @reserved), ENOSPC (the ranges are smaller than the
- * maps need), EFAULT.
+ * already has a store or is in a snapshot; the ranges share blocks with
+ * another store or with a snapshot's storage; or the store's writes would
+ * reach a device in a snapshot), EINVAL (bad ranges, @count 0 or too
+ * large, nonzero @reserved), ENOSPC (the ranges are smaller than the maps
+ * need), EIO (the store could not be marked in use), EFAULT.
  */
 #define IOCTL_BLK_SNAP_TRACKER_PERSIST \
 	_IOWR(BLK_SNAP, blk_snap_ioctl_tracker_persist, \
