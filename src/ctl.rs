@@ -28,6 +28,7 @@ use crate::kernel_ext::page_io;
 use crate::kernel_ext::workqueue::WorkQueue;
 use crate::persist::{Store, MAX_RANGES as MAX_STORE_RANGES};
 use crate::snapshot::{open_dev, ImageEnv, Persisting, State};
+use crate::storage::whole_disk_sorted;
 use crate::uapi;
 
 /// Most devices in one snapshot.
@@ -354,16 +355,9 @@ impl Control {
         }
         let mut pairs = read_sector_pairs(req.ranges, req.count)?;
         let bdev = Arc::new(open_dev(dev, true)?, GFP_KERNEL)?;
-        // The same ranges in whole-disk sectors, for the module-wide overlap
-        // check: storage given through a disk and through its partition, or
-        // to two snapshots, is the same space. Sums past the end are caught
-        // by `append`'s own checks; saturating keeps them harmless here.
-        let mut abs = KVVec::with_capacity(pairs.len(), GFP_KERNEL)?;
-        let offset = bdev.start_sect();
-        for &(start, len) in pairs.iter() {
-            abs.push((start.saturating_add(offset), len), GFP_KERNEL)?;
-        }
-        abs.sort_unstable();
+        // For the module-wide overlap check: storage given to two snapshots
+        // is the same space too.
+        let abs = whole_disk_sorted(&bdev, &pairs)?;
 
         // Under the state lock, so that no other append slips in between
         // the check and the append.

@@ -17,6 +17,7 @@ use crate::kernel_ext::block::{BdevFile, DevT};
 use crate::logic::cbt_store::{attach, checkpoint, current_header, Extents};
 use crate::logic::persist::{DeviceNow, Header, Layout, Reset, IDENTITY_BYTES, STORE_BLOCK};
 use crate::logic::storage::overlaps_sorted;
+use crate::storage::whole_disk_sorted;
 use crate::tracker::{map_page, new_cbt, MapFields, Tracker, TrackerCbt};
 
 /// Most ranges a store may have (a file's extents).
@@ -65,13 +66,7 @@ impl Store {
     /// The store's ranges in its whole disk's sectors, sorted (as
     /// [`Store::overlaps`] and `Storage::overlaps` take them).
     pub(crate) fn abs_sorted(&self) -> Result<KVVec<(u64, u64)>> {
-        let offset = self.bdev.start_sect();
-        let mut abs = KVVec::with_capacity(self.ranges.len(), GFP_KERNEL)?;
-        for &(start, len) in self.ranges.iter() {
-            abs.push((start.saturating_add(offset), len), GFP_KERNEL)?;
-        }
-        abs.sort_unstable();
-        Ok(abs)
+        whole_disk_sorted(&self.bdev, &self.ranges)
     }
 
     /// Whether one of the store's ranges lies on whole disk `whole` and
@@ -96,10 +91,11 @@ impl Store {
         Extents::new(&self.ranges, self.bdev.nr_sectors()).map_err(|_| EINVAL)
     }
 
-    /// Maps for `bdev`, about to be tracked: the store's, if it may be
-    /// taken up, else fresh ones; and the reason when fresh (0 when the
-    /// chain goes on). `ENOSPC` if the store is too small for the maps.
-    pub(crate) fn take_up(&mut self, bdev: &BdevFile) -> Result<(TrackerCbt, u32)> {
+    /// Maps for `bdev`, about to be tracked, with `written` sectors written
+    /// to it so far: the store's, if it may be taken up, else fresh ones;
+    /// and the reason when fresh (0 when the chain goes on). `ENOSPC` if
+    /// the store is too small for the maps.
+    pub(crate) fn take_up(&mut self, bdev: &BdevFile, written: u64) -> Result<(TrackerCbt, u32)> {
         let mut cbt = new_cbt(bdev.nr_sectors())?;
         let MapFields {
             block_shift: shift,
@@ -118,7 +114,7 @@ impl Store {
             block_shift: shift,
             identity: &self.identity,
             boot_id: &self.boot_id,
-            written: bdev.sectors_written(),
+            written,
         };
         let mut loaded = true;
         let mut put = |snapshot: bool, offset: usize, bytes: &[u8]| {
@@ -135,11 +131,10 @@ impl Store {
                 if !loaded {
                     return Err(ENOMEM);
                 }
+                self.current = Some((block, h));
                 if cbt.adopt(h.previous, h.active, h.generation).is_ok() {
-                    self.current = Some((block, h));
                     return Ok((cbt, 0));
                 }
-                self.current = Some((block, h));
                 Ok((new_cbt(bdev.nr_sectors())?, Reset::StoreDamaged as u32))
             }
             Err(why) => {
@@ -196,22 +191,15 @@ impl Store {
     /// ends without a seal (a crash, TRACKER_REMOVE) leaves a store that
     /// the next attach refuses, never one whose maps miss writes.
     pub(crate) fn mark_in_use(&mut self, cbt: &TrackerCbt, capacity: u64) -> Result {
-        let fields = MapFields::of(cbt);
-        let read = |snapshot: bool, offset: usize, out: &mut [u8]| {
-            if snapshot {
-                cbt.read_snapshot(offset, out)
-            } else {
-                cbt.read_active(offset, out)
-            }
-        };
-        self.write(fields, capacity, 0, false, &read)
+        let read =
+            |snapshot: bool, offset: usize, out: &mut [u8]| cbt.read_map(snapshot, offset, out);
+        self.write(MapFields::of(cbt), capacity, 0, false, &read)
     }
 
-    /// Seals `tracker`'s maps into the store (`clean`), or marks it in use
-    /// with them (not `clean`). Its writes are held and those in flight
-    /// drained meanwhile, so that the device's write count in the header is
-    /// that of every write the maps have, and of nothing else.
-    pub(crate) fn seal(&mut self, tracker: &Tracker, clean: bool) -> Result {
+    /// Seals `tracker`'s maps into the store. Its writes are held and those
+    /// in flight drained meanwhile, so that the device's write count in the
+    /// header is that of every write the maps have, and of nothing else.
+    pub(crate) fn seal(&mut self, tracker: &Tracker) -> Result {
         let hold = tracker.hold_writes();
         tracker.drain()?;
         let fields = tracker.map_fields();
@@ -224,7 +212,7 @@ impl Store {
         let read = |snapshot: bool, offset: usize, out: &mut [u8]| {
             tracker.read_either_map(snapshot, offset, out)
         };
-        let r = self.write(fields, capacity, written, clean, &read);
+        let r = self.write(fields, capacity, written, true, &read);
         drop(hold);
         r
     }

@@ -179,3 +179,20 @@ impl Storage {
         }
     }
 }
+
+/// `pairs` (sector ranges of `bdev`) in its whole disk's sectors, sorted:
+/// what the module-wide overlap checks take, since ranges given through a
+/// disk and through its partition are the same space. Sums past the end
+/// saturate, harmless here: the ranges' own checks catch them.
+pub(crate) fn whole_disk_sorted(
+    bdev: &BdevFile,
+    pairs: &[(u64, u64)],
+) -> Result<KVVec<(u64, u64)>> {
+    let offset = bdev.start_sect();
+    let mut abs = KVVec::with_capacity(pairs.len(), GFP_KERNEL)?;
+    for &(start, len) in pairs.iter() {
+        abs.push((start.saturating_add(offset), len), GFP_KERNEL)?;
+    }
+    abs.sort_unstable();
+    Ok(abs)
+}

@@ -287,12 +287,7 @@ impl Tracker {
     /// `offset` into `out`; how many (0 past the end). For the checkpoints
     /// of a CBT store.
     pub(crate) fn read_either_map(&self, snapshot: bool, offset: usize, out: &mut [u8]) -> usize {
-        let st = self.cbt.lock();
-        if snapshot {
-            st.cbt.read_snapshot(offset, out)
-        } else {
-            st.cbt.read_active(offset, out)
-        }
+        self.cbt.lock().cbt.read_map(snapshot, offset, out)
     }
 
     /// What a CBT store's header records of the maps.

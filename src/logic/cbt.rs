@@ -427,6 +427,16 @@ impl<M: PagedBytes> Cbt<M> {
     pub fn read_active(&self, offset: usize, out: &mut [u8]) -> usize {
         read_bytes(&self.active, self.geometry.count() as usize, offset, out)
     }
+
+    /// Copies bytes of the snapshot map if `snapshot`, else of the active
+    /// map (what a CBT store's checkpoint writes).
+    pub fn read_map(&self, snapshot: bool, offset: usize, out: &mut [u8]) -> usize {
+        if snapshot {
+            self.read_snapshot(offset, out)
+        } else {
+            self.read_active(offset, out)
+        }
+    }
 }
 
 /// The pages of the maps that `differs` flags, in `next..end`.

@@ -39,7 +39,7 @@ impl Persisting {
             return Err(eopnotsupp());
         }
         let written = bdev.sectors_written();
-        let (cbt, reset) = store.take_up(&bdev)?;
+        let (cbt, reset) = store.take_up(&bdev, written)?;
         store.mark_in_use(&cbt, bdev.nr_sectors())?;
         Ok(Self {
             bdev,
@@ -62,7 +62,7 @@ impl Detaching {
     pub(crate) fn seal(&mut self) -> Result {
         let e = &mut self.0;
         match e.store.as_mut() {
-            Some(store) => store.seal(&e.tracker, true),
+            Some(store) => store.seal(&e.tracker),
             None => Err(ENOENT),
         }
     }
@@ -203,7 +203,7 @@ impl State {
         for t in self.trackers.iter_mut() {
             if let Some(store) = t.store.as_mut() {
                 let dev = t.tracker.dev();
-                match store.seal(&t.tracker, true) {
+                match store.seal(&t.tracker) {
                     Ok(()) => pr_info!("{}:{}: store sealed\n", dev.major(), dev.minor()),
                     Err(e) => pr_warn!(
                         "{}:{}: store not sealed ({:?}): its next attach starts afresh\n",
