@@ -77,6 +77,12 @@ pub struct Run {
 /// Where the manifest of `target` lives: beside it, or nowhere if the
 /// target is a block device (a file in /dev would not survive a reboot).
 pub fn path_for(target: &Path) -> Option<PathBuf> {
+    beside(target, ".blksnap.json")
+}
+
+/// The file named `target` + `suffix` beside a file target; `None` for a
+/// device target.
+fn beside(target: &Path, suffix: &str) -> Option<PathBuf> {
     use std::os::unix::fs::FileTypeExt;
     if let Ok(m) = std::fs::metadata(target) {
         if m.file_type().is_block_device() {
@@ -84,7 +90,7 @@ pub fn path_for(target: &Path) -> Option<PathBuf> {
         }
     }
     let mut name = target.file_name()?.to_os_string();
-    name.push(".blksnap.json");
+    name.push(suffix);
     Some(target.with_file_name(name))
 }
 
@@ -102,17 +108,7 @@ pub struct TargetLock {
 /// different files of that name); a device target's is the device node.
 /// The lock goes with the process, however it ends.
 pub fn lock(target: &Path, exclusive: bool) -> Result<TargetLock, String> {
-    let path = match path_for(target) {
-        Some(_) => {
-            let mut name = target
-                .file_name()
-                .ok_or_else(|| format!("{}: not a file name", target.display()))?
-                .to_os_string();
-            name.push(".blksnap.lock");
-            target.with_file_name(name)
-        }
-        None => target.to_path_buf(),
-    };
+    let path = beside(target, ".blksnap.lock").unwrap_or_else(|| target.to_path_buf());
     let file = match OpenOptions::new()
         .read(true)
         .write(exclusive && path != target)
