@@ -152,7 +152,12 @@ while [ $k -le 20 ]; do
 		eval "sb_$nb=$(sum $B)"
 		grew=$((grew + 1))
 	fi
-	backup $B --keep 3 >/dev/null 2>>/tmp/points.log || failed=$((failed + 1))
+	if ! backup $B --keep 3 >/dev/null 2>/tmp/next.log; then
+		failed=$((failed + 1))
+		tap_diag "kill $k (after $d cs): the next run failed:"
+		tail -3 /tmp/next.log | sed 's/^/#   /'
+	fi
+	cat /tmp/next.log >>/tmp/points.log
 	nb=$(newest $B)
 	eval "sb_$nb=$(sum $B)"
 	pb=$(points $B)
@@ -178,7 +183,10 @@ done
 tap_diag "$grew of the twenty killed runs had recorded their point"
 check "after each of twenty kills the next run succeeds ($failed failed)" test $failed = 0
 check "and the three newest points stay, each as it was ($lost wrong)" test $lost = 0
-check "verify: the points kept are intact" sh -c "blksnap verify $B >/dev/null"
+blksnap verify $B >/tmp/verify.log 2>&1
+rc=$?
+[ $rc = 0 ] || tail -5 /tmp/verify.log | sed 's/^/# /'
+check "verify: the points kept are intact (exit $rc)" test $rc = 0
 
 grep -v '^$' /tmp/points.log | tail -20 | sed 's/^/# /'
 umount $FS

@@ -196,10 +196,12 @@ pub struct Report {
     pub seconds: f64,
 }
 
-/// Destroys the snapshot and removes its storage files when dropped.
+/// Destroys the snapshot and removes its storage files when dropped, then
+/// the run's record (which a later run reads if this one is killed).
 struct SnapshotGuard<'a> {
     ctl: &'a Control,
     id: BlkSnapUuid,
+    record: crate::runs::RunRecord,
     sd: StorageDir,
     log: &'a dyn Fn(&str),
 }
@@ -214,6 +216,21 @@ impl Drop for SnapshotGuard<'_> {
             )),
         }
         self.sd.remove_files();
+    }
+}
+
+/// Removes the storage files in `dir` of the snapshots `ids` (destroyed).
+fn remove_storage_of(dir: &std::path::Path, ids: &[BlkSnapUuid], log: &dyn Fn(&str)) {
+    let Ok(files) = crate::storage::leftovers(dir) else {
+        return;
+    };
+    for (path, id8) in files {
+        if ids.iter().any(|id| uuid_to_string(id).starts_with(&id8)) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => log(&format!("removed {}", path.display())),
+                Err(e) => log(&format!("WARNING: {}: {e}", path.display())),
+            }
+        }
     }
 }
 
@@ -398,6 +415,11 @@ pub fn run(
             last_since.push(last);
         }
     }
+    // A killed backup's snapshot would keep the devices busy: gone now
+    // if its record says so; then this run's own record.
+    let reaped = crate::runs::reap(ctl, &opts.storage_dir, log)?;
+    remove_storage_of(&opts.storage_dir, &reaped, log);
+    let run_record = crate::runs::RunRecord::begin(&opts.storage_dir)?;
     let start = Instant::now();
     let id = ctl
         .snapshot_create(&opts.devices)
@@ -410,6 +432,7 @@ pub fn run(
     let mut guard = SnapshotGuard {
         ctl,
         id,
+        record: run_record,
         sd: StorageDir::new(
             opts.storage_dir.clone(),
             opts.storage_step,
@@ -419,6 +442,7 @@ pub fn run(
     };
     // The module asks for storage at once; the first file answers it. No
     // event within the second is fine too: the files are added either way.
+    guard.record.created(&id)?;
     let _ = ctl.wait_event(&id, 1000);
     match storage_reaches(&opts.storage_dir, &opts.devices) {
         None => {

@@ -86,7 +86,7 @@ fn hint(call: &str, errno: i32) -> Option<&'static str> {
         }
         (_, libc::ENOSPC) if call == "TRACKER_PERSIST" => "the store is too small for the device's maps",
         (_, libc::EBUSY) => {
-            "a device is already in a snapshot, or a disk and its partition were named"
+            "a device is already in a snapshot (another backup's, or one a killed run left: see `blksnap snapshot list` and `blksnap cleanup`), or a disk and its partition were named"
         }
         (_, libc::ENOSPC) => "append storage first",
         (_, libc::EALREADY) => "the snapshot is already taken",

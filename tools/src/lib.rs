@@ -16,6 +16,7 @@ pub mod fiemap;
 pub mod manifest;
 pub mod persist;
 pub mod points;
+pub mod runs;
 pub mod storage;
 pub mod util;
 

@@ -124,23 +124,15 @@ pub fn lock(target: &Path, exclusive: bool) -> Result<TargetLock, String> {
         }
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    let how = if exclusive {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_SH
-    };
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a descriptor we own; no memory is passed.
-    if unsafe { libc::flock(file.as_raw_fd(), how | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            format!(
+    match crate::util::try_lock(&file, exclusive) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(format!(
                 "{}: another blksnap run is using it now (a backup writing it, or a restore or verify reading it); try again when it ends",
                 target.display()
-            )
-        } else {
-            format!("{}: {e}", path.display())
-        });
+            ))
+        }
+        Err(e) => return Err(format!("{}: {e}", path.display())),
     }
     Ok(TargetLock { _file: Some(file) })
 }

@@ -286,7 +286,14 @@ impl Points {
         let mut undone = false;
         for partial in [true, false] {
             let path = self.delta_path(newest, partial);
-            if !path.exists() {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if partial && meta.len() < HEAD {
+                // Killed before its head was written, so before any
+                // write to the target (which waits for the head's sync):
+                // nothing to undo.
+                std::fs::remove_file(&path).map_err(|e| err(&path, e))?;
                 continue;
             }
             let delta = self.read_delta(&path, newest)?;
@@ -777,6 +784,11 @@ mod tests {
         assert!(points.recover(1, 1).unwrap());
         assert!(std::fs::read(&points.target).unwrap() == a);
         assert_eq!(points.verify(1, 1).unwrap(), vec![]);
+        // Killed between creating the delta and writing its head: an
+        // empty delta, nothing to undo (and no error).
+        std::fs::write(points.delta_path(1, true), b"").unwrap();
+        assert!(!points.recover(1, 1).unwrap());
+        assert!(!points.delta_path(1, true).exists());
         // Nothing to undo once the manifest names it.
         let r = run(&points, 1, &a, &b);
         r.finish().unwrap();

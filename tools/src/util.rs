@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Small parsers and formatters: sizes, UUIDs, device names, JSON strings.
+//! Small parsers and formatters: sizes, UUIDs, device names, JSON strings;
+//! a flock that does not wait.
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -8,6 +9,28 @@ use std::path::{Path, PathBuf};
 
 use crate::logic::devices::shares_blocks;
 use crate::uapi::{BlkSnapDev, BlkSnapUuid};
+
+/// Takes a flock on `file` without waiting: `Ok(false)` if another open
+/// file holds a lock that conflicts. The lock goes with the last
+/// descriptor of that open file, however the process ends.
+pub fn try_lock(file: &fs::File, exclusive: bool) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let how = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
+    // SAFETY: flock on a descriptor `file` owns; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), how | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
 
 /// Parses `1048576`, `64K`, `256M`, `2G`, `1T` (powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {

@@ -12,10 +12,13 @@ use blksnap::util::{human_bytes, uuid_to_string};
 
 use crate::{log, Cli, Fail};
 
-/// `cleanup`: storage files whose snapshot is gone are removed; those of a
-/// snapshot still alive only with `destroy`, after destroying it.
+/// `cleanup`: the snapshots of killed backups (their run records say so)
+/// are destroyed; then storage files whose snapshot is gone are removed,
+/// those of a snapshot still alive only with `destroy`, after destroying
+/// it.
 pub(crate) fn cleanup(dir: &std::path::Path, destroy: bool) -> Result<(), Fail> {
     let ctl = Control::open()?;
+    blksnap::runs::reap(&ctl, dir, &log).map_err(|e| Fail(1, e))?;
     let files = blksnap::storage::leftovers(dir).map_err(|e| Fail(1, e))?;
     let snaps = ctl.snapshot_list()?;
     let (mut removed, mut bytes, mut kept) = (0, 0u64, 0);
