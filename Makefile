@@ -21,7 +21,7 @@ KDIR = $(shell $(TOP)/scripts/build-kernel.sh --kdir)
 KERNEL_DEP := kernel
 endif
 
-.PHONY: all demo check deps kernel module tool selftests host-test vm-test \
+.PHONY: all demo check deps kernel module tool selftests host-test vm-test vm-boots \
 	vm-shell fuzz soak bench packages package-check install clean help
 
 all: module tool
@@ -29,7 +29,7 @@ all: module tool
 help:
 	@echo "make demo    build everything and show blksnap working in QEMU"
 	@echo "make check   build everything, run every test, print 'N passed, M failed'"
-	@echo "steps: deps kernel module tool selftests host-test vm-test vm-shell clean"
+	@echo "steps: deps kernel module tool selftests host-test vm-test vm-boots vm-shell clean"
 	@echo "more: fuzz N=<calls> [SEED=<seed>] (the ioctl fuzzer alone),"
 	@echo "      soak MINUTES=<minutes> (the integrity soak alone),"
 	@echo "      bench [TRIALS=3] (blksnap vs dm-snapshot on a non-debug kernel;"
@@ -37,7 +37,7 @@ help:
 	@echo "install: the tool, its manual page and completions ([DESTDIR=] [PREFIX=/usr/local])"
 	@echo "packaging: packages (Debian packages in build/packages/),"
 	@echo "           package-check (install and run them in a Debian 12 VM, as root)"
-	@echo "options: KDIR=<kernel tree> (module against another kernel), T=<test> (vm-test)"
+	@echo "options: KDIR=<kernel tree> (module against another kernel), T=<test> (vm-test, vm-boots)"
 
 demo:
 	@$(TOP)/scripts/demo.sh
@@ -100,6 +100,13 @@ host-test:
 vm-test: module tool selftests
 	@KERNEL=$(KDIR)/arch/x86/boot/bzImage MODULE=$(TOP)/blksnap.ko TOOL=$(TOOL) \
 		SELFTESTS=$(SELFTESTS) OUT=$(BUILD)/vm $(TOP)/tests/vm/run.sh test $(T)
+
+# T=<test>: a selftest that runs over several boots of the same disks
+# (tests/selftests/reboot.sh: reboots and a power cut).
+vm-boots: module tool selftests
+	@KERNEL=$(KDIR)/arch/x86/boot/bzImage MODULE=$(TOP)/blksnap.ko TOOL=$(TOOL) \
+		SELFTESTS=$(SELFTESTS) OUT=$(BUILD)/boots VM_TIMEOUT=1800 \
+		$(TOP)/tests/vm/run.sh boots $(or $(T),reboot.sh)
 
 # N=<calls> [SEED=<seed>]: the ioctl fuzzer alone, for as long as asked.
 fuzz: module tool selftests

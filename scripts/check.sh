@@ -119,6 +119,20 @@ else
 	fail "QEMU selftests not run: the build failed"
 fi
 
+step "QEMU reboots"
+# Tracking across reboots and a power cut: one test over several boots.
+if [ "$module_ok" = 1 ]; then
+	make -s vm-boots KDIR="$KDIR" T=reboot.sh 2>&1 | tee "$B/vm-boots.log"
+	if [ -f "$B/boots/summary" ]; then
+		read -r vp vf vs <"$B/boots/summary"
+		passed=$((passed + vp)) failed=$((failed + vf)) skipped=$((skipped + vs))
+	else
+		fail "QEMU reboots produced no summary"
+	fi
+else
+	fail "QEMU reboots not run: the build failed"
+fi
+
 step "demo"
 # make demo's VM part, so that what the README shows users cannot rot.
 if [ "$module_ok" = 1 ]; then

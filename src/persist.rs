@@ -15,7 +15,9 @@ use kernel::prelude::*;
 use crate::cbt_store_io::BdevStore;
 use crate::kernel_ext::block::{BdevFile, DevT};
 use crate::logic::cbt_store::{attach, checkpoint, current_header, Extents};
-use crate::logic::persist::{DeviceNow, Header, Layout, Reset, IDENTITY_BYTES, STORE_BLOCK};
+use crate::logic::persist::{
+    require_seal, DeviceNow, Header, Layout, Reset, IDENTITY_BYTES, STORE_BLOCK,
+};
 use crate::logic::storage::overlaps_sorted;
 use crate::storage::whole_disk_sorted;
 use crate::tracker::{map_page, new_cbt, MapFields, Tracker, TrackerCbt};
@@ -121,11 +123,8 @@ impl Store {
             loaded &= cbt.load_bytes(snapshot, offset, bytes, &mut map_page);
         };
         let found = attach(&mut io, blocks, &now, &mut put, &mut buf);
-        let reset = match found {
-            // Sealed stores only, until the write-intent protocol is in.
-            Ok((_, h)) if !h.clean => Err(Reset::UncleanSameBoot),
-            other => other,
-        };
+        // Sealed stores only, until the write-intent protocol is in.
+        let reset = found.and_then(|(b, h)| require_seal(&h, &self.boot_id).map(|()| (b, h)));
         match reset {
             Ok((block, h)) => {
                 if !loaded {

@@ -448,6 +448,10 @@ pub enum Reset {
     /// The module stopped without sealing the store in this same boot
     /// (nothing can say what was written after it stopped).
     UncleanSameBoot = 7,
+    /// An earlier boot ended without sealing the store (a crash or a power
+    /// cut), and the module does not keep write-intent marks yet: nothing
+    /// says what that boot wrote after the store's last checkpoint.
+    UncleanShutdown = 9,
 }
 
 impl Reset {
@@ -463,6 +467,9 @@ impl Reset {
             Reset::UncleanSameBoot => {
                 "tracking stopped without sealing the store (a crash, or a removal without detach)"
             }
+            Reset::UncleanShutdown => {
+                "the last boot ended without sealing the store (a crash or power cut)"
+            }
         }
     }
 
@@ -476,6 +483,7 @@ impl Reset {
             Reset::BlockSize,
             Reset::WrittenUntracked,
             Reset::UncleanSameBoot,
+            Reset::UncleanShutdown,
         ]
         .into_iter()
         .find(|r| *r as u32 == n)
@@ -528,6 +536,16 @@ pub fn continuity(h: &Header, now: &DeviceNow<'_>) -> Result<(), Reset> {
         return Err(Reset::WrittenUntracked);
     }
     Ok(())
+}
+
+/// Until the module keeps write-intent marks, only a sealed store may be
+/// taken up: why header `h` may not be, in the boot `boot_id`.
+pub fn require_seal(h: &Header, boot_id: &[u8; 16]) -> Result<(), Reset> {
+    match (h.clean, &h.boot_id == boot_id) {
+        (true, _) => Ok(()),
+        (false, true) => Err(Reset::UncleanSameBoot),
+        (false, false) => Err(Reset::UncleanShutdown),
+    }
 }
 
 /// Sets bit `i` of a bitmap in `bytes`; whether it was clear.

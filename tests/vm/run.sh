@@ -8,8 +8,17 @@
 # Rust panic, kmemleak) fails the run.
 #
 #   run.sh test [TEST]   run the selftests (or one) and report
+#   run.sh boots TEST    run TEST over several boots of the same disks
 #   run.sh demo          run the demo script
 #   run.sh shell         interactive shell on the console
+#
+# In "boots" mode the VM boots again (boot number bsvm_boot=2, 3, ... on
+# the kernel command line) for as long as TEST asks, at most 8 times: a
+# line "BSVM-REBOOT" says it ends this boot itself (a clean reboot); a
+# line "BSVM-POWERCUT" asks the host to kill the VM at once, as a power
+# cut would, with whatever it is doing (QMP "quit": no shutdown, no
+# flush). The results of each boot go, in order, to the one report; a
+# boot cut short ends TEST's output at its request.
 #
 # Environment: KERNEL (bzImage), MODULE (blksnap.ko), TOOL (static blksnap
 # binary), SELFTESTS (directory of built selftests), OUT (work directory),
@@ -108,7 +117,9 @@ for i in 0 1 2; do
 		-device "scsi-hd,bus=scsi0.0,scsi-id=$i,lun=0,drive=hpd$i,id=hp$i")
 done
 
-cmdline="console=ttyS0 rdinit=/init panic=-1 bsvm_mode=$mode"
+vmmode=$mode
+[ "$mode" = boots ] && vmmode=test
+cmdline="console=ttyS0 rdinit=/init panic=-1 bsvm_mode=$vmmode"
 cmdline="$cmdline rcupdate.rcu_cpu_stall_timeout=300 hung_task_timeout_secs=240"
 cmdline="$cmdline kmemleak=on"
 # ACPI gives the guest its second vCPU (MADT); PCI interrupt routing comes
@@ -123,46 +134,86 @@ cmdline="$cmdline pci=noacpi"
 [ -n "${SOAK_MINUTES:-}" ] && cmdline="$cmdline bsoak_minutes=$SOAK_MINUTES"
 
 qemu=(qemu-system-x86_64 -machine pc -accel tcg -cpu max,la57=off -smp 2 -m "$VM_MEM"
-	-kernel "$KERNEL" -initrd "$OUT/initramfs.cpio.gz" -append "$cmdline"
+	-kernel "$KERNEL" -initrd "$OUT/initramfs.cpio.gz"
 	-display none -monitor none -no-reboot
 	-qmp "unix:$OUT/qmp.sock,server=on,wait=off"
 	"${disks[@]}")
 
 if [ "$mode" = shell ]; then
-	exec "${qemu[@]}" -serial mon:stdio -serial "file:$OUT/results.log"
+	exec "${qemu[@]}" -append "$cmdline" -serial mon:stdio -serial "file:$OUT/results.log"
 fi
 
+# boot_vm CMDLINE RESULTS CONSOLE: one boot of the VM, its results shown
+# as they arrive, the selftests' requests to the host (unplug a disk, cut
+# the power) carried out; sets $qrc to QEMU's exit status.
+boot_vm() {
+	local res=$2 con=$3 qpid tpid upid
+	: >"$res"
+	timeout --kill-after=10 "$VM_TIMEOUT" "${qemu[@]}" -append "$1" \
+		-serial "file:$con" -serial "file:$res" &
+	qpid=$!
+	# Show the results as they arrive.
+	if [ "$mode" = demo ]; then
+		tail -n +1 -s 0.2 -f --pid="$qpid" "$res" | grep -av -e '^BLKSNAP-VM-DONE' -e '^demo-exit:' &
+	else
+		tail -n +1 -s 0.2 -f --pid="$qpid" "$res" | sed -u 's/^/  | /' &
+	fi
+	tpid=$!
+	tail -n +1 -s 0.2 -f --pid="$qpid" "$res" | while IFS= read -r line; do
+		case "$line" in
+		*"BSVM-UNPLUG hp"[0-9]*)
+			id=$(printf '%s\n' "$line" | sed -n 's/.*BSVM-UNPLUG \(hp[0-9]\).*/\1/p')
+			"$here/qmp.py" "$OUT/qmp.sock" device_del "id=$id" >>"$OUT/qmp.log" 2>&1 ||
+				echo "device_del $id failed" >>"$OUT/qmp.log"
+			;;
+		*"BSVM-POWERCUT"*)
+			"$here/qmp.py" "$OUT/qmp.sock" quit >>"$OUT/qmp.log" 2>&1 ||
+				echo "quit failed" >>"$OUT/qmp.log"
+			;;
+		esac
+	done &
+	upid=$!
+	set +e
+	wait "$qpid"
+	qrc=$?
+	set -e
+	# tail ends by itself once QEMU is gone and it has shown the last lines.
+	( sleep 5; kill "$tpid" "$upid" 2>/dev/null ) &
+	wait "$tpid" "$upid" 2>/dev/null || true
+}
+
 : >"$OUT/results.log"
+: >"$OUT/console.log"
 : >"$OUT/qmp.log"
-say "booting the test kernel (TCG, timeout ${VM_TIMEOUT}s)"
-timeout --kill-after=10 "$VM_TIMEOUT" "${qemu[@]}" \
-	-serial "file:$OUT/console.log" -serial "file:$OUT/results.log" &
-qpid=$!
-# Show the results as they arrive.
-if [ "$mode" = demo ]; then
-	tail -n +1 -s 0.2 -f --pid="$qpid" "$OUT/results.log" | grep -av -e '^BLKSNAP-VM-DONE' -e '^demo-exit:' &
+if [ "$mode" != boots ]; then
+	say "booting the test kernel (TCG, timeout ${VM_TIMEOUT}s)"
+	boot_vm "$cmdline" "$OUT/results.log" "$OUT/console.log"
 else
-	tail -n +1 -s 0.2 -f --pid="$qpid" "$OUT/results.log" | sed -u 's/^/  | /' &
+	: "${only:?boots mode needs a TEST}"
+	boot=1
+	while :; do
+		say "boot $boot of $only (TCG, timeout ${VM_TIMEOUT}s)"
+		boot_vm "$cmdline bsvm_boot=$boot" "$OUT/results-$boot.log" "$OUT/console-$boot.log"
+		cat "$OUT/console-$boot.log" >>"$OUT/console.log"
+		if grep -aq '^BSVM-POWERCUT' "$OUT/results-$boot.log"; then
+			# Cut short at the test's request: its output ends there.
+			sed -n '1,/^BSVM-POWERCUT/p' "$OUT/results-$boot.log" >>"$OUT/results.log"
+			echo "# exit: ${only%%:*} 0 0" >>"$OUT/results.log"
+		else
+			cat "$OUT/results-$boot.log" >>"$OUT/results.log"
+			if grep -aq '^BSVM-REBOOT' "$OUT/results-$boot.log"; then
+				echo "# exit: ${only%%:*} 0 0" >>"$OUT/results.log"
+			else
+				break
+			fi
+		fi
+		boot=$((boot + 1))
+		if [ $boot -gt 8 ]; then
+			say "$only asked for more than 8 boots"
+			break
+		fi
+	done
 fi
-tpid=$!
-# Hot-unplug requests from the selftests.
-tail -n +1 -s 0.2 -f --pid="$qpid" "$OUT/results.log" | while IFS= read -r line; do
-	case "$line" in
-	*"BSVM-UNPLUG hp"[0-9]*)
-		id=$(printf '%s\n' "$line" | sed -n 's/.*BSVM-UNPLUG \(hp[0-9]\).*/\1/p')
-		"$here/qmp.py" "$OUT/qmp.sock" device_del "id=$id" >>"$OUT/qmp.log" 2>&1 ||
-			echo "device_del $id failed" >>"$OUT/qmp.log"
-		;;
-	esac
-done &
-upid=$!
-set +e
-wait "$qpid"
-qrc=$?
-set -e
-# tail ends by itself once QEMU is gone and it has shown the last lines.
-( sleep 5; kill "$tpid" "$upid" 2>/dev/null ) &
-wait "$tpid" "$upid" 2>/dev/null || true
 
 if [ "$mode" = demo ]; then
 	. "$here/splats.sh"

@@ -48,6 +48,11 @@ enum blk_snap_persist_reset {
 	blk_snap_persist_unclean = 7,
 	/* The device was already tracked: its maps in memory go on. */
 	blk_snap_persist_in_memory = 8,
+	/*
+	 * An earlier boot ended without a seal (a crash, a power cut) and
+	 * the module keeps no write-intent marks yet.
+	 */
+	blk_snap_persist_unclean_shutdown = 9,
 };
 
 /**

@@ -222,6 +222,14 @@ fn continuity_sees_what_it_can() {
     };
     assert_eq!(continuity(&h, &fresh), Ok(()));
     assert_eq!(continuity(&Header { clean: false, ..h }, &fresh), Ok(()));
+    // Without write-intent marks, an unsealed store is not taken up: the
+    // reason says whether this boot or an earlier one left it so.
+    assert_eq!(require_seal(&h, &boot), Ok(()));
+    let open = Header { clean: false, ..h };
+    assert_eq!(require_seal(&open, &h.boot_id), Err(Reset::UncleanSameBoot));
+    assert_eq!(require_seal(&open, &boot), Err(Reset::UncleanShutdown));
+    assert_eq!(Reset::from_number(9), Some(Reset::UncleanShutdown));
+    assert_eq!(Reset::from_number(8), None);
     assert_eq!(
         continuity(
             &h,
