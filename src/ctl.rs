@@ -276,6 +276,24 @@ impl Control {
         Ok(0)
     }
 
+    fn tracker_persist_status(&self, arg: usize) -> Result<isize> {
+        let mut req: uapi::BlkSnapTrackerPersistStatus = read_arg(arg)?;
+        let dev = dev_of(&req.dev_id)?;
+        let st = self.state.lock().persist_status(dev)?;
+        req.flags = if st.store {
+            uapi::BLK_SNAP_PERSIST_STATUS_STORE
+        } else {
+            0
+        };
+        req.reset = st.reset;
+        req.generation.b = st.generation;
+        req.checkpoint = st.checkpoint;
+        // No write-intent marks yet.
+        req.intent_flushes = 0;
+        write_arg(arg, &req)?;
+        Ok(0)
+    }
+
     fn tracker_collect(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::BlkSnapTrackerCollect = read_arg(arg)?;
         // Only reads: trackers of devices that went away are not listed,
@@ -435,45 +453,30 @@ impl Control {
 impl FileOperations for Control {
     fn ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
         // Dispatch on the full number: type, nr, size and direction bits.
-        let known = matches!(
-            cmd,
-            uapi::IOCTL_BLK_SNAP_VERSION
-                | uapi::IOCTL_BLK_SNAP_TRACKER_REMOVE
-                | uapi::IOCTL_BLK_SNAP_TRACKER_COLLECT
-                | uapi::IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP
-                | uapi::IOCTL_BLK_SNAP_TRACKER_MARK_DIRTY_BLOCKS
-                | uapi::IOCTL_BLK_SNAP_SNAPSHOT_CREATE
-                | uapi::IOCTL_BLK_SNAP_SNAPSHOT_DESTROY
-                | uapi::IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE
-                | uapi::IOCTL_BLK_SNAP_SNAPSHOT_TAKE
-                | uapi::IOCTL_BLK_SNAP_SNAPSHOT_COLLECT
-                | uapi::IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES
-                | uapi::IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT
-                | uapi::IOCTL_BLK_SNAP_TRACKER_PERSIST
-                | uapi::IOCTL_BLK_SNAP_TRACKER_DETACH
-        );
-        if !known {
-            return Err(ENOTTY);
-        }
-        if cmd != uapi::IOCTL_BLK_SNAP_VERSION && !cred::capable_sys_admin() {
+        // An unknown number is ENOTTY for anyone; a known one but VERSION
+        // needs CAP_SYS_ADMIN.
+        type Handler = fn(&Control, usize) -> Result<isize>;
+        let call: Handler = match cmd {
+            uapi::IOCTL_BLK_SNAP_VERSION => return self.version(arg),
+            uapi::IOCTL_BLK_SNAP_TRACKER_REMOVE => Self::tracker_remove,
+            uapi::IOCTL_BLK_SNAP_TRACKER_COLLECT => Self::tracker_collect,
+            uapi::IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP => Self::tracker_read_cbt_map,
+            uapi::IOCTL_BLK_SNAP_TRACKER_MARK_DIRTY_BLOCKS => Self::tracker_mark_dirty_blocks,
+            uapi::IOCTL_BLK_SNAP_SNAPSHOT_CREATE => Self::snapshot_create,
+            uapi::IOCTL_BLK_SNAP_SNAPSHOT_DESTROY => Self::snapshot_destroy,
+            uapi::IOCTL_BLK_SNAP_SNAPSHOT_COLLECT => Self::snapshot_collect,
+            uapi::IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT => Self::snapshot_wait_event,
+            uapi::IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE => Self::snapshot_append_storage,
+            uapi::IOCTL_BLK_SNAP_SNAPSHOT_TAKE => Self::snapshot_take,
+            uapi::IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES => Self::snapshot_collect_images,
+            uapi::IOCTL_BLK_SNAP_TRACKER_PERSIST => Self::tracker_persist,
+            uapi::IOCTL_BLK_SNAP_TRACKER_DETACH => Self::tracker_detach,
+            uapi::IOCTL_BLK_SNAP_TRACKER_PERSIST_STATUS => Self::tracker_persist_status,
+            _ => return Err(ENOTTY),
+        };
+        if !cred::capable_sys_admin() {
             return Err(EPERM);
         }
-        match cmd {
-            uapi::IOCTL_BLK_SNAP_VERSION => self.version(arg),
-            uapi::IOCTL_BLK_SNAP_TRACKER_REMOVE => self.tracker_remove(arg),
-            uapi::IOCTL_BLK_SNAP_TRACKER_COLLECT => self.tracker_collect(arg),
-            uapi::IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP => self.tracker_read_cbt_map(arg),
-            uapi::IOCTL_BLK_SNAP_TRACKER_MARK_DIRTY_BLOCKS => self.tracker_mark_dirty_blocks(arg),
-            uapi::IOCTL_BLK_SNAP_SNAPSHOT_CREATE => self.snapshot_create(arg),
-            uapi::IOCTL_BLK_SNAP_SNAPSHOT_DESTROY => self.snapshot_destroy(arg),
-            uapi::IOCTL_BLK_SNAP_SNAPSHOT_COLLECT => self.snapshot_collect(arg),
-            uapi::IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT => self.snapshot_wait_event(arg),
-            uapi::IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE => self.snapshot_append_storage(arg),
-            uapi::IOCTL_BLK_SNAP_SNAPSHOT_TAKE => self.snapshot_take(arg),
-            uapi::IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES => self.snapshot_collect_images(arg),
-            uapi::IOCTL_BLK_SNAP_TRACKER_PERSIST => self.tracker_persist(arg),
-            uapi::IOCTL_BLK_SNAP_TRACKER_DETACH => self.tracker_detach(arg),
-            _ => Err(ENOTTY),
-        }
+        call(self, arg)
     }
 }

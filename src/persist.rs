@@ -36,6 +36,8 @@ pub(crate) struct Store {
     identity: [u8; IDENTITY_BYTES],
     boot_id: [u8; 16],
     current: Option<(u8, Header)>,
+    /// Why tracking started afresh at the attach (0: it went on).
+    reset: u32,
 }
 
 impl Store {
@@ -57,7 +59,19 @@ impl Store {
             identity,
             boot_id,
             current: None,
+            reset: 0,
         })
+    }
+
+    /// Records the attach's reset reason (`blk_snap_persist_reset`).
+    pub(crate) fn set_reset(&mut self, reset: u32) {
+        self.reset = reset;
+    }
+
+    /// The attach's reset reason and the sequence number of the store's
+    /// last checkpoint (PERSIST_STATUS).
+    pub(crate) fn status(&self) -> (u32, u64) {
+        (self.reset, self.current.map_or(0, |(_, h)| h.seq))
     }
 
     /// The store's device.

@@ -281,6 +281,7 @@ pub struct BlkSnapEventCorrupted {
 pub mod nr_persist {
     pub const TRACKER_PERSIST: u8 = 12;
     pub const TRACKER_DETACH: u8 = 13;
+    pub const TRACKER_PERSIST_STATUS: u8 = 14;
 }
 
 /// `BLK_SNAP_PERSIST_IDENTITY_SIZE`.
@@ -297,6 +298,11 @@ pub const IOCTL_BLK_SNAP_TRACKER_PERSIST: u32 =
     iowr::<BlkSnapTrackerPersist>(nr_persist::TRACKER_PERSIST);
 pub const IOCTL_BLK_SNAP_TRACKER_DETACH: u32 =
     iow::<BlkSnapTrackerDetach>(nr_persist::TRACKER_DETACH);
+pub const IOCTL_BLK_SNAP_TRACKER_PERSIST_STATUS: u32 =
+    iowr::<BlkSnapTrackerPersistStatus>(nr_persist::TRACKER_PERSIST_STATUS);
+
+/// `BLK_SNAP_PERSIST_STATUS_STORE`: a store is attached.
+pub const BLK_SNAP_PERSIST_STATUS_STORE: u32 = 1;
 
 /// `struct blk_snap_tracker_persist`.
 #[repr(C)]
@@ -342,6 +348,18 @@ pub struct BlkSnapTrackerDetach {
     pub reserved: u32,
 }
 
+/// `struct blk_snap_tracker_persist_status`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlkSnapTrackerPersistStatus {
+    pub dev_id: BlkSnapDev,
+    pub flags: u32,
+    pub reset: u32,
+    pub generation: BlkSnapUuid,
+    pub checkpoint: u64,
+    pub intent_flushes: u64,
+}
+
 /// Expands `$m!(Type)` for every ABI structure: for code that must treat
 /// all of them alike (byte-view trait impls, layout reports).
 #[macro_export]
@@ -368,6 +386,7 @@ macro_rules! for_each_uapi_struct {
         $m!(BlkSnapEventCorrupted);
         $m!(BlkSnapTrackerPersist);
         $m!(BlkSnapTrackerDetach);
+        $m!(BlkSnapTrackerPersistStatus);
     };
 }
 
@@ -407,6 +426,8 @@ assert_layout!(BlkSnapTrackerPersist, size 136, dev_id @ 0, store_dev_id @ 8, co
     reset @ 20, ranges @ 24, identity @ 32, boot_id @ 96, generation @ 112, previous @ 128,
     active @ 129, reserved @ 130);
 assert_layout!(BlkSnapTrackerDetach, size 16, dev_id @ 0, flags @ 8, reserved @ 12);
+assert_layout!(BlkSnapTrackerPersistStatus, size 48, dev_id @ 0, flags @ 8, reset @ 12,
+    generation @ 16, checkpoint @ 32, intent_flushes @ 40);
 
 // The numbers the contract lists for x86_64.
 const _: () = {
@@ -425,4 +446,5 @@ const _: () = {
     // blksnap-persist.h (tests/abi/check.sh checks the C side).
     assert!(IOCTL_BLK_SNAP_TRACKER_PERSIST == 0xc088_560c);
     assert!(IOCTL_BLK_SNAP_TRACKER_DETACH == 0x4010_560d);
+    assert!(IOCTL_BLK_SNAP_TRACKER_PERSIST_STATUS == 0xc030_560e);
 };

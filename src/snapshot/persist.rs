@@ -51,6 +51,17 @@ impl Persisting {
     }
 }
 
+/// What PERSIST_STATUS reports of a tracker.
+pub(crate) struct PersistStatus {
+    /// A store is attached.
+    pub(crate) store: bool,
+    /// The attach's reset reason (`blk_snap_persist_reset`).
+    pub(crate) reset: u32,
+    pub(crate) generation: [u8; 16],
+    /// The sequence number of the store's last checkpoint.
+    pub(crate) checkpoint: u64,
+}
+
 /// A tracker taken out of the state by DETACH, its filter still attached
 /// (so no other tracker can start on the device), until its store is
 /// sealed.
@@ -87,14 +98,16 @@ impl State {
             if t.store.is_some() || t.snapshot.is_some() {
                 return Err(EBUSY);
             }
-            t.store = Some(p.store);
+            let mut store = p.store;
+            store.set_reset(BLK_SNAP_PERSIST_IN_MEMORY);
+            t.store = Some(store);
             return Ok((BLK_SNAP_PERSIST_IN_MEMORY, t.tracker.clone()));
         }
         self.check_overlap(dev, p.bdev.whole_dev())?;
         self.trackers.reserve(1)?;
         let Persisting {
             bdev,
-            store,
+            mut store,
             mut cbt,
             mut reset,
             written,
@@ -111,6 +124,7 @@ impl State {
             let filter = Attached::attach(&bdev, tracker.clone())?;
             (tracker, filter)
         };
+        store.set_reset(reset);
         // Room reserved above: no allocation, no failure.
         self.trackers.insert(TrackerEntry {
             tracker: tracker.clone(),
@@ -167,6 +181,19 @@ impl State {
             Some(_) => Err(EBUSY),
             None => Ok(()),
         }
+    }
+
+    /// PERSIST_STATUS of `dev` (`ENODEV` if it is not tracked); reads
+    /// only.
+    pub(crate) fn persist_status(&self, dev: DevT) -> Result<PersistStatus> {
+        let t = self.tracker(dev).ok_or(ENODEV)?;
+        let (reset, checkpoint) = t.store.as_ref().map_or((0, 0), Store::status);
+        Ok(PersistStatus {
+            store: t.store.is_some(),
+            reset,
+            generation: t.tracker.map_fields().generation,
+            checkpoint,
+        })
     }
 
     /// DETACH, first step: takes the tracker of `dev` out, to be sealed

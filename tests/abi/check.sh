@@ -40,6 +40,10 @@ _Static_assert(__builtin_offsetof(struct blk_snap_tracker_persist, generation) =
 _Static_assert(sizeof(struct blk_snap_tracker_detach) == 16, "detach size");
 _Static_assert(IOCTL_BLK_SNAP_TRACKER_PERSIST == 0xc088560c, "persist number");
 _Static_assert(IOCTL_BLK_SNAP_TRACKER_DETACH == 0x4010560d, "detach number");
+_Static_assert(sizeof(struct blk_snap_tracker_persist_status) == 48, "status size");
+_Static_assert(__builtin_offsetof(struct blk_snap_tracker_persist_status, checkpoint) == 32, "checkpoint");
+_Static_assert(IOCTL_BLK_SNAP_TRACKER_PERSIST_STATUS == 0xc030560e, "status number");
+_Static_assert(blk_snap_persist_unclean_shutdown == 9, "reason 9");
 EOF
 gcc -x c -std=c11 -Wall -Werror -I"$top/include/uapi" -fsyntax-only "$out/persist.c"
 echo '#include <linux/blksnap-persist.h>' | g++ -x c++ -std=c++11 -Wall -Werror -I"$top/include/uapi" -fsyntax-only -

@@ -14,7 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <linux/blksnap.h>
+#include <linux/blksnap-persist.h>
 
 #include "kselftest_harness.h"
 
@@ -103,6 +103,9 @@ TEST_F_TIMEOUT(ctl, every_call_with_null_is_efault, 60)
 		IOCTL_BLK_SNAP_SNAPSHOT_DESTROY, IOCTL_BLK_SNAP_SNAPSHOT_APPEND_STORAGE,
 		IOCTL_BLK_SNAP_SNAPSHOT_TAKE, IOCTL_BLK_SNAP_SNAPSHOT_COLLECT,
 		IOCTL_BLK_SNAP_SNAPSHOT_COLLECT_IMAGES, IOCTL_BLK_SNAP_SNAPSHOT_WAIT_EVENT,
+		/* The extensions (blksnap-persist.h). */
+		IOCTL_BLK_SNAP_TRACKER_PERSIST, IOCTL_BLK_SNAP_TRACKER_DETACH,
+		IOCTL_BLK_SNAP_TRACKER_PERSIST_STATUS,
 	};
 
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {

@@ -116,16 +116,21 @@ case "$boot" in
 	sleep 600
 	;;
 3)
-	tap_plan 4
+	tap_plan 5
 	mount /dev/vdd $D || tap_diag "cannot mount /dev/vdd"
 	out=$(persist)
 	check "boot 3: after a power cut tracking starts afresh ($(field reason "$out"))" \
 		sh -c "echo '$out' | grep -q '\"reset\":9,'"
+	out=$(blksnap --json tracker status $DEV 2>&1)
+	check "tracker status says so (checkpoint $(field checkpoint "$out"))" \
+		sh -c "echo '$out' | grep -q '\"store\":true,\"reset\":9,'"
 	# The journal's replay writes: tracked, like any write.
 	mount $DEV $FS && umount $FS
 	backup >/dev/null 2>/tmp/reboot.log
 	rc=$?
-	check "and the next backup refuses an incremental (exit $rc)" test $rc = 5
+	check "and the next backup refuses an incremental, saying why (exit $rc)" \
+		sh -c "[ $rc = 5 ] && grep -q 'power cut' /tmp/reboot.log"
+	grep -m1 'full backup is needed' /tmp/reboot.log | sed 's/^/# /'
 	out=$(backup --full 2>>/tmp/reboot.log)
 	rc=$?
 	check "a full backup then equals the device (exit $rc)" \
@@ -151,7 +156,9 @@ case "$boot" in
 		sh -c "echo '$out' | grep -q '\"reset\":6,'"
 	backup >/dev/null 2>/tmp/reboot.log
 	rc=$?
-	check "and the next backup refuses an incremental (exit $rc)" test $rc = 5
+	check "and the next backup refuses an incremental, saying why (exit $rc)" \
+		sh -c "[ $rc = 5 ] && grep -q 'written while untracked' /tmp/reboot.log"
+	grep -m1 'full backup is needed' /tmp/reboot.log | sed 's/^/# /'
 	out=$(backup --full 2>>/tmp/reboot.log)
 	rc=$?
 	check "a full backup then equals the device (exit $rc)" \

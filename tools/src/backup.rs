@@ -492,8 +492,15 @@ pub fn run(
         let since = chains.get(i).copied().flatten();
         if let Some((since, generation)) = &since {
             let target_len = target_size(target);
-            check_incremental(*since, generation, &before, &after, target_len)
-                .map_err(|e| format!("{}: {e}", dev_label(dev)))?;
+            check_incremental(*since, generation, &before, &after, target_len).map_err(|e| {
+                // The store's attach says why tracking began afresh.
+                let why = ctl
+                    .tracker_persist_status(*dev)
+                    .ok()
+                    .and_then(|st| crate::persist::afresh_reason(&st, &before.generation))
+                    .map_or(String::new(), |r| format!("; at the store's attach, {r}"));
+                format!("{}: {e}{why}", dev_label(dev))
+            })?;
         }
         plan.push(Planned {
             dev: *dev,

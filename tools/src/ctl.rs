@@ -85,6 +85,9 @@ fn hint(call: &str, errno: i32) -> Option<&'static str> {
             "the device has no store: see `blksnap tracker persist`"
         }
         (_, libc::ENOSPC) if call == "TRACKER_PERSIST" => "the store is too small for the device's maps",
+        (_, libc::ENOTTY) if call == "TRACKER_PERSIST_STATUS" => {
+            "the loaded module is older than this tool: load the module of this version"
+        }
         (_, libc::EBUSY) => {
             "a device is already in a snapshot (another backup's, or one a killed run left: see `blksnap snapshot list` and `blksnap cleanup`), or a disk and its partition were named"
         }
@@ -387,6 +390,23 @@ impl Control {
         };
         self.ioctl("TRACKER_DETACH", IOCTL_BLK_SNAP_TRACKER_DETACH, &mut arg)
             .map(|_| ())
+    }
+
+    /// IOCTL_BLK_SNAP_TRACKER_PERSIST_STATUS: what `dev`'s store says.
+    pub fn tracker_persist_status(
+        &self,
+        dev: BlkSnapDev,
+    ) -> Result<BlkSnapTrackerPersistStatus, CtlError> {
+        let mut arg = BlkSnapTrackerPersistStatus {
+            dev_id: dev,
+            ..Default::default()
+        };
+        self.ioctl(
+            "TRACKER_PERSIST_STATUS",
+            IOCTL_BLK_SNAP_TRACKER_PERSIST_STATUS,
+            &mut arg,
+        )?;
+        Ok(arg)
     }
 
     /// IOCTL_BLK_SNAP_TRACKER_READ_CBT_MAP, the whole map.

@@ -95,6 +95,18 @@ pub fn reason(reset: u32) -> String {
     }
 }
 
+/// Why the tracking generation `generation` began, if it began afresh when
+/// a store was attached (from PERSIST_STATUS): what a backup that must be
+/// a full one tells the user.
+pub fn afresh_reason(
+    st: &crate::uapi::BlkSnapTrackerPersistStatus,
+    generation: &crate::uapi::BlkSnapUuid,
+) -> Option<String> {
+    let attached = st.flags & crate::uapi::BLK_SNAP_PERSIST_STATUS_STORE != 0;
+    let afresh = st.reset != 0 && st.reset != BLK_SNAP_PERSIST_IN_MEMORY;
+    (attached && afresh && st.generation == *generation).then(|| reason(st.reset))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +119,22 @@ mod tests {
         assert_eq!(identity("PARTUUID=1")[..10], *b"PARTUUID=1");
         assert_eq!(identity(&"x".repeat(100)).len(), IDENTITY_BYTES);
         assert!(reason(6).contains("written while untracked"));
+        assert!(reason(9).contains("power cut"));
+        let g = crate::uapi::BlkSnapUuid { b: [7; 16] };
+        let mut st = crate::uapi::BlkSnapTrackerPersistStatus {
+            flags: crate::uapi::BLK_SNAP_PERSIST_STATUS_STORE,
+            reset: 9,
+            generation: g,
+            ..Default::default()
+        };
+        assert!(afresh_reason(&st, &g).unwrap().contains("power cut"));
+        // Another generation began since (a wrap), or the chain went on.
+        assert_eq!(
+            afresh_reason(&st, &crate::uapi::BlkSnapUuid::default()),
+            None
+        );
+        st.reset = 0;
+        assert_eq!(afresh_reason(&st, &g), None);
         assert!(reason(0).contains("go on"));
     }
 }

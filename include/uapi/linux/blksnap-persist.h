@@ -22,6 +22,7 @@
 enum blk_snap_persist_ioctl {
 	blk_snap_ioctl_tracker_persist = 12,
 	blk_snap_ioctl_tracker_detach = 13,
+	blk_snap_ioctl_tracker_persist_status = 14,
 };
 
 #define BLK_SNAP_PERSIST_IDENTITY_SIZE 64
@@ -124,5 +125,40 @@ struct blk_snap_tracker_detach {
 #define IOCTL_BLK_SNAP_TRACKER_DETACH \
 	_IOW(BLK_SNAP, blk_snap_ioctl_tracker_detach, \
 	     struct blk_snap_tracker_detach)
+
+/* In struct blk_snap_tracker_persist_status's @flags: a store is attached. */
+#define BLK_SNAP_PERSIST_STATUS_STORE 1
+
+/**
+ * struct blk_snap_tracker_persist_status - What a tracker's store says.
+ * @dev_id: The tracked device.
+ * @flags: Out: BLK_SNAP_PERSIST_STATUS_STORE if a store is attached.
+ * @reset: Out: enum blk_snap_persist_reset of the PERSIST that attached
+ *	the store (0: the chain went on from it); 0 without a store.
+ * @generation: Out: the tracker's generation (for a nonzero @reset, the
+ *	one that started then, unless a wrap of the change numbers started
+ *	another since).
+ * @checkpoint: Out: the sequence number of the store's last checkpoint
+ *	(0 without a store).
+ * @intent_flushes: Out: write-intent flushes done since the attach (0
+ *	until the module keeps write-intent marks).
+ */
+struct blk_snap_tracker_persist_status {
+	struct blk_snap_dev dev_id;
+	__u32 flags;
+	__u32 reset;
+	struct blk_snap_uuid generation;
+	__u64 checkpoint;
+	__u64 intent_flushes;
+};
+
+/*
+ * Reads a tracked device's store status: why tracking started afresh, if
+ * it did, so that a tool that must fall back to a full backup can say
+ * why. Errors: ENODEV (not tracked), EFAULT.
+ */
+#define IOCTL_BLK_SNAP_TRACKER_PERSIST_STATUS \
+	_IOWR(BLK_SNAP, blk_snap_ioctl_tracker_persist_status, \
+	      struct blk_snap_tracker_persist_status)
 
 #endif /* _UAPI_LINUX_BLKSNAP_PERSIST_H */

@@ -43,6 +43,9 @@ pub(crate) enum TrackerCmd {
     /// Seal a device's store and stop tracking it: a later persist goes
     /// on from there (rmmod seals every store too).
     Detach { device: String },
+    /// Show whether a tracked device has a store, and why its tracking
+    /// started afresh at the store's attach if it did.
+    Status { device: String },
     /// Show blocks changed after a snapshot number (the device must be in a taken snapshot).
     Cbt {
         device: String,
@@ -112,6 +115,7 @@ pub(crate) fn tracker(c: &TrackerCmd, json: bool) -> Result<(), Fail> {
             store,
             identity,
         } => persist(&ctl, device, store, identity.as_deref(), json)?,
+        TrackerCmd::Status { device } => status(&ctl, device, json)?,
         TrackerCmd::Detach { device } => {
             ctl.tracker_detach(parse_dev(device).map_err(|e| Fail(2, e))?)?;
             log(&format!("{device}: store sealed, tracking stopped"));
@@ -261,6 +265,39 @@ fn persist(
             dev_label(&dev),
             uuid_to_string(&r.generation),
             r.previous
+        );
+    }
+    Ok(())
+}
+
+/// `tracker status`: PERSIST_STATUS of one device.
+fn status(ctl: &Control, device: &str, json: bool) -> Result<(), Fail> {
+    let dev = parse_dev(device).map_err(|e| Fail(2, e))?;
+    let st = ctl.tracker_persist_status(dev)?;
+    let store = st.flags & blksnap::uapi::BLK_SNAP_PERSIST_STATUS_STORE != 0;
+    let why = persist::reason(st.reset);
+    if json {
+        println!(
+            "{{\"device\":{},\"store\":{store},\"reset\":{},\"reason\":{},\"generation\":{},\"checkpoint\":{},\"intent_flushes\":{}}}",
+            json_str(&dev_to_string(&dev)),
+            st.reset,
+            json_str(if store { &why } else { "" }),
+            json_str(&uuid_to_string(&st.generation)),
+            st.checkpoint,
+            st.intent_flushes
+        );
+    } else if store {
+        println!(
+            "{}: a store is attached; at its attach, {why} (generation {}, checkpoint {})",
+            dev_label(&dev),
+            uuid_to_string(&st.generation),
+            st.checkpoint
+        );
+    } else {
+        println!(
+            "{}: tracked, no store (generation {})",
+            dev_label(&dev),
+            uuid_to_string(&st.generation)
         );
     }
     Ok(())
