@@ -106,32 +106,28 @@ step "user space"
 run "blksnap tool builds (static)" make -s tool || module_ok=0
 run "selftests build" make -s selftests KDIR="$KDIR" || module_ok=0
 
-step "QEMU selftests"
-if [ "$module_ok" = 1 ]; then
-	make -s vm-test KDIR="$KDIR" 2>&1 | tee "$B/vm-test.log"
-	if [ -f "$B/vm/summary" ]; then
-		read -r vp vf vs <"$B/vm/summary"
+# vm_run WHAT TARGET OUTDIR: a make target that runs the VM and leaves a
+# summary in $B/OUTDIR, whose counts join ours.
+vm_run() {
+	if [ "$module_ok" != 1 ]; then
+		fail "$1 not run: the build failed"
+		return
+	fi
+	make -s "$2" KDIR="$KDIR" 2>&1 | tee "$B/$2.log"
+	if [ -f "$B/$3/summary" ]; then
+		read -r vp vf vs <"$B/$3/summary"
 		passed=$((passed + vp)) failed=$((failed + vf)) skipped=$((skipped + vs))
 	else
-		fail "QEMU selftests produced no summary"
+		fail "$1 produced no summary"
 	fi
-else
-	fail "QEMU selftests not run: the build failed"
-fi
+}
+
+step "QEMU selftests"
+vm_run "QEMU selftests" vm-test vm
 
 step "QEMU reboots"
-# Tracking across reboots and a power cut: one test over several boots.
-if [ "$module_ok" = 1 ]; then
-	make -s vm-boots KDIR="$KDIR" T=reboot.sh 2>&1 | tee "$B/vm-boots.log"
-	if [ -f "$B/boots/summary" ]; then
-		read -r vp vf vs <"$B/boots/summary"
-		passed=$((passed + vp)) failed=$((failed + vf)) skipped=$((skipped + vs))
-	else
-		fail "QEMU reboots produced no summary"
-	fi
-else
-	fail "QEMU reboots not run: the build failed"
-fi
+# Tracking across reboots and a power cut: reboot.sh over several boots.
+vm_run "QEMU reboots" vm-boots boots
 
 step "demo"
 # make demo's VM part, so that what the README shows users cannot rot.

@@ -43,6 +43,19 @@ files() {
 	[ -e $FS/old ] && dd if=/dev/urandom of=$FS/old bs=64K count=16 conv=notrunc 2>/dev/null
 	sync
 }
+# full_needed WHY: the next backup must refuse an incremental (exit 5),
+# saying WHY; then a full one must equal the device.
+full_needed() {
+	backup >/dev/null 2>/tmp/reboot.log
+	rc=$?
+	check "and the next backup refuses an incremental, saying why (exit $rc)" \
+		sh -c "[ $rc = 5 ] && grep -q '$1' /tmp/reboot.log"
+	grep -m1 'full backup is needed' /tmp/reboot.log | sed 's/^/# /'
+	out=$(backup --full 2>>/tmp/reboot.log)
+	rc=$?
+	check "a full backup then equals the device (exit $rc)" \
+		sh -c "[ $rc = 0 ] && [ '$(sum $T)' = '$(sum $DEV)' ]"
+}
 # A clean reboot: the kernel's own (busybox reboot -f syncs first), so
 # that what follows is a new boot. The shutdown's detach comes before.
 clean_reboot() {
@@ -126,15 +139,7 @@ case "$boot" in
 		sh -c "echo '$out' | grep -q '\"store\":true,\"reset\":9,'"
 	# The journal's replay writes: tracked, like any write.
 	mount $DEV $FS && umount $FS
-	backup >/dev/null 2>/tmp/reboot.log
-	rc=$?
-	check "and the next backup refuses an incremental, saying why (exit $rc)" \
-		sh -c "[ $rc = 5 ] && grep -q 'power cut' /tmp/reboot.log"
-	grep -m1 'full backup is needed' /tmp/reboot.log | sed 's/^/# /'
-	out=$(backup --full 2>>/tmp/reboot.log)
-	rc=$?
-	check "a full backup then equals the device (exit $rc)" \
-		sh -c "[ $rc = 0 ] && [ '$(sum $T)' = '$(sum $DEV)' ]"
+	full_needed 'power cut'
 	blksnap tracker detach $DEV >/dev/null 2>>/tmp/reboot.log
 	rc=$?
 	check "the shutdown seals the store again (exit $rc)" test $rc = 0
@@ -154,15 +159,7 @@ case "$boot" in
 	out=$(persist)
 	check "boot 4: written before the attach, tracking starts afresh ($(field reason "$out"))" \
 		sh -c "echo '$out' | grep -q '\"reset\":6,'"
-	backup >/dev/null 2>/tmp/reboot.log
-	rc=$?
-	check "and the next backup refuses an incremental, saying why (exit $rc)" \
-		sh -c "[ $rc = 5 ] && grep -q 'written while untracked' /tmp/reboot.log"
-	grep -m1 'full backup is needed' /tmp/reboot.log | sed 's/^/# /'
-	out=$(backup --full 2>>/tmp/reboot.log)
-	rc=$?
-	check "a full backup then equals the device (exit $rc)" \
-		sh -c "[ $rc = 0 ] && [ '$(sum $T)' = '$(sum $DEV)' ]"
+	full_needed 'written while untracked'
 	grep -v '^$' /tmp/reboot.log | tail -4 | sed 's/^/# /'
 	blksnap tracker remove $DEV 2>/dev/null
 	rm -rf $D/storage $T* $S

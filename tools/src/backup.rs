@@ -201,7 +201,7 @@ pub struct Report {
 struct SnapshotGuard<'a> {
     ctl: &'a Control,
     id: BlkSnapUuid,
-    record: crate::runs::RunRecord,
+    _record: crate::runs::RunRecord,
     sd: StorageDir,
     log: &'a dyn Fn(&str),
 }
@@ -424,15 +424,12 @@ pub fn run(
     let id = ctl
         .snapshot_create(&opts.devices)
         .map_err(|e| e.to_string())?;
-    log(&format!(
-        "snapshot {} created for {} device(s)",
-        uuid_to_string(&id),
-        opts.devices.len()
-    ));
+    // First of all: a kill from here on leaves a record that names it.
+    let named = run_record.created(&id);
     let mut guard = SnapshotGuard {
         ctl,
         id,
-        record: run_record,
+        _record: run_record,
         sd: StorageDir::new(
             opts.storage_dir.clone(),
             opts.storage_step,
@@ -440,9 +437,14 @@ pub fn run(
         ),
         log,
     };
+    named?;
+    log(&format!(
+        "snapshot {} created for {} device(s)",
+        uuid_to_string(&id),
+        opts.devices.len()
+    ));
     // The module asks for storage at once; the first file answers it. No
     // event within the second is fine too: the files are added either way.
-    guard.record.created(&id)?;
     let _ = ctl.wait_event(&id, 1000);
     match storage_reaches(&opts.storage_dir, &opts.devices) {
         None => {
