@@ -56,9 +56,14 @@ full_needed() {
 	check "a full backup then equals the device (exit $rc)" \
 		sh -c "[ $rc = 0 ] && [ '$(sum $T)' = '$(sum $DEV)' ]"
 }
-# A clean reboot: the kernel's own (busybox reboot -f syncs first), so
-# that what follows is a new boot. The shutdown's detach comes before.
-clean_reboot() {
+# shutdown NAME: the shutdown of the boot scripts, which detaches (seals)
+# the store, checked as NAME; then a clean reboot: the kernel's own
+# (busybox reboot -f syncs first), so that what follows is a new boot.
+shutdown() {
+	blksnap tracker detach $DEV >/dev/null 2>>/tmp/reboot.log
+	rc=$?
+	check "$1 (detach, exit $rc)" test $rc = 0
+	grep -v '^$' /tmp/reboot.log | tail -4 | sed 's/^/# /'
 	tap_diag "a clean reboot"
 	umount $D
 	echo "BSVM-REBOOT"
@@ -89,11 +94,7 @@ case "$boot" in
 	umount $FS
 	# What the next incremental must copy, written in this boot.
 	echo $((($(written) - w0) * 512)) >$D/written
-	blksnap tracker detach $DEV >/dev/null 2>>/tmp/reboot.log
-	rc=$?
-	check "the shutdown seals the store (detach, exit $rc)" test $rc = 0
-	grep -v '^$' /tmp/reboot.log | tail -4 | sed 's/^/# /'
-	clean_reboot
+	shutdown "the shutdown seals the store"
 	;;
 2)
 	tap_plan 3
@@ -140,11 +141,7 @@ case "$boot" in
 	# The journal's replay writes: tracked, like any write.
 	mount $DEV $FS && umount $FS
 	full_needed 'power cut'
-	blksnap tracker detach $DEV >/dev/null 2>>/tmp/reboot.log
-	rc=$?
-	check "the shutdown seals the store again (exit $rc)" test $rc = 0
-	grep -v '^$' /tmp/reboot.log | tail -4 | sed 's/^/# /'
-	clean_reboot
+	shutdown "the shutdown seals the store again"
 	;;
 4)
 	tap_plan 3

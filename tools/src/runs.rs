@@ -16,7 +16,7 @@
 //! snapshot, if still there, has no owner left and can be destroyed.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -104,14 +104,16 @@ pub fn reap(ctl: &Control, dir: &Path, log: &dyn Fn(&str)) -> Result<Vec<BlkSnap
             continue;
         }
         let path = e.path();
-        let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else {
+        let Ok(mut file) = OpenOptions::new().read(true).write(true).open(&path) else {
             continue;
         };
         // Held: its run goes on (or another reaper has it).
         if !try_lock(&file, true).map_err(|e| format!("{}: {e}", path.display()))? {
             continue;
         }
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut text = String::new();
+        // Unreadable: as if it named nothing.
+        let _ = file.read_to_string(&mut text);
         match recorded(&text) {
             Some(id) if alive.contains(&id) => {
                 ctl.snapshot_destroy(&id).map_err(|e| e.to_string())?;
