@@ -21,7 +21,7 @@ KDIR = $(shell $(TOP)/scripts/build-kernel.sh --kdir)
 KERNEL_DEP := kernel
 endif
 
-.PHONY: all demo check deps kernel module tool selftests host-test vm-test vm-boots \
+.PHONY: all demo check deps kernel module tool selftests host-test vm-test vm-boots persist-check \
 	vm-shell fuzz soak bench packages package-check install clean help
 
 all: module tool
@@ -102,11 +102,19 @@ vm-test: module tool selftests
 		SELFTESTS=$(SELFTESTS) OUT=$(BUILD)/vm $(TOP)/tests/vm/run.sh test $(T)
 
 # T=<test>: a selftest that runs over several boots of the same disks
-# (tests/selftests/reboot.sh: reboots and a power cut).
+# (tests/selftests/reboot.sh: reboots and power cuts, CUTS of them, 3
+# unless given).
+CUTS ?= 3
 vm-boots: module tool selftests
 	@KERNEL=$(KDIR)/arch/x86/boot/bzImage MODULE=$(TOP)/blksnap.ko TOOL=$(TOOL) \
-		SELFTESTS=$(SELFTESTS) OUT=$(BUILD)/boots VM_TIMEOUT=1800 \
+		SELFTESTS=$(SELFTESTS) OUT=$(BUILD)/$(or $(BOOTS_OUT),boots) VM_TIMEOUT=1800 \
+		BOOTS_CUTS=$(CUTS) BOOTS_MAX=$$(($(CUTS) + 4)) \
 		$(TOP)/tests/vm/run.sh boots $(or $(T),reboot.sh)
+
+# The long persistence run: reboot.sh with twenty power cuts at random
+# moments (about 25 boots).
+persist-check:
+	@$(MAKE) --no-print-directory vm-boots CUTS=20 BOOTS_OUT=persist-check
 
 # N=<calls> [SEED=<seed>]: the ioctl fuzzer alone, for as long as asked.
 fuzz: module tool selftests

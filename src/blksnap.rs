@@ -17,6 +17,7 @@ mod cbt_store_io;
 mod ctl;
 mod diff_area;
 mod event_queue;
+mod intent;
 #[allow(unsafe_code)]
 mod kernel_ext;
 mod logic;

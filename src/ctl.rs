@@ -235,7 +235,7 @@ impl Control {
         }
         let ranges = read_sector_pairs(req.ranges, req.count)?;
         let bdev = open_dev(store_dev, true)?;
-        let store = Store::new(bdev, ranges, req.identity, req.boot_id)?;
+        let store = Store::new(bdev, ranges, req.identity, req.boot_id, self.io_wq.clone())?;
         self.state.lock().check_store(&store)?;
         // The store's I/O, without the state lock.
         let p = Persisting::prepare(dev, store)?;
@@ -288,8 +288,7 @@ impl Control {
         req.reset = st.reset;
         req.generation.b = st.generation;
         req.checkpoint = st.checkpoint;
-        // No write-intent marks yet.
-        req.intent_flushes = 0;
+        req.intent_flushes = st.flushes;
         write_arg(arg, &req)?;
         Ok(0)
     }

@@ -9,7 +9,7 @@
 //! complete, so that TAKE can hold new writes and wait for those in flight:
 //! a write racing TAKE is then wholly before the snapshot or wholly after.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use kernel::alloc::flags::GFP_KERNEL;
 use kernel::page::PAGE_SIZE;
@@ -18,16 +18,19 @@ use kernel::sync::{Arc, CondVar, SpinLock};
 use kernel::time::Ktime;
 use kernel::{new_condvar, new_spinlock, pin_init};
 
+use crate::intent::{write_mark_block, MarkBuf, MarkDest, MarkLog, MarkWork};
 use crate::kernel_ext::bio::{BlkStatus, IncomingBio};
+use crate::kernel_ext::bio_list::BioList;
 use crate::kernel_ext::block::{BdevFile, BdevRef, DevT};
 use crate::kernel_ext::filter::FilterOps;
 use crate::kernel_ext::inflight::{InFlight, WatchPool};
 use crate::kernel_ext::mem::{alloc_n, zeroed_box, NoIo};
 use crate::kernel_ext::params::Param;
 use crate::kernel_ext::random::random_uuid;
-use crate::kernel_ext::time::sleep_interruptible;
+use crate::kernel_ext::time::{sleep, sleep_interruptible};
 use crate::logic::cbt::{differs_bytes, pages_for, Cbt, Numbers, PagedBytes};
 use crate::logic::geometry::Geometry;
+use crate::logic::persist::Note;
 use crate::uapi;
 
 /// A zeroed page of a CBT map.
@@ -170,13 +173,17 @@ pub(crate) trait CopyOnWrite: Send + Sync {
     fn original_gone(&self);
 }
 
-/// What the write path needs, under one lock: the CBT and, while the device
-/// is in a taken snapshot, its copy-on-write state.
+/// What the write path needs, under one lock: the CBT, while the device
+/// is in a taken snapshot its copy-on-write state, and with a CBT store
+/// its write-intent marks.
 pub(crate) struct TrackState {
     cbt: Cbt<PageMap>,
     diff: Option<Arc<dyn CopyOnWrite>>,
     /// TAKE is switching: new writes wait (see [`Tracker::hold_writes`]).
     holding: bool,
+    /// The store's marks: a write whose blocks are not marked durably
+    /// waits for a flush of them before it goes on.
+    marks: Option<MarkLog>,
 }
 
 /// How long TAKE waits for the writes in flight on a device before it gives
@@ -214,6 +221,8 @@ pub(crate) struct Tracker {
     /// again (an LV shrunk and extended). The next CREATE or TAKE starts
     /// over.
     replaced: AtomicBool,
+    /// Write-intent flushes done (PERSIST_STATUS).
+    flushes: AtomicU64,
 }
 
 /// New writes to a device wait while this lives (see
@@ -232,15 +241,17 @@ impl Tracker {
     /// The filter counts the writes it lets through with records of `pool`.
     pub(crate) fn new(bdev: BdevRef, pool: Arc<WatchPool>) -> Result<Arc<Self>> {
         let cbt = new_cbt(bdev.nr_sectors())?;
-        Self::with_cbt(bdev, pool, cbt)
+        Self::with_cbt(bdev, pool, cbt, None)
     }
 
     /// A tracker for `bdev` that goes on with `cbt` (maps taken up from a
-    /// CBT store, made by [`new_cbt`] for this device).
+    /// CBT store, made by [`new_cbt`] for this device), keeping the
+    /// store's write-intent marks in `marks`.
     pub(crate) fn with_cbt(
         bdev: BdevRef,
         pool: Arc<WatchPool>,
         cbt: TrackerCbt,
+        marks: Option<MarkLog>,
     ) -> Result<Arc<Self>> {
         let inflight = InFlight::new()?;
         Arc::pin_init(
@@ -248,12 +259,16 @@ impl Tracker {
                 dev: bdev.dev(),
                 whole: bdev.whole_dev(),
                 bdev <- new_spinlock!(Some(bdev), "blksnap_tracker_bdev"),
-                cbt <- new_spinlock!(TrackState { cbt, diff: None, holding: false }, "blksnap_tracker"),
+                cbt <- new_spinlock!(
+                    TrackState { cbt, diff: None, holding: false, marks },
+                    "blksnap_tracker"
+                ),
                 resume <- new_condvar!("blksnap_resume"),
                 inflight,
                 pool,
                 gone: AtomicBool::new(false),
                 replaced: AtomicBool::new(false),
+                flushes: AtomicU64::new(0),
             }),
             GFP_KERNEL,
         )
@@ -471,27 +486,227 @@ impl Tracker {
     }
 }
 
+/// How long a checkpoint waits for a write-intent flush under way: long
+/// enough for any working store.
+const MARKS_IDLE_LIMIT_NS: i64 = 30_000_000_000;
+
+impl Tracker {
+    /// Write-intent flushes done so far.
+    pub(crate) fn mark_flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
+    }
+
+    /// Whether write-intent marks are kept.
+    pub(crate) fn has_marks(&self) -> bool {
+        self.cbt.lock().marks.is_some()
+    }
+
+    /// Lets writes taken off the write path go through it again.
+    fn let_go(self: &Arc<Self>, mut list: BioList) {
+        while let Some(bio) = list.pop() {
+            bio.refilter(|b| Self::submit_bio(self, b));
+        }
+    }
+
+    /// Before a checkpoint: no write-intent flush starts, and the one under
+    /// way has ended. Writes that need a flush wait meanwhile (not in
+    /// flight: a drain does not wait for them). Call before
+    /// [`Tracker::hold_writes`], since the flush lets writes go through
+    /// the write path. `EBUSY` if the flush does not end in time; then
+    /// nothing is paused.
+    pub(crate) fn pause_marks(self: &Arc<Self>) -> Result {
+        match self.cbt.lock().marks.as_mut() {
+            Some(log) => log.paused = true,
+            None => return Ok(()),
+        }
+        let start = Ktime::ktime_get();
+        while self.cbt.lock().marks.as_ref().is_some_and(|l| l.busy) {
+            if (Ktime::ktime_get() - start).to_ns() > MARKS_IDLE_LIMIT_NS {
+                self.resume_marks(BioList::new());
+                return Err(EBUSY);
+            }
+            sleep(1);
+        }
+        Ok(())
+    }
+
+    /// After [`Tracker::pause_marks`] (and the hold, if any, dropped):
+    /// flushes start again, and `released` (what
+    /// [`Tracker::replace_marks`] took out) goes through the write path.
+    pub(crate) fn resume_marks(self: &Arc<Self>, released: BioList) {
+        let kick = match self.cbt.lock().marks.as_mut() {
+            Some(log) => {
+                log.paused = false;
+                log.kick()
+            }
+            None => None,
+        };
+        if let Some((work, wq)) = kick {
+            MarkWork::start(work, &wq, self.clone());
+        }
+        self.let_go(released);
+    }
+
+    /// Under a pause and a hold, once a checkpoint is durable: the marks of
+    /// its new epoch (`None`: no marks). Returns the writes that waited for
+    /// the old marks, for [`Tracker::resume_marks`].
+    pub(crate) fn replace_marks(&self, marks: Option<MarkLog>) -> BioList {
+        let old = core::mem::replace(&mut self.cbt.lock().marks, marks);
+        match old {
+            Some(mut log) => log.take_waiting(),
+            None => BioList::new(),
+        }
+    }
+
+    /// The tracker ends: no more marks, and the writes that waited for
+    /// them go on.
+    pub(crate) fn stop_marks(self: &Arc<Self>) {
+        // On EBUSY the marks go all the same: no flush is started again.
+        let _ = self.pause_marks();
+        let released = self.replace_marks(None);
+        self.resume_marks(released);
+    }
+
+    /// The write-intent worker ([`MarkWork`]): writes the marks that writes
+    /// wait for, flushes the store's device, lets those writes go, and
+    /// again until none waits.
+    pub(crate) fn flush_marks(self: &Arc<Self>, work: &MarkWork) {
+        let mut guard = work.buf.lock();
+        let Some(buf) = guard.as_mut() else {
+            return;
+        };
+        loop {
+            let (ticket, epoch, dest) = {
+                let mut st = self.cbt.lock();
+                let Some(log) = st.marks.as_mut() else {
+                    return;
+                };
+                if log.paused {
+                    log.busy = false;
+                    return;
+                }
+                let Some(flush) = log.bits.begin_flush() else {
+                    // Nothing to flush: whatever waits goes through again.
+                    log.busy = false;
+                    let stray = log.take_waiting();
+                    drop(st);
+                    self.let_go(stray);
+                    return;
+                };
+                let [now, next] = &mut log.waiting;
+                now.append(next.take());
+                (flush.ticket, log.epoch, log.dest.clone())
+            };
+            let mut ok = true;
+            let mut from = 0u32;
+            loop {
+                let block = {
+                    let st = self.cbt.lock();
+                    match st.marks.as_ref() {
+                        Some(log) if log.epoch == epoch => {
+                            let b = log.bits.flush_blocks().find(|&b| b >= from);
+                            if let Some(b) = b {
+                                log.bits.block_payload(b, buf.payload_mut());
+                            }
+                            b
+                        }
+                        _ => None,
+                    }
+                };
+                let Some(b) = block else {
+                    break;
+                };
+                if write_mark_block(&dest, buf, epoch, b).is_err() {
+                    ok = false;
+                    break;
+                }
+                from = b + 1;
+            }
+            if !ok || dest.bdev().flush().is_err() {
+                self.marks_failed(&dest, buf);
+                return;
+            }
+            let released = {
+                let mut st = self.cbt.lock();
+                match st.marks.as_mut() {
+                    Some(log) if log.epoch == epoch => {
+                        log.bits.flushed(ticket);
+                        let [now, _] = &mut log.waiting;
+                        now.take()
+                    }
+                    _ => return,
+                }
+            };
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+            self.let_go(released);
+        }
+    }
+
+    /// A write or flush of the marks failed: no more marks. The store is
+    /// spoiled so that no attach trusts it (its seal, if it comes and
+    /// succeeds, makes it whole again), and the writes that waited go on.
+    fn marks_failed(self: &Arc<Self>, dest: &MarkDest, buf: &mut MarkBuf) {
+        let marks = self.cbt.lock().marks.take();
+        let dev = self.dev();
+        pr_err!(
+            "{}:{}: a write-intent write to its CBT store failed: marks stop, the store is made invalid\n",
+            dev.major(),
+            dev.minor()
+        );
+        if dest.spoil(buf).is_err() {
+            pr_err!(
+                "{}:{}: the CBT store could not be made invalid: detach it before the next restart\n",
+                dev.major(),
+                dev.minor()
+            );
+        }
+        if let Some(mut log) = marks {
+            let waiting = log.take_waiting();
+            drop(log);
+            self.let_go(waiting);
+        }
+    }
+}
+
 impl FilterOps for Tracker {
-    fn submit_bio(&self, bio: IncomingBio<'_>) {
+    fn submit_bio(this: &Arc<Self>, bio: IncomingBio<'_>) {
         if !bio.changes_data() {
             return;
         }
         let (diff, entry) = {
-            let mut st = self.cbt.lock();
+            let mut st = this.cbt.lock();
             while st.holding {
                 if bio.is_nowait() {
                     drop(st);
                     bio.take().end(BlkStatus::Again);
                     return;
                 }
-                self.resume.wait(&mut st);
+                this.resume.wait(&mut st);
+            }
+            let units = st.cbt.geometry().units_of(bio.sector(), bio.sectors());
+            if let (Some(log), Some((first, end))) = (st.marks.as_mut(), units) {
+                if let Note::Wait(ticket) = log.bits.note(first, end) {
+                    // Not before its marks are durable: it waits, not
+                    // counted as in flight, and comes through here again.
+                    if bio.is_nowait() {
+                        drop(st);
+                        bio.take().end(BlkStatus::Again);
+                        return;
+                    }
+                    let kick = log.wait_for(ticket, bio.take());
+                    drop(st);
+                    if let Some((work, wq)) = kick {
+                        MarkWork::start(work, &wq, this.clone());
+                    }
+                    return;
+                }
             }
             st.cbt.mark_write(bio.sector(), bio.sectors());
             // Counted under the lock, so that a hold sees it.
-            (st.diff.clone(), self.inflight.enter())
+            (st.diff.clone(), this.inflight.enter())
         };
         // Counted until it completes: held by copy on write or not.
-        if bio.watch(&self.pool, entry).is_err() {
+        if bio.watch(&this.pool, entry).is_err() {
             // Only a REQ_NOWAIT bio finds no record.
             bio.take().end(BlkStatus::Again);
             return;
@@ -512,6 +727,14 @@ impl FilterOps for Tracker {
         // after the lock does not release the disk here.
         let bdev = self.bdev.lock().take();
         drop(bdev);
+        // Writes waiting for marks would go to a device that is gone.
+        let marks = self.cbt.lock().marks.take();
+        if let Some(mut log) = marks {
+            let mut waiting = log.take_waiting();
+            while let Some(bio) = waiting.pop() {
+                bio.end(BlkStatus::IoErr);
+            }
+        }
         // An image of a device that is gone cannot be read whole any more.
         let diff = self.cbt.lock().diff.clone();
         if let Some(diff) = diff {

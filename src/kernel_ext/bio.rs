@@ -316,6 +316,26 @@ impl OwnedBio {
         }
     }
 
+    /// Runs `f` on the bio as a filter's submit callback sees it: a bio a
+    /// filter took before it did anything with it (to hold it until some
+    /// condition holds) goes through the filter's logic again. If `f` does
+    /// not take it over, it goes on to its device as [`OwnedBio::resubmit`]
+    /// sends it.
+    pub(crate) fn refilter(self, f: impl FnOnce(IncomingBio<'_>)) {
+        let taken = core::cell::Cell::new(false);
+        // SAFETY: We own the bio (type invariant), so it is live and not
+        // completed during the call, and nobody else touches it; if `f`
+        // takes it over, the `OwnedBio` it makes owns it from then on and
+        // ours is forgotten below.
+        let incoming = unsafe { IncomingBio::new(self.ptr.as_ptr(), &taken) };
+        f(incoming);
+        if taken.get() {
+            core::mem::forget(self);
+        } else {
+            self.resubmit();
+        }
+    }
+
     /// Completes the bio with `status`.
     pub(crate) fn end(self, status: BlkStatus) {
         let ptr = self.ptr.as_ptr();

@@ -65,6 +65,13 @@ impl BioList {
         Some(unsafe { OwnedBio::from_raw(h.as_ptr()) })
     }
 
+    /// Moves every bio of `other` to the end of `self`.
+    pub(crate) fn append(&mut self, mut other: Self) {
+        while let Some(bio) = other.pop() {
+            self.push(bio);
+        }
+    }
+
     /// Moves every bio of `self` out into a new list.
     pub(crate) fn take(&mut self) -> Self {
         core::mem::replace(self, Self::new())

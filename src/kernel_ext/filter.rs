@@ -22,7 +22,7 @@ pub(crate) trait FilterOps: Send + Sync + Sized {
     /// Sees a bio submitted to the device, in the submitter's context. The
     /// bio goes on to the device unless the callback takes it over
     /// ([`IncomingBio::take`]). It must not wait for I/O it issues.
-    fn submit_bio(&self, bio: IncomingBio<'_>);
+    fn submit_bio(this: &Arc<Self>, bio: IncomingBio<'_>);
 
     /// The device went away while the filter was attached: no callback runs
     /// any more. Called from the block layer's removal of the device, with
@@ -139,7 +139,7 @@ unsafe extern "C" fn submit_bio_callback<T: FilterOps>(
     // SAFETY: `bio` is being submitted and stays live during the call; if
     // the callback takes it, we report that to the block layer below.
     let incoming = unsafe { IncomingBio::new(bio, &taken) };
-    inner.data.submit_bio(incoming);
+    T::submit_bio(&inner.data, incoming);
     taken.get()
 }
 

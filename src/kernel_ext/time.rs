@@ -17,3 +17,10 @@ pub(crate) fn sleep_interruptible(ms: u32) -> Result {
     }
     Ok(())
 }
+
+/// Sleeps for about `ms` milliseconds, signals or not (for waits that
+/// must not be cut short, such as a seal at unload).
+pub(crate) fn sleep(ms: u32) {
+    // SAFETY: Called in process context, where sleeping is allowed.
+    unsafe { bindings::msleep(ms) };
+}

@@ -11,8 +11,8 @@
 //! generation with the reason returned.
 
 use super::persist::{
-    continuity, newest, next_header_block, BlockHead, BlockKind, DeviceNow, Header, Layout, Reset,
-    StoreError, HEAD_BYTES, PAYLOAD, STORE_BLOCK,
+    continuity, newest, next_header_block, replay_intent, BlockHead, BlockKind, DeviceNow, Header,
+    Layout, Reset, StoreError, HEAD_BYTES, MAGIC, PAYLOAD, STORE_BLOCK, VERSION,
 };
 
 /// A store's blocks, read and written whole ([`STORE_BLOCK`] bytes); each
@@ -59,8 +59,10 @@ pub type ReadMap<'a> = dyn Fn(bool, usize, &mut [u8]) -> usize + 'a;
 /// Writes a checkpoint of the maps that `maps` reads: `next` is the header
 /// to write, but for its sequence numbers, map slot and intent epoch,
 /// which follow `current` (the header that counts and its block, `None`
-/// for a store being made). `buf` is one store block of scratch. Returns
-/// the header written and its block: the new current header.
+/// for a store being made). The new epoch's intent region is written
+/// empty with the maps, so that every block of it checks after a crash.
+/// `buf` is one store block of scratch. Returns the header written and
+/// its block: the new current header.
 pub fn checkpoint(
     io: &mut dyn StoreIo,
     current: Option<(u8, Header)>,
@@ -96,6 +98,16 @@ pub fn checkpoint(
             return Err(CheckpointError::Io);
         }
     }
+    for i in 0..layout.intent_blocks() {
+        buf.fill(0);
+        let at = layout.intent_block(epoch, i);
+        intent_head(at, epoch)
+            .seal(buf)
+            .map_err(|_| CheckpointError::Invalid)?;
+        if !io.write(at, buf) {
+            return Err(CheckpointError::Io);
+        }
+    }
     if !io.flush() {
         return Err(CheckpointError::Io);
     }
@@ -104,6 +116,15 @@ pub fn checkpoint(
         return Err(CheckpointError::Io);
     }
     Ok((block, next))
+}
+
+/// The head of intent block `at` (a store block) of `epoch`.
+pub fn intent_head(at: u64, epoch: u64) -> BlockHead {
+    BlockHead {
+        kind: BlockKind::Intent,
+        index: at as u32,
+        stamp: epoch,
+    }
 }
 
 /// Puts bytes into map `snapshot` (as [`ReadMap`]) from `offset`.
@@ -115,13 +136,16 @@ pub type WriteMap<'a> = dyn FnMut(bool, usize, &[u8]) + 'a;
 /// tracker's maps, zeroed; map bytes past the device's block count are
 /// not handed), and the header that counts and its block are returned;
 /// otherwise why a new generation starts. An unsealed store (a crash)
-/// passes here only in a later boot, and its intent region is then the
-/// caller's to replay.
+/// passes here only in a later boot; if it kept write-intent marks, each
+/// tracking block that its intent region marks is handed to `written`
+/// (every block of the region must check, else the store is damaged),
+/// to be counted as written with the header's active number.
 pub fn attach(
     io: &mut dyn StoreIo,
     store_blocks: u64,
     now: &DeviceNow<'_>,
     maps: &mut WriteMap<'_>,
+    written: &mut dyn FnMut(u32),
     buf: &mut [u8],
 ) -> Result<(u8, Header), Reset> {
     let buf = buf.get_mut(..STORE_BLOCK).ok_or(Reset::StoreDamaged)?;
@@ -163,6 +187,16 @@ pub fn attach(
             maps(snapshot, offset, payload);
         }
     }
+    if !h.clean && h.intent {
+        for i in 0..layout.intent_blocks() {
+            let at = layout.intent_block(h.epoch, i);
+            if !io.read(at, buf) || intent_head(at, h.epoch).check(buf).is_err() {
+                return Err(Reset::StoreDamaged);
+            }
+            let payload = buf.get(HEAD_BYTES..).unwrap_or(&[]);
+            replay_intent(payload, i, h.block_count, &mut *written);
+        }
+    }
     Ok((block, h))
 }
 
@@ -181,6 +215,18 @@ pub fn current_header(io: &mut dyn StoreIo, buf: &mut [u8]) -> Option<(u8, Heade
     let a = read(0);
     let b = read(1);
     newest(a, b).ok()
+}
+
+/// Fills `buf` (a store block) with what spoils a header copy: the magic
+/// and version with nothing valid after them, so that an attach finds a
+/// damaged store (not a new one) and never takes it up. For a store whose
+/// marks could not be kept.
+pub fn spoiled_header(buf: &mut [u8]) {
+    buf.iter_mut().for_each(|b| *b = 0);
+    if let Some(head) = buf.get_mut(..12) {
+        head[..8].copy_from_slice(&MAGIC);
+        head[8..].copy_from_slice(&VERSION.to_le_bytes());
+    }
 }
 
 /// Sectors per store block.

@@ -233,6 +233,11 @@ pub struct Header {
     /// Sealed by a clean detach: the maps are whole and no write came
     /// after them (the intent region holds nothing that counts).
     pub clean: bool,
+    /// In use with write-intent marks (never with `clean`): the intent
+    /// region of `epoch` has a bit for every tracking block written since
+    /// this checkpoint. In use without them (neither flag), nothing says
+    /// what was written after it.
+    pub intent: bool,
     /// Tracking block size, as a shift of bytes.
     pub block_shift: u32,
     /// The device's size in sectors.
@@ -293,7 +298,12 @@ impl Header {
         put(block, H_MAGIC, &MAGIC);
         put(block, H_VERSION, &VERSION.to_le_bytes());
         put(block, H_SEQ, &self.seq.to_le_bytes());
-        put(block, H_CLEAN, &u32::from(self.clean).to_le_bytes());
+        let state: u32 = match (self.clean, self.intent) {
+            (true, _) => 1,
+            (false, true) => 2,
+            (false, false) => 0,
+        };
+        put(block, H_CLEAN, &state.to_le_bytes());
         put(block, H_SHIFT, &self.block_shift.to_le_bytes());
         put(block, H_CAPACITY, &self.capacity.to_le_bytes());
         put(block, H_COUNT, &self.block_count.to_le_bytes());
@@ -344,14 +354,16 @@ impl Header {
         );
         let mut boot_id = [0u8; 16];
         boot_id.copy_from_slice(block.get(H_BOOT..H_BOOT + 16).unwrap_or(&[0; 16]));
-        let clean = match get_u32(block, H_CLEAN) {
-            0 => false,
-            1 => true,
+        let (clean, intent) = match get_u32(block, H_CLEAN) {
+            0 => (false, false),
+            1 => (true, false),
+            2 => (false, true),
             _ => return Err(StoreError::Invalid),
         };
         let h = Header {
             seq: get_u64(block, H_SEQ),
             clean,
+            intent,
             block_shift: get_u32(block, H_SHIFT),
             capacity: get_u64(block, H_CAPACITY),
             block_count: get_u32(block, H_COUNT),
@@ -449,8 +461,9 @@ pub enum Reset {
     /// (nothing can say what was written after it stopped).
     UncleanSameBoot = 7,
     /// An earlier boot ended without sealing the store (a crash or a power
-    /// cut), and the module does not keep write-intent marks yet: nothing
-    /// says what that boot wrote after the store's last checkpoint.
+    /// cut) while write-intent marks were off (during a snapshot, or by a
+    /// build without them): nothing says what that boot wrote after the
+    /// store's last checkpoint.
     UncleanShutdown = 9,
 }
 
@@ -468,7 +481,7 @@ impl Reset {
                 "tracking stopped without sealing the store (a crash, or a removal without detach)"
             }
             Reset::UncleanShutdown => {
-                "the last boot ended without sealing the store (a crash or power cut)"
+                "the last boot ended without sealing the store while write-intent marks were off (a crash or power cut during a snapshot)"
             }
         }
     }
@@ -538,13 +551,17 @@ pub fn continuity(h: &Header, now: &DeviceNow<'_>) -> Result<(), Reset> {
     Ok(())
 }
 
-/// Until the module keeps write-intent marks, only a sealed store may be
-/// taken up: why header `h` may not be, in the boot `boot_id`.
-pub fn require_seal(h: &Header, boot_id: &[u8; 16]) -> Result<(), Reset> {
-    match (h.clean, &h.boot_id == boot_id) {
-        (true, _) => Ok(()),
-        (false, true) => Err(Reset::UncleanSameBoot),
-        (false, false) => Err(Reset::UncleanShutdown),
+/// Whether what header `h` says of the time after its checkpoint lets a
+/// tracker in the boot `boot_id` take the store up: a seal, or, from an
+/// earlier boot, write-intent marks (which the caller then replays). A
+/// store left in use in this same boot, or by a boot without marks, is
+/// not taken up.
+pub fn require_marks(h: &Header, boot_id: &[u8; 16]) -> Result<(), Reset> {
+    match (h.clean, h.intent, &h.boot_id == boot_id) {
+        (true, _, _) => Ok(()),
+        (false, _, true) => Err(Reset::UncleanSameBoot),
+        (false, true, false) => Ok(()),
+        (false, false, false) => Err(Reset::UncleanShutdown),
     }
 }
 
@@ -586,12 +603,13 @@ pub enum Note {
 /// finds a block not durable waits for the flush that carries its bit,
 /// [`Intent::begin_flush`] takes what is pending, and [`Intent::flushed`]
 /// makes it durable. Only what a flush wrote is ever taken as durable.
-pub struct Intent<'a> {
-    durable: &'a mut [u8],
-    inflight: &'a mut [u8],
-    pending: &'a mut [u8],
-    dirty: &'a mut [u8],
-    writing: &'a mut [u8],
+/// `B` is the memory: `&mut [u8]`, a `Vec` or a `KVec`.
+pub struct Intent<B> {
+    durable: B,
+    inflight: B,
+    pending: B,
+    dirty: B,
+    writing: B,
     block_count: u32,
     /// Number of the flush in flight, or of the last one completed.
     issued: u64,
@@ -614,14 +632,10 @@ pub fn intent_bytes(block_count: u32) -> (usize, usize) {
     ((block_count as usize).div_ceil(8), blocks.div_ceil(8))
 }
 
-impl<'a> Intent<'a> {
+impl<B: core::ops::DerefMut<Target = [u8]>> Intent<B> {
     /// An empty bitmap (a new epoch), in zeroed memory of the sizes
     /// [`intent_bytes`] gives.
-    pub fn new(
-        bits: [&'a mut [u8]; 3],
-        blocks: [&'a mut [u8]; 2],
-        block_count: u32,
-    ) -> Result<Self, StoreError> {
+    pub fn new(bits: [B; 3], blocks: [B; 2], block_count: u32) -> Result<Self, StoreError> {
         let (nb, nd) = intent_bytes(block_count);
         if bits.iter().any(|b| b.len() < nb) || blocks.iter().any(|b| b.len() < nd) {
             return Err(StoreError::Short);
@@ -648,15 +662,15 @@ impl<'a> Intent<'a> {
         let mut wait = None;
         for b in first..end {
             let i = b as usize;
-            if bit(self.durable, i) {
+            if bit(&self.durable, i) {
                 continue;
             }
-            let ticket = if bit(self.inflight, i) {
+            let ticket = if bit(&self.inflight, i) {
                 self.issued
             } else {
-                if set_bit(self.pending, i) {
+                if set_bit(&mut self.pending, i) {
                     self.any_pending = true;
-                    set_bit(self.dirty, Layout::intent_bit(b).0 as usize);
+                    set_bit(&mut self.dirty, Layout::intent_bit(b).0 as usize);
                 }
                 self.issued + 1
             };
@@ -691,7 +705,7 @@ impl<'a> Intent<'a> {
     /// Intent blocks the flush in flight writes.
     pub fn flush_blocks(&self) -> impl Iterator<Item = u32> + '_ {
         let n = Layout::new(self.block_count).intent_blocks();
-        (0..n).filter(|&i| bit(self.writing, i as usize))
+        (0..n).filter(|&i| bit(&self.writing, i as usize))
     }
 
     /// The payload of intent block `i` as a flush writes it: every bit
@@ -701,7 +715,7 @@ impl<'a> Intent<'a> {
         for (k, o) in out.iter_mut().take(PAYLOAD).enumerate() {
             let at = start + k;
             let get = |m: &[u8]| m.get(at).copied().unwrap_or(0);
-            *o = get(self.durable) | get(self.inflight) | get(self.pending);
+            *o = get(&self.durable) | get(&self.inflight) | get(&self.pending);
         }
     }
 
@@ -724,6 +738,29 @@ impl<'a> Intent<'a> {
     /// The last flush completed.
     pub fn completed(&self) -> u64 {
         self.completed
+    }
+
+    /// Whether a flush is in flight.
+    pub fn in_flight(&self) -> bool {
+        self.issued > self.completed
+    }
+
+    /// Starts a new epoch (after a checkpoint, with no flush in flight):
+    /// every bit cleared, nothing pending. Flushes keep their numbering, so
+    /// the caller lets every write waiting for one go through [`Intent::note`]
+    /// again.
+    pub fn clear(&mut self) {
+        for m in [
+            &mut self.durable,
+            &mut self.inflight,
+            &mut self.pending,
+            &mut self.dirty,
+            &mut self.writing,
+        ] {
+            m.iter_mut().for_each(|b| *b = 0);
+        }
+        self.any_pending = false;
+        self.completed = self.issued;
     }
 }
 

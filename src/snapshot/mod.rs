@@ -22,7 +22,7 @@ use crate::kernel_ext::random::random_uuid;
 use crate::kernel_ext::shrinker::Shrinker;
 use crate::logic::devices::{disk_and_partition, shares_blocks};
 use crate::logic::events::Event;
-use crate::persist::Store;
+use crate::persist::{After, Store};
 use crate::slots::Slots;
 use crate::storage::Storage;
 use crate::tracker::Tracker;
@@ -101,6 +101,19 @@ struct TrackerEntry {
     snapshot: Option<[u8; 16]>,
     /// Its CBT store, sealed when the tracker is detached.
     store: Option<Store>,
+}
+
+impl Drop for TrackerEntry {
+    fn drop(&mut self) {
+        // A store left in use must not claim marks that nobody keeps any
+        // more (a sealed one has none): the device may be written next
+        // with no tracker.
+        if let Some(store) = self.store.as_mut() {
+            let _ = store.stop_marks(&self.tracker);
+        }
+        // Writes waiting for marks go on before the filter goes.
+        self.tracker.stop_marks();
+    }
 }
 
 /// A device of a taken snapshot: its copy-on-write state and its image.
@@ -363,6 +376,42 @@ impl State {
         for t in self.trackers.iter_mut() {
             if t.snapshot.as_ref() == Some(&gone.0) {
                 t.snapshot = None;
+            }
+        }
+        self.restart_marks();
+    }
+
+    /// Write-intent marks again for every store that has none and whose
+    /// tracker is in no snapshot, nor its writes reach a device in one: a
+    /// checkpoint of the maps as they are starts them.
+    fn restart_marks(&mut self) {
+        let mut devs = KVec::new();
+        for t in self.trackers.iter().filter(|t| t.snapshot.is_some()) {
+            if devs
+                .push((t.tracker.dev(), t.tracker.whole_dev()), GFP_KERNEL)
+                .is_err()
+            {
+                return;
+            }
+        }
+        for t in self.trackers.iter_mut() {
+            let Some(store) = t.store.as_mut() else {
+                continue;
+            };
+            if t.snapshot.is_some() || t.tracker.is_gone() || t.tracker.has_marks() {
+                continue;
+            }
+            if !matches!(reached(store.bdev(), &devs), Ok(None)) {
+                continue;
+            }
+            if let Err(e) = store.checkpoint_held(&t.tracker, After::Marks) {
+                let dev = t.tracker.dev();
+                pr_warn!(
+                    "{}:{}: write-intent marks not started again ({:?}): a crash costs a full backup\n",
+                    dev.major(),
+                    dev.minor(),
+                    e
+                );
             }
         }
     }

@@ -15,8 +15,8 @@ use crate::kernel_ext::errno::eopnotsupp;
 use crate::kernel_ext::filter::Attached;
 use crate::kernel_ext::inflight::WatchPool;
 use crate::logic::persist::Reset;
-use crate::persist::Store;
-use crate::tracker::{new_cbt, Tracker, TrackerCbt};
+use crate::persist::{After, Store};
+use crate::tracker::{new_cbt, MapFields, Tracker, TrackerCbt};
 use crate::uapi::BLK_SNAP_PERSIST_IN_MEMORY;
 
 /// A device about to be tracked with a store: open, its maps taken up
@@ -38,9 +38,13 @@ impl Persisting {
         if bdev.is_zoned() {
             return Err(eopnotsupp());
         }
-        let written = bdev.sectors_written();
+        let mut written = bdev.sectors_written();
         let (cbt, reset) = store.take_up(&bdev, written)?;
         store.mark_in_use(&cbt, bdev.nr_sectors())?;
+        if store.counts_in(bdev.dev(), bdev.whole_dev()) {
+            // Its own writes, which the check before the attach expects.
+            written += Store::own_sectors(MapFields::of(&cbt).block_count);
+        }
         Ok(Self {
             bdev,
             store,
@@ -60,6 +64,8 @@ pub(crate) struct PersistStatus {
     pub(crate) generation: [u8; 16],
     /// The sequence number of the store's last checkpoint.
     pub(crate) checkpoint: u64,
+    /// Write-intent flushes done.
+    pub(crate) flushes: u64,
 }
 
 /// A tracker taken out of the state by DETACH, its filter still attached
@@ -100,6 +106,9 @@ impl State {
             }
             let mut store = p.store;
             store.set_reset(BLK_SNAP_PERSIST_IN_MEMORY);
+            // The store holds what PERSIST took up, not these maps: they
+            // go in now, and marks start with them.
+            store.checkpoint_held(&t.tracker, After::Marks)?;
             t.store = Some(store);
             return Ok((BLK_SNAP_PERSIST_IN_MEMORY, t.tracker.clone()));
         }
@@ -120,11 +129,23 @@ impl State {
                 cbt = new_cbt(bdev.nr_sectors())?;
                 reset = Reset::WrittenUntracked as u32;
             }
-            let tracker = Tracker::with_cbt(bdev.hold(), pool.clone(), cbt)?;
+            let tracker = Tracker::with_cbt(bdev.hold(), pool.clone(), cbt, None)?;
             let filter = Attached::attach(&bdev, tracker.clone())?;
             (tracker, filter)
         };
         store.set_reset(reset);
+        // Marks from a checkpoint of the maps the tracker started with (a
+        // fresh generation's, if the count moved): until it is durable the
+        // store says it keeps none, so a failure here costs only a full
+        // backup after a crash.
+        if let Err(e) = store.checkpoint_held(&tracker, After::Marks) {
+            pr_warn!(
+                "{}:{}: write-intent marks not started ({:?}): a crash costs a full backup\n",
+                dev.major(),
+                dev.minor(),
+                e
+            );
+        }
         // Room reserved above: no allocation, no failure.
         self.trackers.insert(TrackerEntry {
             tracker: tracker.clone(),
@@ -193,6 +214,7 @@ impl State {
             reset,
             generation: t.tracker.map_fields().generation,
             checkpoint,
+            flushes: t.tracker.mark_flushes(),
         })
     }
 
@@ -232,12 +254,16 @@ impl State {
                 let dev = t.tracker.dev();
                 match store.seal(&t.tracker) {
                     Ok(()) => pr_info!("{}:{}: store sealed\n", dev.major(), dev.minor()),
-                    Err(e) => pr_warn!(
-                        "{}:{}: store not sealed ({:?}): its next attach starts afresh\n",
-                        dev.major(),
-                        dev.minor(),
-                        e
-                    ),
+                    Err(e) => {
+                        pr_warn!(
+                            "{}:{}: store not sealed ({:?}): its next attach starts afresh\n",
+                            dev.major(),
+                            dev.minor(),
+                            e
+                        );
+                        // Dropping the entry ends its marks (or spoils
+                        // the store).
+                    }
                 }
             }
         }

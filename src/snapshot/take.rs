@@ -100,6 +100,32 @@ impl Taking {
 }
 
 impl State {
+    /// No write-intent marks on the devices of snapshot `id` while it
+    /// lives, nor in stores whose writes reach one of them: the marks'
+    /// writes pass every filter (an image would show them), and the
+    /// snapshot's switch moves its devices' change numbers on. Each such
+    /// store is checkpointed without marks before the snapshot's instant
+    /// (so it is in the images as it was then); the snapshot's release
+    /// starts marks again ([`State::release`]). `EIO` if a store can be
+    /// neither checkpointed nor spoiled.
+    fn stop_marks_for(&mut self, id: &[u8; 16]) -> Result {
+        let snap = self.snapshot(id)?;
+        let mut devs = KVec::with_capacity(snap.devices.len(), GFP_KERNEL)?;
+        for &d in snap.devices.iter() {
+            let whole = self.tracker(d).map_or(d, |t| t.tracker.whole_dev());
+            devs.push((d, whole), GFP_KERNEL)?;
+        }
+        for t in self.trackers.iter_mut() {
+            let Some(store) = t.store.as_mut() else {
+                continue;
+            };
+            if t.snapshot.as_ref() == Some(id) || super::reached(store.bdev(), &devs)?.is_some() {
+                store.stop_marks(&t.tracker)?;
+            }
+        }
+        Ok(())
+    }
+
     /// SNAPSHOT_TAKE of snapshot `id`, first step: checks, opens the
     /// devices and makes their copy-on-write state, and marks the
     /// snapshot as being taken. [`Taking::switch`] follows without the
@@ -148,6 +174,7 @@ impl State {
             )?;
         }
         let before = KVec::with_capacity(trackers.len(), GFP_KERNEL)?;
+        self.stop_marks_for(id)?;
         self.snapshot_mut(id)?.taking = true;
         Ok(Taking {
             id: *id,

@@ -8,6 +8,8 @@
 # must start afresh does, saying why, so that the next backup is a full
 # one and never a stale incremental: a write while the module was out, a
 # damaged store, a removal without a seal. DETACH seals without rmmod.
+# Writes with a store wait until their write-intent marks are durable
+# (tracker status counts the flushes); reboot.sh cuts the power.
 . "$(dirname "$0")/lib.sh"
 
 [ -c /dev/blksnap ] || { echo "1..0 # SKIP /dev/blksnap missing"; exit $KSFT_SKIP; }
@@ -16,7 +18,7 @@ DEV=/dev/vdh
 D=/mnt/persist
 T=$D/p.img
 S=$D/p.store
-tap_plan 15
+tap_plan 16
 
 mkdir -p $D
 mount /dev/vdd $D || tap_diag "cannot mount /dev/vdd"
@@ -46,6 +48,10 @@ rc=$?
 check "the same store for another device is refused (exit $rc)" \
 	sh -c "[ $rc = 1 ] && echo '$out' | grep -q EBUSY"
 write 1 10
+out=$(blksnap --json tracker status $DEV 2>&1)
+flushes=$(field intent_flushes "$out")
+check "writes wait for their write-intent marks ($flushes flushes)" \
+	sh -c "[ '${flushes:-0}' -gt 0 ]"
 reload
 out=$(persist)
 check "after rmmod and insmod the maps go on ($(field reason "$out"))" \

@@ -1,27 +1,35 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0
 #
-# Change tracking across reboots of the VM (run.sh boots reboot.sh): the
-# same disks over four boots, the store attached at each boot before the
-# device's file system is mounted, as the boot scripts do
+# Change tracking across reboots and power cuts of the VM (run.sh boots
+# reboot.sh): the same disks over CUTS + 4 boots (bsvm_cuts=CUTS on the
+# kernel command line, 3 unless given), the store attached at each boot
+# before the device's file system is mounted, as the boot scripts do
 # (Documentation/persistence.rst).
 #
-#   boot 1: a new store; a full backup of a live ext4; more writes; the
-#           shutdown detaches (seals) the store; a clean reboot.
-#   boot 2: the maps go on; writes; the incremental copies about what was
-#           written and equals the device. Then the power is cut under
-#           O_DIRECT and buffered writes.
-#   boot 3: the store was not sealed: tracking starts afresh saying why,
-#           the next backup refuses an incremental (exit 5), a full one
-#           equals the device. Sealed again, a clean reboot.
-#   boot 4: the device is written before the module is there (as in a
-#           boot without it): afresh, written while untracked, exit 5,
-#           and a full backup equals the device.
+#   boot 1:      a new store; a full backup of a live ext4; more writes;
+#                the shutdown detaches (seals) the store; a clean reboot.
+#   boot 2:      the maps go on; writes; the incremental copies about what
+#                was written and equals the device. Then the power is cut
+#                under O_DIRECT and buffered writes, at a random moment.
+#   boots 3 to CUTS + 2: the store was not sealed, but its write-intent
+#                marks speak for what was written: the chain continues and
+#                the incremental equals the device. The power is cut again
+#                under writes (CUTS cuts in all), then once more while a
+#                snapshot is held (marks are off then).
+#   boot CUTS + 3: a crash during a snapshot: tracking starts afresh
+#                saying why, the next backup refuses an incremental (exit
+#                5), a full one equals the device. Sealed, a clean reboot.
+#   boot CUTS + 4: the device is written before the module is there (as in
+#                a boot without it): afresh, written while untracked, exit
+#                5, and a full backup equals the device.
 . "$(dirname "$0")/lib.sh"
 
 [ -c /dev/blksnap ] || { echo "1..0 # SKIP /dev/blksnap missing"; exit $KSFT_SKIP; }
 boot=$(sed -n 's/.*bsvm_boot=\([0-9]*\).*/\1/p' /proc/cmdline)
 [ -n "$boot" ] || { echo "1..0 # SKIP not booted by run.sh boots"; exit $KSFT_SKIP; }
+cuts=$(sed -n 's/.*bsvm_cuts=\([0-9]*\).*/\1/p' /proc/cmdline)
+[ -n "$cuts" ] && [ "$cuts" -ge 1 ] || cuts=3
 KO=/lib/modules/blksnap.ko
 DEV=/dev/vdc
 FS=/mnt/fs
@@ -72,7 +80,55 @@ shutdown() {
 	sleep 600
 }
 
+# rnd N: a random number below N.
+rnd() { echo $(($(od -An -tu2 -N2 /dev/urandom | tr -d ' ') % $1)); }
+# cut: the power cut, under writes to the mounted file system, direct and
+# buffered, at a moment that varies (0 to 3 s, in tenths).
+cut() {
+	mount $DEV $FS
+	(while :; do dd if=/dev/urandom of=$FS/direct bs=64K count=32 oflag=direct conv=notrunc 2>/dev/null; done) &
+	(while :; do dd if=/dev/urandom of=$FS/buffered bs=64K count=32 2>/dev/null; done) &
+	t=$(rnd 30)
+	sleep "$((t / 10)).$((t % 10))"
+	tap_diag "the power is cut ($((t / 10)).$((t % 10)) s into the writes)"
+	echo "BSVM-POWERCUT"
+	sleep 600
+}
+# after_cut K: boot after power cut K; the chain must go on.
+after_cut() {
+	out=$(persist)
+	check "boot $boot: after power cut $1 the maps go on ($(field reason "$out"))" \
+		sh -c "echo '$out' | grep -q '\"reset\":0,'"
+	# The journal's replay writes: tracked, like any write.
+	mount $DEV $FS && umount $FS
+	out=$(backup 2>/tmp/reboot.log)
+	rc=$?
+	copied=$(field copied "$out")
+	tap_diag "the incremental after the cut copied $copied bytes"
+	check "the incremental after the cut equals the device (exit $rc)" \
+		sh -c "[ $rc = 0 ] && echo '$out' | grep -q '\"kind\":\"incremental\"' && [ '$(sum $T)' = '$(sum $DEV)' ]"
+	[ $rc = 0 ] || grep -v '^$' /tmp/reboot.log | tail -4 | sed 's/^/# /'
+	out=$(blksnap --json tracker status $DEV 2>&1)
+	tap_diag "tracker status: $out"
+}
+# snapshot_cut: the power cut while a snapshot of the device is held.
+snapshot_cut() {
+	id=$(blksnap snapshot create $DEV)
+	dd if=/dev/zero of=$D/cut.storage bs=1M count=16 2>/dev/null && sync
+	blksnap snapshot append-storage "$id" --file $D/cut.storage
+	blksnap snapshot take "$id"
+	rc=$?
+	check "a snapshot is held (take, exit $rc)" test $rc = 0
+	mount $DEV $FS
+	files 1
+	tap_diag "the power is cut with the snapshot held"
+	echo "BSVM-POWERCUT"
+	sleep 600
+}
+
 mkdir -p $FS $D
+after=$((cuts + 3))
+last=$((cuts + 4))
 case "$boot" in
 1)
 	tap_plan 3
@@ -119,31 +175,23 @@ case "$boot" in
 		sh -c "[ $rc = 0 ] && echo '$out' | grep -q '\"kind\":\"incremental\"' && [ '$copied' -gt 0 ] && [ '$copied' -le $((bytes * 2 + 1048576)) ]"
 	check "and the copy equals the device" [ "$(sum $T)" = "$(sum $DEV)" ]
 	grep -v '^$' /tmp/reboot.log | tail -4 | sed 's/^/# /'
-	# The power cut: under writes, direct and buffered, at a moment
-	# that varies.
-	mount $DEV $FS
-	(while :; do dd if=/dev/urandom of=$FS/direct bs=64K count=32 oflag=direct conv=notrunc 2>/dev/null; done) &
-	(while :; do dd if=/dev/urandom of=$FS/buffered bs=64K count=32 2>/dev/null; done) &
-	sleep "$(($(od -An -tu1 -N1 /dev/urandom | tr -d ' ') % 3 + 1))"
-	tap_diag "the power is cut"
-	echo "BSVM-POWERCUT"
-	sleep 600
+	cut
 	;;
-3)
+"$after")
 	tap_plan 5
 	mount /dev/vdd $D || tap_diag "cannot mount /dev/vdd"
 	out=$(persist)
-	check "boot 3: after a power cut tracking starts afresh ($(field reason "$out"))" \
+	check "boot $boot: after a power cut during a snapshot tracking starts afresh ($(field reason "$out"))" \
 		sh -c "echo '$out' | grep -q '\"reset\":9,'"
 	out=$(blksnap --json tracker status $DEV 2>&1)
 	check "tracker status says so (checkpoint $(field checkpoint "$out"))" \
 		sh -c "echo '$out' | grep -q '\"store\":true,\"reset\":9,'"
-	# The journal's replay writes: tracked, like any write.
+	rm -f $D/cut.storage
 	mount $DEV $FS && umount $FS
 	full_needed 'power cut'
 	shutdown "the shutdown seals the store again"
 	;;
-4)
+"$last")
 	tap_plan 3
 	# As in a boot without the module: the file system is mounted and
 	# written before any tracker watches the device.
@@ -154,7 +202,7 @@ case "$boot" in
 	insmod $KO
 	mount /dev/vdd $D || tap_diag "cannot mount /dev/vdd"
 	out=$(persist)
-	check "boot 4: written before the attach, tracking starts afresh ($(field reason "$out"))" \
+	check "boot $boot: written before the attach, tracking starts afresh ($(field reason "$out"))" \
 		sh -c "echo '$out' | grep -q '\"reset\":6,'"
 	full_needed 'written while untracked'
 	grep -v '^$' /tmp/reboot.log | tail -4 | sed 's/^/# /'
@@ -163,8 +211,23 @@ case "$boot" in
 	umount $D
 	;;
 *)
-	tap_plan 1
-	tap_not_ok "boot $boot: reboot.sh has four boots"
+	if [ "$boot" -gt 2 ] && [ "$boot" -lt "$after" ]; then
+		if [ $((boot + 1)) -lt "$after" ]; then
+			tap_plan 2
+		else
+			tap_plan 3
+		fi
+		mount /dev/vdd $D || tap_diag "cannot mount /dev/vdd"
+		after_cut $((boot - 2))
+		if [ $((boot + 1)) -lt "$after" ]; then
+			cut
+		else
+			snapshot_cut
+		fi
+	else
+		tap_plan 1
+		tap_not_ok "boot $boot: reboot.sh has $last boots"
+	fi
 	;;
 esac
 tap_exit

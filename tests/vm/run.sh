@@ -13,7 +13,8 @@
 #   run.sh shell         interactive shell on the console
 #
 # In "boots" mode the VM boots again (boot number bsvm_boot=2, 3, ... on
-# the kernel command line) for as long as TEST asks, at most 8 times: a
+# the kernel command line) for as long as TEST asks, at most BOOTS_MAX
+# times (default 8): a
 # line "BSVM-REBOOT" says it ends this boot itself (a clean reboot); a
 # line "BSVM-POWERCUT" asks the host to kill the VM at once, as a power
 # cut would, with whatever it is doing (QMP "quit": no shutdown, no
@@ -24,7 +25,8 @@
 # binary), SELFTESTS (directory of built selftests), OUT (work directory),
 # VM_TIMEOUT (seconds, default 4500: a cap for a hung VM; each test has its
 # own, much smaller, budget), VM_MEM (default 2G), FUZZ_N and FUZZ_SEED (the
-# fuzzer's call count and seed), SOAK_MINUTES (the soak's duration).
+# fuzzer's call count and seed), SOAK_MINUTES (the soak's duration),
+# BOOTS_CUTS (bsvm_cuts= on the command line: reboot.sh's power cuts).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -132,6 +134,7 @@ cmdline="$cmdline pci=noacpi"
 [ -n "${FUZZ_SEED:-}" ] && cmdline="$cmdline bsfuzz_seed=$FUZZ_SEED"
 # The soak's duration (tests/selftests/soak.c).
 [ -n "${SOAK_MINUTES:-}" ] && cmdline="$cmdline bsoak_minutes=$SOAK_MINUTES"
+[ -n "${BOOTS_CUTS:-}" ] && cmdline="$cmdline bsvm_cuts=$BOOTS_CUTS"
 
 qemu=(qemu-system-x86_64 -machine pc -accel tcg -cpu max,la57=off -smp 2 -m "$VM_MEM"
 	-kernel "$KERNEL" -initrd "$OUT/initramfs.cpio.gz"
@@ -208,8 +211,8 @@ else
 			fi
 		fi
 		boot=$((boot + 1))
-		if [ $boot -gt 8 ]; then
-			say "$only asked for more than 8 boots"
+		if [ $boot -gt "${BOOTS_MAX:-8}" ]; then
+			say "$only asked for more than ${BOOTS_MAX:-8} boots"
 			break
 		fi
 	done

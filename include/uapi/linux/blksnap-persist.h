@@ -50,8 +50,8 @@ enum blk_snap_persist_reset {
 	/* The device was already tracked: its maps in memory go on. */
 	blk_snap_persist_in_memory = 8,
 	/*
-	 * An earlier boot ended without a seal (a crash, a power cut) and
-	 * the module keeps no write-intent marks yet.
+	 * An earlier boot ended without a seal (a crash, a power cut) while
+	 * the store kept no write-intent marks (during a snapshot).
 	 */
 	blk_snap_persist_unclean_shutdown = 9,
 };
@@ -140,8 +140,8 @@ struct blk_snap_tracker_detach {
  *	another since).
  * @checkpoint: Out: the sequence number of the store's last checkpoint
  *	(0 without a store).
- * @intent_flushes: Out: write-intent flushes done since the attach (0
- *	until the module keeps write-intent marks).
+ * @intent_flushes: Out: write-intent flushes the tracker has done (each
+ *	made the marks of the writes waiting for it durable).
  */
 struct blk_snap_tracker_persist_status {
 	struct blk_snap_dev dev_id;

@@ -78,6 +78,7 @@ fn header(store_blocks: u64, written: u64, clean: bool) -> Header {
     Header {
         seq: 0,
         clean,
+        intent: false,
         block_shift: SHIFT,
         capacity: u64::from(COUNT) << (SHIFT - 9),
         block_count: COUNT,
@@ -124,11 +125,24 @@ fn read_maps(
     now: &DeviceNow<'_>,
 ) -> Result<((u8, Header), Maps), Reset> {
     let mut got = (vec![0u8; COUNT as usize], vec![0u8; COUNT as usize]);
+    let mut got_written = Vec::new();
     let mut put = |snapshot: bool, off: usize, data: &[u8]| {
         let dst = if snapshot { &mut got.1 } else { &mut got.0 };
         dst[off..off + data.len()].copy_from_slice(data);
     };
-    let h = attach(io, blocks, now, &mut put, &mut vec![0; STORE_BLOCK])?;
+    let mut written = |b: u32| got_written.push(b);
+    let h = attach(
+        io,
+        blocks,
+        now,
+        &mut put,
+        &mut written,
+        &mut vec![0; STORE_BLOCK],
+    )?;
+    // As the tracker counts them: written with the active number.
+    for &b in &got_written {
+        got.0[b as usize] = h.1.active;
+    }
     Ok((h, got))
 }
 
@@ -230,9 +244,11 @@ fn a_checkpoint_cut_short_leaves_the_previous_one() {
     // Every moment of the second checkpoint: its writes fail from there
     // on, then the power goes. The first checkpoint is what attach finds,
     // or the second once its header is durable.
-    // Its writes: both maps' blocks and the header; one cut past them
+    // Its writes: both maps' blocks, the empty intent region and the
+    // header; one cut past them
     // lets it complete.
-    let writes = 2 * Layout::new(COUNT).map_blocks() as usize + 1;
+    let layout = Layout::new(COUNT);
+    let writes = 2 * layout.map_blocks() as usize + layout.intent_blocks() as usize + 1;
     let mut completed = 0;
     for cut in 0..=writes {
         let mut io = Mem::new(blocks);
@@ -323,4 +339,94 @@ fn extents_place_every_block_once() {
         assert!(Extents::new(bad, 1 << 20).is_err(), "{bad:?}");
     }
     assert!(Extents::new(&[(0, 8), (8, 8)], 16).is_ok());
+}
+
+/// Writes intent block `i` of `h`'s epoch as a flush does, with the bits
+/// of tracking blocks `marked`.
+fn write_intent(io: &mut Mem, h: &Header, i: u32, marked: &[u32]) {
+    let layout = h.layout();
+    let at = layout.intent_block(h.epoch, i);
+    let mut buf = vec![0u8; STORE_BLOCK];
+    for &b in marked {
+        let (blk, bit) = Layout::intent_bit(b);
+        assert_eq!(blk, i);
+        buf[HEAD_BYTES + bit / 8] |= 1 << (bit % 8);
+    }
+    intent_head(at, h.epoch).seal(&mut buf).unwrap();
+    assert!(io.write(at, &buf) && io.flush());
+}
+
+#[test]
+fn a_crash_with_intent_marks_counts_every_marked_block_as_written() {
+    let blocks = Layout::new(COUNT).total();
+    let id = identity();
+    let m1 = maps(1);
+    let open = Header {
+        intent: true,
+        ..header(blocks, 0, false)
+    };
+    let mut io = Mem::new(blocks);
+    let c1 = write_maps(&mut io, None, open, &m1).unwrap();
+    // A crash before any mark: the maps as checkpointed.
+    let (h, got) = read_maps(&mut io, blocks, &now(&id, &[2; 16], 0)).unwrap();
+    assert_eq!(h, c1);
+    assert!(got == m1);
+    // Marks made durable before writes to blocks 7 and 9999.
+    write_intent(&mut io, &c1.1, 0, &[7, 9999]);
+    let (_, got) = read_maps(&mut io, blocks, &now(&id, &[2; 16], 0)).unwrap();
+    let mut want = m1.clone();
+    want.0[7] = c1.1.active;
+    want.0[9999] = c1.1.active;
+    assert!(got == want);
+    // In the boot that wrote it, an unsealed store stays refused.
+    let r = read_maps(&mut io, blocks, &now(&id, &[1; 16], 0));
+    assert_eq!(r.err(), Some(Reset::UncleanSameBoot));
+    // Any damaged byte of the region, or a block of another epoch, makes
+    // the whole store untrusted.
+    let at = c1.1.layout().intent_block(c1.1.epoch, 0) as usize;
+    for byte in [0, 12, HEAD_BYTES, STORE_BLOCK - 1] {
+        let mut bad = Mem::new(blocks);
+        bad.durable = io.durable.clone();
+        bad.durable[at][byte] ^= 0x10;
+        let r = read_maps(&mut bad, blocks, &now(&id, &[2; 16], 0));
+        assert_eq!(r.err(), Some(Reset::StoreDamaged), "byte {byte}");
+    }
+    let mut stale = Mem::new(blocks);
+    stale.durable = io.durable.clone();
+    let old = Header {
+        epoch: c1.1.epoch + 2,
+        ..c1.1
+    };
+    write_intent(&mut stale, &old, 0, &[1]);
+    let r = read_maps(&mut stale, blocks, &now(&id, &[2; 16], 0));
+    assert_eq!(r.err(), Some(Reset::StoreDamaged));
+    // The next checkpoint starts its epoch with an empty region: the old
+    // marks are in its maps, and nothing else counts.
+    let c2 = write_maps(&mut io, Some(c1), open, &want).unwrap();
+    assert_eq!(c2.1.epoch, c1.1.epoch + 1);
+    let (_, got) = read_maps(&mut io, blocks, &now(&id, &[3; 16], 0)).unwrap();
+    assert!(got == want);
+    // A seal makes the region count for nothing.
+    write_intent(&mut io, &c2.1, 0, &[5]);
+    let c3 = write_maps(&mut io, Some(c2), header(blocks, 0, true), &want).unwrap();
+    write_intent(&mut io, &c3.1, 0, &[6]);
+    let (_, got) = read_maps(&mut io, blocks, &now(&id, &[4; 16], 0)).unwrap();
+    assert!(got == want);
+}
+
+#[test]
+fn a_spoiled_store_is_damaged_not_new() {
+    let blocks = Layout::new(COUNT).total();
+    let id = identity();
+    let mut io = Mem::new(blocks);
+    let open = Header {
+        intent: true,
+        ..header(blocks, 0, false)
+    };
+    write_maps(&mut io, None, open, &maps(1)).unwrap();
+    let mut buf = vec![0xffu8; STORE_BLOCK];
+    spoiled_header(&mut buf);
+    assert!(io.write(0, &buf) && io.write(1, &buf) && io.flush());
+    let r = read_maps(&mut io, blocks, &now(&id, &[2; 16], 0));
+    assert_eq!(r.err(), Some(Reset::StoreDamaged));
 }

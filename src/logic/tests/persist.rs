@@ -10,6 +10,7 @@ fn header() -> Header {
     Header {
         seq: 7,
         clean: true,
+        intent: false,
         block_shift: 18,
         // 1 GiB in 256 KiB tracking blocks.
         capacity: 2 << 20,
@@ -40,6 +41,16 @@ fn header_round_trip() {
     let mut block = vec![0xaau8; STORE_BLOCK];
     h.encode(&mut block).unwrap();
     assert_eq!(Header::decode(&block), Ok(h));
+    let marked = Header {
+        clean: false,
+        intent: true,
+        ..h
+    };
+    marked.encode(&mut block).unwrap();
+    assert_eq!(Header::decode(&block), Ok(marked));
+    let open = Header { clean: false, ..h };
+    open.encode(&mut block).unwrap();
+    assert_eq!(Header::decode(&block), Ok(open));
 }
 
 #[test]
@@ -223,11 +234,24 @@ fn continuity_sees_what_it_can() {
     assert_eq!(continuity(&h, &fresh), Ok(()));
     assert_eq!(continuity(&Header { clean: false, ..h }, &fresh), Ok(()));
     // Without write-intent marks, an unsealed store is not taken up: the
-    // reason says whether this boot or an earlier one left it so.
-    assert_eq!(require_seal(&h, &boot), Ok(()));
+    // reason says whether this boot or an earlier one left it so. With
+    // them, it is, from an earlier boot only.
+    assert_eq!(require_marks(&h, &boot), Ok(()));
     let open = Header { clean: false, ..h };
-    assert_eq!(require_seal(&open, &h.boot_id), Err(Reset::UncleanSameBoot));
-    assert_eq!(require_seal(&open, &boot), Err(Reset::UncleanShutdown));
+    assert_eq!(
+        require_marks(&open, &h.boot_id),
+        Err(Reset::UncleanSameBoot)
+    );
+    assert_eq!(require_marks(&open, &boot), Err(Reset::UncleanShutdown));
+    let marked = Header {
+        intent: true,
+        ..open
+    };
+    assert_eq!(require_marks(&marked, &boot), Ok(()));
+    assert_eq!(
+        require_marks(&marked, &h.boot_id),
+        Err(Reset::UncleanSameBoot)
+    );
     assert_eq!(Reset::from_number(9), Some(Reset::UncleanShutdown));
     assert_eq!(Reset::from_number(8), None);
     assert_eq!(
@@ -248,11 +272,9 @@ fn writes_wait_for_their_marks_to_be_durable() {
     let count = PAYLOAD as u32 * 8 + 100;
     let (nb, nd) = intent_bytes(count);
     assert_eq!((nb, nd), ((count as usize).div_ceil(8), 1));
-    let mut m: Vec<Vec<u8>> = (0..3).map(|_| vec![0u8; nb]).collect();
-    let mut d: Vec<Vec<u8>> = (0..2).map(|_| vec![0u8; nd]).collect();
-    let [a, b, c] = &mut m[..] else { panic!() };
-    let [x, y] = &mut d[..] else { panic!() };
-    let mut intent = Intent::new([a, b, c], [x, y], count).unwrap();
+    let bits = || vec![0u8; nb];
+    let blocks = || vec![0u8; nd];
+    let mut intent = Intent::new([bits(), bits(), bits()], [blocks(), blocks()], count).unwrap();
     // Two writes before any flush wait for the first one.
     assert_eq!(intent.note(0, 2), Note::Wait(1));
     assert_eq!(intent.note(count - 1, count + 5), Note::Wait(1));
@@ -280,17 +302,30 @@ fn writes_wait_for_their_marks_to_be_durable() {
     assert_eq!(intent.flushed(1), 2);
     assert_eq!(intent.flushed(2), 2);
     assert_eq!(intent.completed(), 2);
+    // A new epoch: nothing durable, nothing pending; writes noted again
+    // wait for the next flush number.
+    assert_eq!(intent.note(9, 10), Note::Wait(3));
+    intent.clear();
+    assert!(!intent.in_flight());
+    assert_eq!(intent.begin_flush(), None);
+    assert_eq!(intent.note(0, 1), Note::Wait(3));
+    assert_eq!(intent.begin_flush(), Some(Flush { ticket: 3 }));
+    assert!(intent.in_flight());
+    // A flush in flight when the epoch changes makes nothing durable.
+    intent.clear();
+    assert_eq!(intent.flushed(3), 3);
+    assert_eq!(intent.note(0, 1), Note::Wait(4));
 }
 
 #[test]
 fn intent_memory_is_checked() {
-    let mut a = vec![0u8; 1];
-    let mut b = vec![0u8; 1];
-    let mut c = vec![0u8; 1];
-    let mut x = vec![0u8; 1];
-    let mut y = vec![0u8; 1];
-    assert!(Intent::new([&mut a, &mut b, &mut c], [&mut x, &mut y], 9).is_err());
-    assert!(Intent::new([&mut a, &mut b, &mut c], [&mut x, &mut y], 8).is_ok());
+    let mut a = [0u8; 1];
+    let mut b = [0u8; 1];
+    let mut c = [0u8; 1];
+    let mut x = [0u8; 1];
+    let mut y = [0u8; 1];
+    assert!(Intent::new([&mut a[..], &mut b, &mut c], [&mut x[..], &mut y], 9).is_err());
+    assert!(Intent::new([&mut a[..], &mut b, &mut c], [&mut x[..], &mut y], 8).is_ok());
 }
 
 #[test]
