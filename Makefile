@@ -32,6 +32,7 @@ help:
 	@echo "steps: deps kernel module tool selftests host-test vm-test vm-boots vm-shell clean"
 	@echo "more: fuzz N=<calls> [SEED=<seed>] (the ioctl fuzzer alone),"
 	@echo "      soak MINUTES=<minutes> (the integrity soak alone),"
+	@echo "      persist-check (reboot.sh with 20 power cuts; vm-boots CUTS=<n> for n)"
 	@echo "      bench [TRIALS=3] (blksnap vs dm-snapshot on a non-debug kernel;"
 	@echo "      writes Documentation/performance.rst)"
 	@echo "install: the tool, its manual page and completions ([DESTDIR=] [PREFIX=/usr/local])"

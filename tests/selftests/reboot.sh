@@ -82,9 +82,10 @@ shutdown() {
 
 # rnd N: a random number below N.
 rnd() { echo $(($(od -An -tu2 -N2 /dev/urandom | tr -d ' ') % $1)); }
-# cut: the power cut, under writes to the mounted file system, direct and
+# power_cut: the power cut, under writes to the mounted file system, direct and
 # buffered, at a moment that varies (0 to 3 s, in tenths).
-cut() {
+power_cut() {
+	tap_diag "writes, then the power cut"
 	mount $DEV $FS
 	(while :; do dd if=/dev/urandom of=$FS/direct bs=64K count=32 oflag=direct conv=notrunc 2>/dev/null; done) &
 	(while :; do dd if=/dev/urandom of=$FS/buffered bs=64K count=32 2>/dev/null; done) &
@@ -175,7 +176,7 @@ case "$boot" in
 		sh -c "[ $rc = 0 ] && echo '$out' | grep -q '\"kind\":\"incremental\"' && [ '$copied' -gt 0 ] && [ '$copied' -le $((bytes * 2 + 1048576)) ]"
 	check "and the copy equals the device" [ "$(sum $T)" = "$(sum $DEV)" ]
 	grep -v '^$' /tmp/reboot.log | tail -4 | sed 's/^/# /'
-	cut
+	power_cut
 	;;
 "$after")
 	tap_plan 5
@@ -220,7 +221,7 @@ case "$boot" in
 		mount /dev/vdd $D || tap_diag "cannot mount /dev/vdd"
 		after_cut $((boot - 2))
 		if [ $((boot + 1)) -lt "$after" ]; then
-			cut
+			power_cut
 		else
 			snapshot_cut
 		fi

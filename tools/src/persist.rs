@@ -7,12 +7,12 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::fiemap::{map_file, StorageFile};
 use crate::logic::persist::{Layout, Reset, IDENTITY_BYTES, STORE_BLOCK};
-use crate::uapi::BLK_SNAP_PERSIST_IN_MEMORY;
+use crate::uapi::{BlkSnapBlockRange, BlkSnapDev, BLK_SNAP_PERSIST_IN_MEMORY};
 
 /// A module parameter, or `default` if it cannot be read.
 fn param(name: &str, default: u64) -> u64 {
@@ -32,10 +32,28 @@ pub fn store_bytes(capacity: u64) -> u64 {
     Layout::new(count as u32).total() * STORE_BLOCK as u64
 }
 
-/// The store file at `path` for a device of `capacity` bytes: made (zeros,
-/// synced) if it is not there, and mapped to sectors of its device.
-pub fn prepare(path: &Path, capacity: u64) -> Result<StorageFile, String> {
+/// The store at `path` for a device of `capacity` bytes: a block device
+/// (its first sectors, as many as the store needs), or a file, made (zeros,
+/// synced) if it is not there and mapped to sectors of its device.
+pub fn prepare(path: &Path, capacity: u64, tracked: &BlkSnapDev) -> Result<StorageFile, String> {
     let size = store_bytes(capacity);
+    if let Ok(md) = std::fs::metadata(path) {
+        if md.file_type().is_block_device() {
+            let store = device_store(path, md.rdev(), size)?;
+            let (s, t) = (store.dev, *tracked);
+            let same = |a: BlkSnapDev, b: BlkSnapDev| a == b;
+            if same(s, t)
+                || whole_of(&t).is_some_and(|w| same(w, s))
+                || whole_of(&s).is_some_and(|w| same(w, t))
+            {
+                return Err(format!(
+                    "{}: the store would overwrite the tracked device's own blocks: give a file on it, or another device",
+                    path.display()
+                ));
+            }
+            return Ok(store);
+        }
+    }
     if !path.exists() {
         let mut f = OpenOptions::new()
             .write(true)
@@ -63,6 +81,48 @@ pub fn prepare(path: &Path, capacity: u64) -> Result<StorageFile, String> {
         ));
     }
     map_file(path, &f)
+}
+
+/// A store on the block device `path` (number `rdev`): its first `size`
+/// bytes, which it must have.
+fn device_store(path: &Path, rdev: u64, size: u64) -> Result<StorageFile, String> {
+    let dev = BlkSnapDev {
+        mj: libc::major(rdev),
+        mn: libc::minor(rdev),
+    };
+    let sectors = std::fs::read_to_string(format!("/sys/dev/block/{}:{}/size", dev.mj, dev.mn))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .ok_or_else(|| format!("{}: cannot read its size", path.display()))?;
+    if sectors * 512 < size {
+        return Err(format!(
+            "{}: {} bytes, but a store for this device needs {size}",
+            path.display(),
+            sectors * 512
+        ));
+    }
+    Ok(StorageFile {
+        dev,
+        ranges: vec![BlkSnapBlockRange {
+            sector_offset: 0,
+            sector_count: size / 512,
+        }],
+        bytes: size,
+    })
+}
+
+/// The whole disk of `dev` (itself if it is one), from sysfs.
+fn whole_of(dev: &BlkSnapDev) -> Option<BlkSnapDev> {
+    let p = std::fs::canonicalize(format!("/sys/dev/block/{}:{}", dev.mj, dev.mn)).ok()?;
+    if !p.join("partition").exists() {
+        return Some(*dev);
+    }
+    let s = std::fs::read_to_string(p.parent()?.join("dev")).ok()?;
+    let (a, b) = s.trim().split_once(':')?;
+    Some(BlkSnapDev {
+        mj: a.parse().ok()?,
+        mn: b.parse().ok()?,
+    })
 }
 
 /// This boot's id, as 16 bytes.

@@ -32,7 +32,9 @@ pub(crate) enum TrackerCmd {
     Persist {
         device: String,
         /// The store: a file (made if missing, sized for the device) on a
-        /// disk-backed file system, which may be on the device itself.
+        /// disk-backed file system, which may be on the device itself; or
+        /// a block device (its first sectors, as many as the store needs,
+        /// are overwritten).
         #[arg(long)]
         store: PathBuf,
         /// What names the device across restarts (e.g. its PARTUUID);
@@ -243,7 +245,7 @@ fn persist(
         .and_then(|s| s.trim().parse::<u64>().ok())
         .ok_or_else(|| Fail(1, format!("{device}: no such block device")))?
         * 512;
-    let file = persist::prepare(store, capacity).map_err(|e| Fail(1, e))?;
+    let file = persist::prepare(store, capacity, &dev).map_err(|e| Fail(1, e))?;
     let boot = persist::boot_id().map_err(|e| Fail(1, e))?;
     let name = identity.map_or_else(|| format!("blksnap:{device}:{capacity}"), str::to_owned);
     let id = persist::identity(&name);
