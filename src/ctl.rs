@@ -225,9 +225,14 @@ impl Control {
 
     fn tracker_persist(&self, arg: usize) -> Result<isize> {
         let mut req: uapi::BlkSnapTrackerPersist = read_arg(arg)?;
-        if req.reserved != [0; 6] || req.count == 0 || req.count as usize > MAX_STORE_RANGES {
+        if req.reserved != [0; 5]
+            || req.flags & !uapi::BLK_SNAP_PERSIST_EXISTING != 0
+            || req.count == 0
+            || req.count as usize > MAX_STORE_RANGES
+        {
             return Err(EINVAL);
         }
+        let existing = req.flags & uapi::BLK_SNAP_PERSIST_EXISTING != 0;
         let dev = dev_of(&req.dev_id)?;
         let store_dev = dev_of(&req.store_dev_id)?;
         if store_dev.major() == self.major.major() {
@@ -238,7 +243,7 @@ impl Control {
         let store = Store::new(bdev, ranges, req.identity, req.boot_id, self.io_wq.clone())?;
         self.state.lock().check_store(&store)?;
         // The store's I/O, without the state lock.
-        let p = Persisting::prepare(dev, store)?;
+        let p = Persisting::prepare(dev, store, existing)?;
         let (reset, tracker) = self.state.lock().persist(p, &self.pool)?;
         let f = tracker.map_fields();
         req.reset = reset;

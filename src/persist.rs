@@ -22,7 +22,7 @@ use crate::kernel_ext::bio_list::BioList;
 use crate::kernel_ext::block::{BdevFile, DevT};
 use crate::kernel_ext::workqueue::WorkQueue;
 use crate::logic::cbt_store::{
-    attach, checkpoint, current_header, spoiled_header, Extents, StoreIo,
+    attach, checkpoint, current_header, spoiled_header, store_is_there, Extents, StoreIo,
 };
 use crate::logic::persist::{
     require_marks, DeviceNow, Header, Layout, Reset, IDENTITY_BYTES, STORE_BLOCK,
@@ -121,6 +121,13 @@ impl Store {
 
     fn extents(&self) -> Result<Extents<'_>> {
         Extents::new(&self.ranges, self.bdev.nr_sectors()).map_err(|_| EINVAL)
+    }
+
+    /// Whether a store is there: a valid copy of its header.
+    pub(crate) fn is_there(&self) -> Result<bool> {
+        let mut io = BdevStore::new(&self.bdev, self.extents()?)?;
+        let mut buf = KVec::from_elem(0u8, STORE_BLOCK, GFP_KERNEL)?;
+        Ok(store_is_there(&mut io, &mut buf))
     }
 
     /// Maps for `bdev`, about to be tracked, with `written` sectors written

@@ -318,8 +318,12 @@ pub struct BlkSnapTrackerPersist {
     pub generation: BlkSnapUuid,
     pub previous: u8,
     pub active: u8,
-    pub reserved: [u8; 6],
+    pub flags: u8,
+    pub reserved: [u8; 5],
 }
+
+/// `BLK_SNAP_PERSIST_EXISTING`: attach only a store that is there.
+pub const BLK_SNAP_PERSIST_EXISTING: u8 = 1;
 
 impl Default for BlkSnapTrackerPersist {
     fn default() -> Self {
@@ -334,7 +338,8 @@ impl Default for BlkSnapTrackerPersist {
             generation: BlkSnapUuid::default(),
             previous: 0,
             active: 0,
-            reserved: [0; 6],
+            flags: 0,
+            reserved: [0; 5],
         }
     }
 }
@@ -424,7 +429,7 @@ assert_layout!(BlkSnapEventLowFreeSpace, size 8, requested_nr_sect @ 0);
 assert_layout!(BlkSnapEventCorrupted, size 12, orig_dev_id @ 0, err_code @ 8);
 assert_layout!(BlkSnapTrackerPersist, size 136, dev_id @ 0, store_dev_id @ 8, count @ 16,
     reset @ 20, ranges @ 24, identity @ 32, boot_id @ 96, generation @ 112, previous @ 128,
-    active @ 129, reserved @ 130);
+    active @ 129, flags @ 130, reserved @ 131);
 assert_layout!(BlkSnapTrackerDetach, size 16, dev_id @ 0, flags @ 8, reserved @ 12);
 assert_layout!(BlkSnapTrackerPersistStatus, size 48, dev_id @ 0, flags @ 8, reset @ 12,
     generation @ 16, checkpoint @ 32, intent_flushes @ 40);

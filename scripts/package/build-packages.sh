@@ -155,6 +155,32 @@ cat >"$R/etc/modules-load.d/blksnap.conf" <<EOF
 # memory, so loading early only matters to tools that track from boot.
 #blksnap
 EOF
+# The boot-time attach of CBT stores (Documentation/persistence.rst): a
+# systemd unit before local-fs-pre.target, and for the root file system an
+# initramfs-tools hook and local-top script.
+mkdir -p "$R/lib/systemd/system" "$R/usr/share/initramfs-tools/hooks" \
+	"$R/usr/share/initramfs-tools/scripts/local-top"
+install -m 0644 "$top/scripts/package/blksnap-attach.service" "$R/lib/systemd/system/blksnap-attach.service"
+install -m 0755 "$top/scripts/package/initramfs-hook" "$R/usr/share/initramfs-tools/hooks/blksnap"
+install -m 0755 "$top/scripts/package/initramfs-local-top" "$R/usr/share/initramfs-tools/scripts/local-top/blksnap"
+cat >"$R/DEBIAN/postinst" <<'EOF'
+#!/bin/sh
+set -e
+if [ "$1" = configure ] && command -v deb-systemd-helper >/dev/null; then
+	deb-systemd-helper enable blksnap-attach.service >/dev/null || true
+fi
+if [ -d /run/systemd/system ]; then
+	systemctl --system daemon-reload >/dev/null || true
+fi
+EOF
+cat >"$R/DEBIAN/postrm" <<'EOF'
+#!/bin/sh
+set -e
+if [ "$1" = purge ] && command -v deb-systemd-helper >/dev/null; then
+	deb-systemd-helper purge blksnap-attach.service >/dev/null || true
+fi
+EOF
+chmod 0755 "$R/DEBIAN/postinst" "$R/DEBIAN/postrm"
 chmod 0644 "$R"/usr/share/man/man8/* "$R"/usr/share/*/*completions*/* "$R/etc/modules-load.d/blksnap.conf"
 echo /etc/modules-load.d/blksnap.conf >"$R/DEBIAN/conffiles"
 # Static on purpose: it runs in rescue systems and initramfs images, and a

@@ -217,6 +217,16 @@ pub fn current_header(io: &mut dyn StoreIo, buf: &mut [u8]) -> Option<(u8, Heade
     newest(a, b).ok()
 }
 
+/// Whether a store was ever made here: either header copy has the magic
+/// (valid, damaged or spoiled alike). What an attach from recorded ranges
+/// checks before it writes anything.
+pub fn store_is_there(io: &mut dyn StoreIo, buf: &mut [u8]) -> bool {
+    let Some(buf) = buf.get_mut(..STORE_BLOCK) else {
+        return false;
+    };
+    (0..2u64).any(|b| io.read(b, buf) && buf.get(..MAGIC.len()) == Some(&MAGIC[..]))
+}
+
 /// Fills `buf` (a store block) with what spoils a header copy: the magic
 /// and version with nothing valid after them, so that an attach finds a
 /// damaged store (not a new one) and never takes it up. For a store whose

@@ -32,13 +32,17 @@ pub(crate) struct Persisting {
 
 impl Persisting {
     /// PERSIST, first step, without the state lock (it reads and writes
-    /// the store): opens `dev` and takes up `store`'s maps for it.
-    pub(crate) fn prepare(dev: DevT, mut store: Store) -> Result<Self> {
+    /// the store): opens `dev` and takes up `store`'s maps for it. With
+    /// `existing`, `ENOENT` (and nothing written) unless a store is there.
+    pub(crate) fn prepare(dev: DevT, mut store: Store, existing: bool) -> Result<Self> {
         let bdev = open_dev(dev, false)?;
         if bdev.is_zoned() {
             return Err(eopnotsupp());
         }
         let mut written = bdev.sectors_written();
+        if existing && !store.is_there()? {
+            return Err(ENOENT);
+        }
         let (cbt, reset) = store.take_up(&bdev, written)?;
         store.mark_in_use(&cbt, bdev.nr_sectors())?;
         if store.counts_in(bdev.dev(), bdev.whole_dev()) {

@@ -40,8 +40,10 @@ S=$D/r.store
 sum() { md5sum <"$1" | cut -d' ' -f1; }
 field() { echo "$2" | sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p"; }
 backup() { blksnap --json backup $DEV --target $T --storage-dir $D/storage --storage-step 16M "$@"; }
-# The attach of the boot scripts: before any mount of $DEV.
-persist() { blksnap --json tracker persist $DEV --store $S --identity test-vdc 2>&1; }
+R=$D/records
+# The attach of the boot scripts (tracker boot, from the record that
+# persist --at-boot made in boot 1): before any mount of $DEV.
+persist() { blksnap --json tracker boot --records $R 2>&1; }
 # Sectors written to $DEV in this boot.
 written() { awk '{ print $7 }' /sys/block/vdc/stat; }
 # files N: N MiB of new files on the mounted file system, and a rewrite
@@ -134,10 +136,10 @@ case "$boot" in
 1)
 	tap_plan 3
 	mount /dev/vdd $D || tap_diag "cannot mount /dev/vdd"
-	rm -rf $D/storage $T* $S
+	rm -rf $D/storage $T* $S $R
 	mkdir -p $D/storage
-	out=$(persist)
-	check "boot 1: a new store ($(field reason "$out"))" \
+	out=$(blksnap --json tracker persist $DEV --store $S --identity test-vdc --at-boot --records $R 2>&1)
+	check "boot 1: a new store, recorded for the boot scripts ($(field reason "$out"))" \
 		sh -c "echo '$out' | grep -q '\"reset\":1,'"
 	mount $DEV $FS
 	dd if=/dev/urandom of=$FS/old bs=1M count=8 2>/dev/null
@@ -208,7 +210,8 @@ case "$boot" in
 	full_needed 'written while untracked'
 	grep -v '^$' /tmp/reboot.log | tail -4 | sed 's/^/# /'
 	blksnap tracker remove $DEV 2>/dev/null
-	rm -rf $D/storage $T* $S
+	blksnap tracker forget $DEV --records $R
+	rm -rf $D/storage $T* $S $R
 	umount $D
 	;;
 *)

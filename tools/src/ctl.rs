@@ -368,6 +368,7 @@ impl Control {
         ranges: &[BlkSnapBlockRange],
         identity: &[u8; BLK_SNAP_PERSIST_IDENTITY_SIZE],
         boot_id: &[u8; 16],
+        existing: bool,
     ) -> Result<BlkSnapTrackerPersist, CtlError> {
         let mut arg = BlkSnapTrackerPersist {
             dev_id: dev,
@@ -376,6 +377,11 @@ impl Control {
             ranges: ranges.as_ptr() as u64,
             identity: *identity,
             boot_id: *boot_id,
+            flags: if existing {
+                crate::uapi::BLK_SNAP_PERSIST_EXISTING
+            } else {
+                0
+            },
             ..Default::default()
         };
         self.ioctl("TRACKER_PERSIST", IOCTL_BLK_SNAP_TRACKER_PERSIST, &mut arg)?;

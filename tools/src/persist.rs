@@ -125,6 +125,160 @@ fn whole_of(dev: &BlkSnapDev) -> Option<BlkSnapDev> {
     })
 }
 
+/// Where `tracker persist --at-boot` records the stores that the boot
+/// scripts attach (`tracker boot`): on the root file system, which the
+/// initramfs copies, since `/var` may not be mounted yet at that point.
+pub const BOOT_RECORDS: &str = "/etc/blksnap/persist.d";
+
+/// What the boot-time attach needs of a store: the device, where the
+/// store's blocks are (so that no file system has to be mounted to find
+/// them) and the identity text. One JSON file per device.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct BootRecord {
+    pub format: u32,
+    /// The tracked device as given (a stable name such as
+    /// /dev/disk/by-partuuid/... survives a change of device numbers).
+    pub device: String,
+    /// The store as given (a file or a device), for messages.
+    pub store: String,
+    /// The device that holds the store's blocks, and the blocks (start
+    /// sector, sector count).
+    pub store_device: String,
+    pub ranges: Vec<(u64, u64)>,
+    /// The identity text (`--identity`, or the default).
+    pub identity: String,
+}
+
+/// The record file of `device` in `dir`.
+pub fn boot_record_path(dir: &Path, device: &str) -> std::path::PathBuf {
+    let name: String = device
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join(format!("{name}.json"))
+}
+
+/// Writes `rec` into `dir` (made if missing), atomically.
+pub fn save_boot_record(dir: &Path, rec: &BootRecord) -> Result<std::path::PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = boot_record_path(dir, &rec.device);
+    let text = serde_json::to_string_pretty(rec).map_err(|e| e.to_string())?;
+    let tmp = path.with_extension("json.tmp");
+    let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)?;
+    f.write_all(b"\n").map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    crate::manifest::sync_dir(&path)?;
+    Ok(path)
+}
+
+/// Every record in `dir` (none if it does not exist), in name order; a
+/// record that cannot be read is reported as an error of its own.
+pub fn load_boot_records(dir: &Path) -> Vec<(std::path::PathBuf, Result<BootRecord, String>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let r = std::fs::read_to_string(&p)
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_json::from_str::<BootRecord>(&t).map_err(|e| e.to_string()))
+                .and_then(|r| {
+                    if r.format == 1 {
+                        Ok(r)
+                    } else {
+                        Err(format!("unknown record format {}", r.format))
+                    }
+                })
+                .map_err(|e| format!("{}: {e}", p.display()));
+            (p, r)
+        })
+        .collect()
+}
+
+/// Where the store file of `rec` lies now, if it can be read (its file
+/// system is mounted): `Err` if its blocks are not those recorded (it was
+/// moved, or made again), since the attach would write over the recorded
+/// ones. A store that cannot be read (in the initramfs) or is a device
+/// passes.
+pub fn check_record_file(rec: &BootRecord) -> Result<(), String> {
+    let path = Path::new(&rec.store);
+    let Ok(md) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    if !md.file_type().is_file() {
+        return Ok(());
+    }
+    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let now = map_file(path, &f)?;
+    let ranges: Vec<(u64, u64)> = now
+        .ranges
+        .iter()
+        .map(|r| (r.sector_offset, r.sector_count))
+        .collect();
+    // The record covers the store's first blocks, which is all it uses.
+    if !ranges.starts_with(&rec.ranges) {
+        return Err(format!(
+            "{}: its blocks moved since it was recorded: run blksnap tracker persist --at-boot again",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Makes a store file immutable (chattr +i, or undoes that if not `pin`),
+/// so that nothing moves or rewrites its blocks behind the boot record (a
+/// defragmenter, an editor); `Err` says why not (a file system without the
+/// flag). A device is left as it is.
+pub fn pin_store(path: &Path, pin: bool) -> Result<(), String> {
+    const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+    const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+    const FS_IMMUTABLE_FL: libc::c_long = 0x10;
+    let md = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !md.file_type().is_file() {
+        return Ok(());
+    }
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    let mut flags: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one long to the pointer, which is
+    // valid for it.
+    if unsafe { libc::ioctl(fd, FS_IOC_GETFLAGS as _, &mut flags) } != 0 {
+        return Err(format!(
+            "cannot read its flags ({}): keep it from being moved",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if pin {
+        flags |= FS_IMMUTABLE_FL;
+    } else {
+        flags &= !FS_IMMUTABLE_FL;
+    }
+    // SAFETY: FS_IOC_SETFLAGS reads one long from the pointer.
+    if unsafe { libc::ioctl(fd, FS_IOC_SETFLAGS as _, &flags) } != 0 {
+        return Err(format!(
+            "cannot make it immutable ({}): keep it from being moved",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
 /// This boot's id, as 16 bytes.
 pub fn boot_id() -> Result<[u8; 16], String> {
     let s = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
@@ -170,6 +324,30 @@ pub fn afresh_reason(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boot_records_round_trip() {
+        let dir = std::env::temp_dir().join(format!("blksnap-records-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(load_boot_records(&dir).is_empty());
+        let rec = BootRecord {
+            format: 1,
+            device: "/dev/disk/by-partuuid/1234-01".into(),
+            store: "/var/lib/blksnap/root.store".into(),
+            store_device: "/dev/vda1".into(),
+            ranges: vec![(2048, 64), (4096, 8)],
+            identity: "partuuid:1234-01".into(),
+        };
+        let path = save_boot_record(&dir, &rec).unwrap();
+        assert_eq!(path, dir.join("dev_disk_by-partuuid_1234-01.json"));
+        std::fs::write(dir.join("bad.json"), "{").unwrap();
+        std::fs::write(dir.join("notes.txt"), "not a record").unwrap();
+        let got = load_boot_records(&dir);
+        assert_eq!(got.len(), 2);
+        assert!(got[0].1.is_err(), "bad.json sorts first and fails alone");
+        assert_eq!(got[1].1.as_ref().unwrap(), &rec);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_store_holds_the_largest_maps_the_module_makes() {

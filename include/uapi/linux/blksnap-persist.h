@@ -71,6 +71,7 @@ enum blk_snap_persist_reset {
  * @generation: Out: the tracker's generation.
  * @previous: Out: the number of the tracker's last snapshot.
  * @active: Out: the tracker's active change number.
+ * @flags: BLK_SNAP_PERSIST_EXISTING, or zero.
  * @reserved: Zero.
  */
 struct blk_snap_tracker_persist {
@@ -84,8 +85,17 @@ struct blk_snap_tracker_persist {
 	struct blk_snap_uuid generation;
 	__u8 previous;
 	__u8 active;
-	__u8 reserved[6];
+	__u8 flags;
+	__u8 reserved[5];
 };
+
+/*
+ * In struct blk_snap_tracker_persist's @flags: attach only a store that is
+ * there (a valid header in its first blocks), else fail with ENOENT having
+ * written nothing. For an attach from ranges recorded earlier (at boot),
+ * which must never write over blocks that no longer hold the store.
+ */
+#define BLK_SNAP_PERSIST_EXISTING 1
 
 /*
  * Attaches a store. A device not yet tracked starts tracking with the
@@ -96,8 +106,9 @@ struct blk_snap_tracker_persist {
  * already has a store or is in a snapshot; the ranges share blocks with
  * another store or with a snapshot's storage; or the store's writes would
  * reach a device in a snapshot), EINVAL (bad ranges, @count 0 or too
- * large, nonzero @reserved), ENOSPC (the ranges are smaller than the maps
- * need), EIO (the store could not be marked in use), EFAULT.
+ * large, unknown @flags, nonzero @reserved), ENOSPC (the ranges are
+ * smaller than the maps need), ENOENT (BLK_SNAP_PERSIST_EXISTING, and no
+ * store is there), EIO (the store could not be marked in use), EFAULT.
  */
 #define IOCTL_BLK_SNAP_TRACKER_PERSIST \
 	_IOWR(BLK_SNAP, blk_snap_ioctl_tracker_persist, \

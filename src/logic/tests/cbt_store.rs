@@ -429,4 +429,7 @@ fn a_spoiled_store_is_damaged_not_new() {
     assert!(io.write(0, &buf) && io.write(1, &buf) && io.flush());
     let r = read_maps(&mut io, blocks, &now(&id, &[2; 16], 0));
     assert_eq!(r.err(), Some(Reset::StoreDamaged));
+    // Still a store: an attach from recorded ranges may write there.
+    assert!(store_is_there(&mut io, &mut buf));
+    assert!(!store_is_there(&mut Mem::new(blocks), &mut buf));
 }

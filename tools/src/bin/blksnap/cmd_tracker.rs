@@ -41,6 +41,31 @@ pub(crate) enum TrackerCmd {
         /// the store is only taken up for the device it names.
         #[arg(long)]
         identity: Option<String>,
+        /// Also record the store for the boot scripts (`tracker boot`),
+        /// with its blocks, so that the attach at boot needs no mount (the
+        /// store file is made immutable, so that nothing moves them).
+        /// Name the device by a stable path (/dev/disk/by-partuuid/...);
+        /// run update-initramfs -u afterwards for the root file system.
+        #[arg(long)]
+        at_boot: bool,
+        /// Where boot records go.
+        #[arg(long, default_value = persist::BOOT_RECORDS)]
+        records: PathBuf,
+    },
+    /// Attach every store recorded with `persist --at-boot`, before the
+    /// devices' file systems are mounted (the boot scripts run this): the
+    /// chain continues if nothing wrote a device meanwhile. Devices that
+    /// already have a store are left alone.
+    Boot {
+        #[arg(long, default_value = persist::BOOT_RECORDS)]
+        records: PathBuf,
+    },
+    /// Drop a device's boot record (its tracking and store stay as they
+    /// are; the store file may be moved or removed again).
+    Forget {
+        device: String,
+        #[arg(long, default_value = persist::BOOT_RECORDS)]
+        records: PathBuf,
     },
     /// Seal a device's store and stop tracking it: a later persist goes
     /// on from there (rmmod seals every store too).
@@ -116,7 +141,37 @@ pub(crate) fn tracker(c: &TrackerCmd, json: bool) -> Result<(), Fail> {
             device,
             store,
             identity,
-        } => persist(&ctl, device, store, identity.as_deref(), json)?,
+            at_boot,
+            records,
+        } => {
+            let rec = persist(&ctl, device, store, identity.as_deref(), json)?;
+            if *at_boot {
+                if let Err(e) = persist::pin_store(store, true) {
+                    log(&format!("{}: {e}", store.display()));
+                }
+                let path = persist::save_boot_record(records, &rec).map_err(|e| Fail(1, e))?;
+                log(&format!(
+                    "{device}: attached at boot from now on ({})",
+                    path.display()
+                ));
+            }
+        }
+        TrackerCmd::Boot { records } => boot(&ctl, records, json)?,
+        TrackerCmd::Forget { device, records } => {
+            let path = persist::boot_record_path(records, device);
+            let rec = persist::load_boot_records(records)
+                .into_iter()
+                .find(|(p, _)| *p == path)
+                .and_then(|(_, r)| r.ok());
+            if let Some(rec) = rec {
+                // Its store may be moved or removed again.
+                if let Err(e) = persist::pin_store(std::path::Path::new(&rec.store), false) {
+                    log(&format!("{}: {e}", rec.store));
+                }
+            }
+            std::fs::remove_file(&path).map_err(|e| Fail(1, format!("{}: {e}", path.display())))?;
+            log(&format!("{device}: no longer attached at boot"));
+        }
         TrackerCmd::Status { device } => status(&ctl, device, json)?,
         TrackerCmd::Detach { device } => {
             ctl.tracker_detach(parse_dev(device).map_err(|e| Fail(2, e))?)?;
@@ -231,14 +286,15 @@ pub(crate) fn tracker(c: &TrackerCmd, json: bool) -> Result<(), Fail> {
     Ok(())
 }
 
-/// `blksnap tracker persist DEVICE --store FILE`.
+/// `blksnap tracker persist DEVICE --store FILE`; returns what a boot
+/// record of it holds.
 fn persist(
     ctl: &Control,
     device: &str,
     store: &std::path::Path,
     identity: Option<&str>,
     json: bool,
-) -> Result<(), Fail> {
+) -> Result<persist::BootRecord, Fail> {
     let dev = parse_dev(device).map_err(|e| Fail(2, e))?;
     let capacity = std::fs::read_to_string(format!("/sys/dev/block/{}:{}/size", dev.mj, dev.mn))
         .ok()
@@ -246,10 +302,49 @@ fn persist(
         .ok_or_else(|| Fail(1, format!("{device}: no such block device")))?
         * 512;
     let file = persist::prepare(store, capacity, &dev).map_err(|e| Fail(1, e))?;
-    let boot = persist::boot_id().map_err(|e| Fail(1, e))?;
     let name = identity.map_or_else(|| format!("blksnap:{device}:{capacity}"), str::to_owned);
-    let id = persist::identity(&name);
-    let r = ctl.tracker_persist(dev, file.dev, &file.ranges, &id, &boot)?;
+    let rec = persist::BootRecord {
+        format: 1,
+        device: device.to_owned(),
+        store: store.display().to_string(),
+        store_device: stable_path(&file.dev),
+        ranges: file
+            .ranges
+            .iter()
+            .map(|r| (r.sector_offset, r.sector_count))
+            .collect(),
+        identity: name,
+    };
+    attach(ctl, dev, file.dev, &file.ranges, &rec, false, json)?;
+    Ok(rec)
+}
+
+/// A path that names `dev` in the next boot too, as far as sysfs tells:
+/// /dev/mapper/NAME for a device-mapper device (its minor changes), else
+/// its /dev node, else MAJOR:MINOR.
+fn stable_path(dev: &BlkSnapDev) -> String {
+    let sys = format!("/sys/dev/block/{}:{}", dev.mj, dev.mn);
+    if let Ok(name) = std::fs::read_to_string(format!("{sys}/dm/name")) {
+        return format!("/dev/mapper/{}", name.trim());
+    }
+    blksnap::util::dev_path(dev).map_or_else(|| dev_to_string(dev), |p| p.display().to_string())
+}
+
+/// PERSIST of `dev` with the store at `ranges` of `store_dev`, as `rec`
+/// names them (only if a store is there, with `existing`); prints the
+/// result.
+fn attach(
+    ctl: &Control,
+    dev: BlkSnapDev,
+    store_dev: BlkSnapDev,
+    ranges: &[BlkSnapBlockRange],
+    rec: &persist::BootRecord,
+    existing: bool,
+    json: bool,
+) -> Result<(), Fail> {
+    let boot = persist::boot_id().map_err(|e| Fail(1, e))?;
+    let id = persist::identity(&rec.identity);
+    let r = ctl.tracker_persist(dev, store_dev, ranges, &id, &boot, existing)?;
     let why = persist::reason(r.reset);
     if json {
         println!(
@@ -268,6 +363,55 @@ fn persist(
             uuid_to_string(&r.generation),
             r.previous
         );
+    }
+    Ok(())
+}
+
+/// `tracker boot`: every recorded store attached; a failure of one does
+/// not stop the others, and makes the exit status 1.
+fn boot(ctl: &Control, records: &std::path::Path, json: bool) -> Result<(), Fail> {
+    let mut failed = 0;
+    for (path, rec) in persist::load_boot_records(records) {
+        let r = rec.and_then(|rec| {
+            let dev = parse_dev(&rec.device)?;
+            let store_dev = parse_dev(&rec.store_device)?;
+            Ok((rec, dev, store_dev))
+        });
+        let (rec, dev, store_dev) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                log(&format!("{}: not attached: {e}", path.display()));
+                failed += 1;
+                continue;
+            }
+        };
+        if let Ok(st) = ctl.tracker_persist_status(dev) {
+            if st.flags & blksnap::uapi::BLK_SNAP_PERSIST_STATUS_STORE != 0 {
+                log(&format!("{}: its store is attached already", rec.device));
+                continue;
+            }
+        }
+        let ranges: Vec<BlkSnapBlockRange> = rec
+            .ranges
+            .iter()
+            .map(|&(sector_offset, sector_count)| BlkSnapBlockRange {
+                sector_offset,
+                sector_count,
+            })
+            .collect();
+        if let Err(e) = persist::check_record_file(&rec) {
+            log(&format!("{}: not attached: {e}", rec.device));
+            failed += 1;
+            continue;
+        }
+        // Recorded ranges: never written unless the store is still there.
+        if let Err(Fail(_, e)) = attach(ctl, dev, store_dev, &ranges, &rec, true, json) {
+            log(&format!("{}: not attached: {e}", rec.device));
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        return Err(Fail(1, format!("{failed} store(s) not attached")));
     }
     Ok(())
 }
