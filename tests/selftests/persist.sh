@@ -37,6 +37,14 @@ persist() { blksnap --json tracker persist $DEV --store $S --identity test-vdh 2
 reload() {
 	rmmod blksnap && insmod $KO
 }
+# incremental NAME: the next backup must be an incremental that equals
+# the device.
+incremental() {
+	out=$(backup 2>>/tmp/persist.log)
+	rc=$?
+	check "$1 (exit $rc)" \
+		sh -c "[ $rc = 0 ] && echo '$out' | grep -q '\"kind\":\"incremental\"' && [ '$(sum $T)' = '$(sum $DEV)' ]"
+}
 # write MIB SEEK: random data at a MiB offset, direct.
 write() { dd if=/dev/urandom of=$DEV bs=1M count="$1" seek="$2" oflag=direct 2>/dev/null; }
 
@@ -114,10 +122,7 @@ rc=$?
 out=$(persist)
 check "detach seals the store (exit $rc): the maps go on ($(field reason "$out"))" \
 	sh -c "[ $rc = 0 ] && echo '$out' | grep -q '\"reset\":0,'"
-out=$(backup 2>>/tmp/persist.log)
-rc=$?
-check "and the incremental equals the device (exit $rc)" \
-	sh -c "[ $rc = 0 ] && [ '$(sum $T)' = '$(sum $DEV)' ]"
+incremental "and the incremental equals the device"
 blksnap tracker detach /dev/vdb2 >/dev/null 2>&1
 rc=$?
 check "detach of an untracked device fails (exit $rc)" test $rc != 0
@@ -147,10 +152,7 @@ rc=$?
 out=$(blksnap --json tracker persist $DEV --store "$FL" --identity test-vdh-flaky 2>&1)
 check "its device back, the seal makes the store whole (exit $rc, $(field reason "$out"))" \
 	sh -c "[ $rc = 0 ] && echo '$out' | grep -q '\"reset\":0,'"
-out=$(backup 2>>/tmp/persist.log)
-rc=$?
-check "and the incremental equals the device (exit $rc)" \
-	sh -c "[ $rc = 0 ] && echo '$out' | grep -q '\"kind\":\"incremental\"' && [ '$(sum $T)' = '$(sum $DEV)' ]"
+incremental "and the incremental equals the device"
 blksnap tracker remove $DEV 2>/dev/null
 $DMCTL remove bsflaky
 

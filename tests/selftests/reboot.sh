@@ -108,8 +108,8 @@ after_cut() {
 	rc=$?
 	copied=$(field copied "$out")
 	tap_diag "the incremental after the cut copied $copied bytes"
-	check "the incremental after the cut equals the device (exit $rc)" \
-		sh -c "[ $rc = 0 ] && echo '$out' | grep -q '\"kind\":\"incremental\"' && [ '$(sum $T)' = '$(sum $DEV)' ]"
+	check "the incremental after the cut equals the device, its manifest naming the store (exit $rc)" \
+		sh -c "[ $rc = 0 ] && echo '$out' | grep -q '\"kind\":\"incremental\"' && [ '$(sum $T)' = '$(sum $DEV)' ] && grep -q '\"checkpoint\"' $T.blksnap.json"
 	[ $rc = 0 ] || grep -v '^$' /tmp/reboot.log | tail -4 | sed 's/^/# /'
 	out=$(blksnap --json tracker status $DEV 2>&1)
 	tap_diag "tracker status: $out"

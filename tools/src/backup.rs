@@ -558,7 +558,15 @@ pub fn run(
     // Only now, with every copy whole, do the manifests move on.
     if opts.verify.is_none() {
         for d in devices.iter_mut() {
-            d.manifest = record(d, opts.keep)?;
+            let store = ctl
+                .tracker_persist_status(d.dev)
+                .ok()
+                .filter(|s| s.flags & crate::uapi::BLK_SNAP_PERSIST_STATUS_STORE != 0)
+                .map(|s| manifest::RunStore {
+                    reset: s.reset,
+                    checkpoint: s.checkpoint,
+                });
+            d.manifest = record(d, opts.keep, store)?;
         }
     }
     Ok(Report {
@@ -603,9 +611,14 @@ fn from_manifest(
     Ok(Some(((m.next_since, generation), last)))
 }
 
-/// Writes the manifest of a device's target after a good run; returns its
-/// path (none for a device target).
-fn record(d: &DeviceReport, keep: Option<u32>) -> Result<Option<PathBuf>, String> {
+/// Writes the manifest of a device's target after a good run, with the
+/// device's CBT store if it has one; returns its path (none for a device
+/// target).
+fn record(
+    d: &DeviceReport,
+    keep: Option<u32>,
+    store: Option<manifest::RunStore>,
+) -> Result<Option<PathBuf>, String> {
     let Some(path) = manifest::path_for(&d.target) else {
         return Ok(None);
     };
@@ -627,6 +640,7 @@ fn record(d: &DeviceReport, keep: Option<u32>) -> Result<Option<PathBuf>, String
         read: d.copied,
         written: d.written,
         skipped: d.skipped,
+        store,
     });
     // The points go on if this run saved the one before into a delta.
     let mut points = match (d.point.and_then(|p| p.prev), &old) {

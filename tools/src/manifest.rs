@@ -72,6 +72,19 @@ pub struct Run {
     pub written: u64,
     /// Bytes of zeros left as holes in the target.
     pub skipped: u64,
+    /// The device's CBT store at the run, if it had one: what keeps its
+    /// chain going across restarts.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub store: Option<RunStore>,
+}
+
+/// What a run records of the device's CBT store (PERSIST_STATUS).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunStore {
+    /// The reset reason of the store's attach (0: the chain went on).
+    pub reset: u32,
+    /// The sequence number of the store's last checkpoint.
+    pub checkpoint: u64,
 }
 
 /// Where the manifest of `target` lives: beside it, or nowhere if the
@@ -244,6 +257,7 @@ mod tests {
                     read: 10,
                     written: 8,
                     skipped: 2,
+                    store: None,
                 },
                 Run {
                     time: 2,
@@ -252,6 +266,10 @@ mod tests {
                     read: 4,
                     written: 4,
                     skipped: 0,
+                    store: Some(RunStore {
+                        reset: 0,
+                        checkpoint: 12,
+                    }),
                 },
             ],
             points: vec![Point {
