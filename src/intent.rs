@@ -76,7 +76,7 @@ impl MarkDest {
 
     /// Writes intent block `i` of `epoch` from `buf` (whose payload is in
     /// place), with its head. Not durable until the device is flushed.
-    fn write_block(&self, buf: &mut MarkBuf, epoch: u64, i: u32) -> Result {
+    pub(crate) fn write_block(&self, buf: &mut MarkBuf, epoch: u64, i: u32) -> Result {
         let n = self.layout.intent_blocks() as usize;
         let at = (epoch & 1) as usize * n + i as usize;
         let sector = *self.sectors.get(at).ok_or(EINVAL)?;
@@ -259,9 +259,4 @@ impl WorkItem for MarkWork {
             t.flush_marks(&this);
         }
     }
-}
-
-/// A flush's I/O: intent block `i` of `epoch` from `buf`.
-pub(crate) fn write_mark_block(dest: &MarkDest, buf: &mut MarkBuf, epoch: u64, i: u32) -> Result {
-    dest.write_block(buf, epoch, i)
 }

@@ -18,7 +18,7 @@ use kernel::sync::{Arc, CondVar, SpinLock};
 use kernel::time::Ktime;
 use kernel::{new_condvar, new_spinlock, pin_init};
 
-use crate::intent::{write_mark_block, MarkBuf, MarkDest, MarkLog, MarkWork};
+use crate::intent::{MarkBuf, MarkDest, MarkLog, MarkWork};
 use crate::kernel_ext::bio::{BlkStatus, IncomingBio};
 use crate::kernel_ext::bio_list::BioList;
 use crate::kernel_ext::block::{BdevFile, BdevRef, DevT};
@@ -616,7 +616,7 @@ impl Tracker {
                 let Some(b) = block else {
                     break;
                 };
-                if write_mark_block(&dest, buf, epoch, b).is_err() {
+                if dest.write_block(buf, epoch, b).is_err() {
                     ok = false;
                     break;
                 }

@@ -323,10 +323,10 @@ impl OwnedBio {
     /// sends it.
     pub(crate) fn refilter(self, f: impl FnOnce(IncomingBio<'_>)) {
         let taken = core::cell::Cell::new(false);
-        // SAFETY: We own the bio (type invariant), so it is live and not
-        // completed during the call, and nobody else touches it; if `f`
-        // takes it over, the `OwnedBio` it makes owns it from then on and
-        // ours is forgotten below.
+        // If `f` takes the bio over, the `OwnedBio` it makes owns it from
+        // then on, and ours is forgotten below.
+        // SAFETY: We own the bio (type invariant): it is live, not completed
+        // during the call, and nobody else touches it.
         let incoming = unsafe { IncomingBio::new(self.ptr.as_ptr(), &taken) };
         f(incoming);
         if taken.get() {
