@@ -12,7 +12,7 @@ use kernel::prelude::*;
 
 use crate::kernel_ext::block::BdevFile;
 use crate::kernel_ext::mem::{copy_from_page, copy_to_page};
-use crate::kernel_ext::page_io::page_io;
+use crate::kernel_ext::page_io::{page_io, Dir};
 use crate::logic::cbt_store::{Extents, StoreIo};
 use crate::logic::persist::STORE_BLOCK;
 
@@ -43,7 +43,7 @@ impl StoreIo for BdevStore<'_> {
             return false;
         };
         let pages = core::slice::from_ref(&self.page);
-        page_io(self.bdev, sector, pages, STORE_BLOCK, false).is_ok()
+        page_io(self.bdev, sector, pages, STORE_BLOCK, Dir::Read).is_ok()
             && copy_from_page(&self.page, dst).is_ok()
     }
 
@@ -58,7 +58,7 @@ impl StoreIo for BdevStore<'_> {
                 sector,
                 core::slice::from_ref(&self.page),
                 STORE_BLOCK,
-                true,
+                Dir::Write,
             )
             .is_ok()
     }

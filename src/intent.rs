@@ -18,7 +18,7 @@ use kernel::{impl_has_work, new_mutex, new_spinlock, new_work, pin_init};
 use crate::kernel_ext::bio_list::BioList;
 use crate::kernel_ext::block::BdevFile;
 use crate::kernel_ext::mem::copy_to_page;
-use crate::kernel_ext::page_io::page_io;
+use crate::kernel_ext::page_io::{page_io, Dir};
 use crate::kernel_ext::workqueue::WorkQueue;
 use crate::logic::cbt_store::{intent_head, spoiled_header, Extents};
 use crate::logic::persist::{intent_bytes, Intent, Layout, HEAD_BYTES, STORE_BLOCK};
@@ -69,13 +69,9 @@ impl MarkDest {
         self.layout.block_count()
     }
 
-    /// The store's device.
-    pub(crate) fn bdev(&self) -> &BdevFile {
-        &self.bdev
-    }
-
     /// Writes intent block `i` of `epoch` from `buf` (whose payload is in
-    /// place), with its head. Not durable until the device is flushed.
+    /// place), with its head. Durable when this returns (FUA): one round
+    /// trip to the disk, where a write and a flush would take two.
     pub(crate) fn write_block(&self, buf: &mut MarkBuf, epoch: u64, i: u32) -> Result {
         let n = self.layout.intent_blocks() as usize;
         let at = (epoch & 1) as usize * n + i as usize;
@@ -83,7 +79,7 @@ impl MarkDest {
         intent_head(self.layout.intent_block(epoch, i), epoch)
             .seal(&mut buf.bytes)
             .map_err(|_| EINVAL)?;
-        buf.write(&self.bdev, sector)
+        buf.write(&self.bdev, sector, Dir::WriteDurable)
     }
 
     /// Makes the store fail its checks at its next attach: both header
@@ -92,7 +88,7 @@ impl MarkDest {
     pub(crate) fn spoil(&self, buf: &mut MarkBuf) -> Result {
         spoiled_header(&mut buf.bytes);
         for &sector in self.headers.iter() {
-            buf.write(&self.bdev, sector)?;
+            buf.write(&self.bdev, sector, Dir::Write)?;
         }
         self.bdev.flush()
     }
@@ -118,14 +114,14 @@ impl MarkBuf {
         self.bytes.get_mut(HEAD_BYTES..).unwrap_or(&mut [])
     }
 
-    fn write(&mut self, bdev: &BdevFile, sector: u64) -> Result {
+    fn write(&mut self, bdev: &BdevFile, sector: u64, dir: Dir) -> Result {
         copy_to_page(&mut self.page, &self.bytes)?;
         page_io(
             bdev,
             sector,
             core::slice::from_ref(&self.page),
             STORE_BLOCK,
-            true,
+            dir,
         )
     }
 }
@@ -223,7 +219,7 @@ pub(crate) struct MarkWork {
     pub(crate) job: SpinLock<Option<Arc<Tracker>>>,
     /// The worker's block of memory.
     #[pin]
-    pub(crate) buf: Mutex<Option<MarkBuf>>,
+    pub(crate) buf: Mutex<MarkBuf>,
 }
 
 impl_has_work! {
@@ -237,7 +233,7 @@ impl MarkWork {
             pin_init!(Self {
                 work <- new_work!("blksnap_marks"),
                 job <- new_spinlock!(None, "blksnap_marks_job"),
-                buf <- new_mutex!(Some(buf), "blksnap_marks_buf"),
+                buf <- new_mutex!(buf, "blksnap_marks_buf"),
             }),
             GFP_KERNEL,
         )

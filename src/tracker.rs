@@ -572,9 +572,7 @@ impl Tracker {
     /// again until none waits.
     pub(crate) fn flush_marks(self: &Arc<Self>, work: &MarkWork) {
         let mut guard = work.buf.lock();
-        let Some(buf) = guard.as_mut() else {
-            return;
-        };
+        let buf = &mut *guard;
         loop {
             let (ticket, epoch, dest) = {
                 let mut st = self.cbt.lock();
@@ -622,7 +620,8 @@ impl Tracker {
                 }
                 from = b + 1;
             }
-            if !ok || dest.bdev().flush().is_err() {
+            // Each block was written with FUA: no flush of the device.
+            if !ok {
                 self.marks_failed(&dest, buf);
                 return;
             }

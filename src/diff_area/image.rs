@@ -25,7 +25,7 @@ use crate::kernel_ext::block::BdevFile;
 use crate::kernel_ext::errno::eopnotsupp;
 use crate::kernel_ext::gendisk::DiskOps;
 use crate::kernel_ext::mem::NoIo;
-use crate::kernel_ext::page_io::page_io;
+use crate::kernel_ext::page_io::{page_io, Dir};
 use crate::logic::storage::Region;
 
 use super::buffers::alloc_pages;
@@ -237,10 +237,10 @@ impl DiffArea {
         let at = usize::try_from((sector - first) * 512).map_err(|_| EIO)?;
         let pages = alloc_pages(bytes.div_ceil(PAGE_SIZE), GFP_KERNEL)?;
         let _rmw = self.bounce.lock();
-        page_io(dev, first, &pages, bytes, false)?;
+        page_io(dev, first, &pages, bytes, Dir::Read)?;
         bio.copy_pages(done as usize, &pages, at, part as usize, !write)?;
         if write {
-            page_io(dev, first, &pages, bytes, true)?;
+            page_io(dev, first, &pages, bytes, Dir::Write)?;
         }
         Ok(())
     }

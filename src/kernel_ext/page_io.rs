@@ -163,7 +163,8 @@ impl AsyncIo {
         {
             return Err((EBUSY, pages));
         }
-        let chain = match PageChain::new(bdev, sector, pages.pages().len(), len, write) {
+        let dir = if write { Dir::Write } else { Dir::Read };
+        let chain = match PageChain::new(bdev, sector, pages.pages().len(), len, dir) {
             Ok(c) => c,
             Err(e) => {
                 // INVARIANT: no I/O after all.
@@ -250,18 +251,28 @@ impl Drop for AsyncIo {
     }
 }
 
+/// What a [`page_io`] does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dir {
+    Read,
+    /// A write with no FUA: completion says the device has the data, which
+    /// is all a snapshot needs, since it does not survive a reboot.
+    Write,
+    /// A write that is durable when it completes (`REQ_FUA`), for what
+    /// must survive a power cut with no flush after it.
+    WriteDurable,
+}
+
 /// Reads `len` bytes at `sector` of `bdev` into `pages` (or writes them),
-/// waiting for completion; the I/O bypasses filters. A write has no FUA:
-/// completion says the device has the data, which is all a snapshot needs,
-/// since it does not survive a reboot.
+/// waiting for completion; the I/O bypasses filters.
 pub(crate) fn page_io(
     bdev: &BdevFile,
     sector: u64,
     pages: &[Page],
     len: usize,
-    write: bool,
+    dir: Dir,
 ) -> Result {
-    let chain = PageChain::new(bdev, sector, pages.len(), len, write)?;
+    let chain = PageChain::new(bdev, sector, pages.len(), len, dir)?;
     let parent = chain.parent();
     // SAFETY: We wait for the parent below, and it completes after all its
     // children: the pages outlive the I/O.
@@ -312,15 +323,17 @@ struct PageChain<'a> {
 impl<'a> PageChain<'a> {
     /// Allocates the parent of an I/O of `len` bytes at `sector` of `bdev`,
     /// from `have` pages; `EINVAL` if they are too few or `len` is 0.
-    fn new(bdev: &'a BdevFile, sector: u64, have: usize, len: usize, write: bool) -> Result<Self> {
+    fn new(bdev: &'a BdevFile, sector: u64, have: usize, len: usize, dir: Dir) -> Result<Self> {
         let npages = len.div_ceil(PAGE_SIZE);
         if npages == 0 || npages > have {
             return Err(EINVAL);
         }
-        let opf = if write {
-            bindings::req_op_REQ_OP_WRITE | bindings::REQ_SYNC
-        } else {
-            bindings::req_op_REQ_OP_READ
+        let opf = match dir {
+            Dir::Read => bindings::req_op_REQ_OP_READ,
+            Dir::Write => bindings::req_op_REQ_OP_WRITE | bindings::REQ_SYNC,
+            Dir::WriteDurable => {
+                bindings::req_op_REQ_OP_WRITE | bindings::REQ_SYNC | bindings::REQ_FUA
+            }
         };
         let vecs = npages.min(bindings::BIO_MAX_VECS as usize) as u16;
         // SAFETY: `bdev` is open; the bio is ours.

@@ -582,6 +582,24 @@ fn bit(bytes: &[u8], i: usize) -> bool {
     bytes.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
 }
 
+fn byte(bytes: &[u8], k: usize) -> u8 {
+    bytes.get(k).copied().unwrap_or(0)
+}
+
+/// Bits `[from, to)` of a byte (`to` at most 8).
+fn span_mask(from: usize, to: usize) -> u8 {
+    let upto = |n: usize| ((1u16 << n.min(8)) - 1) as u8;
+    upto(to) & !upto(from)
+}
+
+/// Tracking blocks marked together in the write-intent bitmap: a group is
+/// aligned, and lies in one intent block (whose payload holds a whole
+/// number of groups). After a crash, every block of a group one write
+/// reached counts as changed.
+pub const MARK_GROUP: u32 = 64;
+const GROUP_BYTES: usize = MARK_GROUP as usize / 8;
+const _: () = assert!(PAYLOAD % GROUP_BYTES == 0);
+
 /// What [`Intent::note`] says of a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Note {
@@ -618,8 +636,9 @@ pub struct Intent<B> {
     any_pending: bool,
 }
 
-/// A flush to do: write the intent blocks of [`Intent::flush_blocks`],
-/// then flush the device, then call [`Intent::flushed`] with `ticket`.
+/// A flush to do: write the intent blocks of [`Intent::flush_blocks`]
+/// durably (FUA, or writes then a flush of the device), then call
+/// [`Intent::flushed`] with `ticket`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Flush {
     pub ticket: u64,
@@ -656,21 +675,34 @@ impl<B: core::ops::DerefMut<Target = [u8]>> Intent<B> {
     }
 
     /// A write to tracking blocks `[first, end)`: whether it may complete
-    /// now, or which flush it waits for.
+    /// now, or which flush it waits for. A block neither durable nor in
+    /// flight is marked with its whole group of [`MARK_GROUP`] blocks, so
+    /// that the first writes to its neighbours find their marks on the way
+    /// or durable. Works a byte (8 blocks) at a time: it runs under the
+    /// tracker's lock, for discards of a whole device too.
     pub fn note(&mut self, first: u32, end: u32) -> Note {
         let end = end.min(self.block_count);
+        if first >= end {
+            return Note::Durable;
+        }
+        let (lo, hi) = (first as usize, end as usize);
         let mut wait = None;
-        for b in first..end {
-            let i = b as usize;
-            if bit(&self.durable, i) {
+        let mut marked = None;
+        for k in lo / 8..=(hi - 1) / 8 {
+            let from = lo.max(k * 8) - k * 8;
+            let to = hi.min(k * 8 + 8) - k * 8;
+            let mask = span_mask(from, to);
+            let durable = byte(&self.durable, k);
+            if durable & mask == mask {
                 continue;
             }
-            let ticket = if bit(&self.inflight, i) {
+            let ticket = if (durable | byte(&self.inflight, k)) & mask == mask {
                 self.issued
             } else {
-                if set_bit(&mut self.pending, i) {
-                    self.any_pending = true;
-                    set_bit(&mut self.dirty, Layout::intent_bit(b).0 as usize);
+                let group = k / GROUP_BYTES;
+                if marked != Some(group) {
+                    self.mark_group(group);
+                    marked = Some(group);
                 }
                 self.issued + 1
             };
@@ -679,10 +711,30 @@ impl<B: core::ops::DerefMut<Target = [u8]>> Intent<B> {
         wait.map_or(Note::Durable, Note::Wait)
     }
 
+    /// Marks every block of group `group` that is neither durable nor in
+    /// flight as pending.
+    fn mark_group(&mut self, group: usize) {
+        let start = group * GROUP_BYTES;
+        let mut any = false;
+        for k in start..start + GROUP_BYTES {
+            let valid = span_mask(0, (self.block_count as usize).saturating_sub(k * 8).min(8));
+            let add = valid & !(byte(&self.durable, k) | byte(&self.inflight, k));
+            if let Some(p) = self.pending.get_mut(k) {
+                any |= add & !*p != 0;
+                *p |= add;
+            }
+        }
+        if any {
+            self.any_pending = true;
+            let first = (start * 8) as u32;
+            set_bit(&mut self.dirty, Layout::intent_bit(first).0 as usize);
+        }
+    }
+
     /// Starts the next flush, if something is pending and none is in
     /// flight: the caller writes each intent block that
-    /// [`Intent::flush_blocks`] names, with [`Intent::block_payload`], then
-    /// flushes the device.
+    /// [`Intent::flush_blocks`] names, with [`Intent::block_payload`],
+    /// durably.
     pub fn begin_flush(&mut self) -> Option<Flush> {
         if !self.any_pending || self.issued > self.completed {
             return None;

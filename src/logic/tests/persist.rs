@@ -269,6 +269,7 @@ fn continuity_sees_what_it_can() {
 
 #[test]
 fn writes_wait_for_their_marks_to_be_durable() {
+    let g = MARK_GROUP;
     let count = PAYLOAD as u32 * 8 + 100;
     let (nb, nd) = intent_bytes(count);
     assert_eq!((nb, nd), ((count as usize).div_ceil(8), 1));
@@ -278,33 +279,50 @@ fn writes_wait_for_their_marks_to_be_durable() {
     // Two writes before any flush wait for the first one.
     assert_eq!(intent.note(0, 2), Note::Wait(1));
     assert_eq!(intent.note(count - 1, count + 5), Note::Wait(1));
+    // A write in a group already marked waits for the same flush.
+    assert_eq!(intent.note(g - 1, g), Note::Wait(1));
     assert_eq!(intent.begin_flush(), Some(Flush { ticket: 1 }));
     assert_eq!(intent.flush_blocks().collect::<Vec<_>>(), vec![0, 1]);
+    // The flush carries the whole group of each write, and no bit past
+    // the device.
     let mut payload = vec![0u8; PAYLOAD];
     intent.block_payload(0, &mut payload);
-    assert_eq!(payload[0], 0b11);
-    // While it is in flight: a block it carries waits for it, a new one
+    let group_bytes = g as usize / 8;
+    assert!(payload[..group_bytes].iter().all(|&b| b == 0xff));
+    assert!(payload[group_bytes..].iter().all(|&b| b == 0));
+    intent.block_payload(1, &mut payload);
+    let tail = (count - PAYLOAD as u32 * 8) as usize;
+    let mut want = vec![0u8; PAYLOAD];
+    for i in (tail / g as usize * g as usize)..tail {
+        want[i / 8] |= 1 << (i % 8);
+    }
+    assert_eq!(payload, want);
+    // While it is in flight: a block it carries waits for it, a new group
     // for the next flush, which cannot start before.
     assert_eq!(intent.note(1, 2), Note::Wait(1));
-    assert_eq!(intent.note(5, 6), Note::Wait(2));
-    assert_eq!(intent.note(0, 6), Note::Wait(2));
+    assert_eq!(intent.note(5, 6), Note::Wait(1));
+    assert_eq!(intent.note(g + 5, g + 6), Note::Wait(2));
+    assert_eq!(intent.note(0, g + 6), Note::Wait(2));
     assert_eq!(intent.begin_flush(), None);
     assert_eq!(intent.flushed(1), 1);
-    // Flush 1 did not carry block 5: still not durable.
-    assert_eq!(intent.note(0, 2), Note::Durable);
-    assert_eq!(intent.note(5, 6), Note::Wait(2));
+    // Flush 1 did not carry the second group: still not durable.
+    assert_eq!(intent.note(0, g), Note::Durable);
+    assert_eq!(intent.note(g + 5, g + 6), Note::Wait(2));
     assert_eq!(intent.begin_flush(), Some(Flush { ticket: 2 }));
     assert_eq!(intent.flush_blocks().collect::<Vec<_>>(), vec![0]);
     assert_eq!(intent.flushed(2), 2);
-    assert_eq!(intent.note(5, 6), Note::Durable);
+    assert_eq!(intent.note(g, 2 * g), Note::Durable);
+    assert_eq!(intent.note(0, 2 * g), Note::Durable);
     assert_eq!(intent.begin_flush(), None);
+    // A write past the groups marked, or partly past them, waits.
+    assert_eq!(intent.note(2 * g - 1, 2 * g + 1), Note::Wait(3));
     // A stale or repeated completion changes nothing.
     assert_eq!(intent.flushed(1), 2);
     assert_eq!(intent.flushed(2), 2);
     assert_eq!(intent.completed(), 2);
     // A new epoch: nothing durable, nothing pending; writes noted again
     // wait for the next flush number.
-    assert_eq!(intent.note(9, 10), Note::Wait(3));
+    assert_eq!(intent.note(3 * g + 9, 3 * g + 10), Note::Wait(3));
     intent.clear();
     assert!(!intent.in_flight());
     assert_eq!(intent.begin_flush(), None);
@@ -315,6 +333,31 @@ fn writes_wait_for_their_marks_to_be_durable() {
     intent.clear();
     assert_eq!(intent.flushed(3), 3);
     assert_eq!(intent.note(0, 1), Note::Wait(4));
+    // Empty or out-of-range writes touch nothing.
+    assert_eq!(intent.note(7, 7), Note::Durable);
+    assert_eq!(intent.note(count, count + 9), Note::Durable);
+}
+
+#[test]
+fn a_write_over_many_groups_marks_each_once() {
+    let count = 1000;
+    let (nb, nd) = intent_bytes(count);
+    let mut intent = Intent::new(
+        [vec![0u8; nb], vec![0u8; nb], vec![0u8; nb]],
+        [vec![0u8; nd], vec![0u8; nd]],
+        count,
+    )
+    .unwrap();
+    // A discard of the whole device, from an odd block to past its end.
+    assert_eq!(intent.note(3, u32::MAX), Note::Wait(1));
+    assert_eq!(intent.begin_flush(), Some(Flush { ticket: 1 }));
+    let mut payload = vec![0u8; PAYLOAD];
+    intent.block_payload(0, &mut payload);
+    let mut got = Vec::new();
+    replay_intent(&payload, 0, count, |b| got.push(b));
+    assert_eq!(got, (0..count).collect::<Vec<_>>());
+    assert_eq!(intent.flushed(1), 1);
+    assert_eq!(intent.note(0, count), Note::Durable);
 }
 
 #[test]
