@@ -21,7 +21,7 @@ use kernel::{impl_has_work, new_spinlock, new_work, pin_init};
 use crate::kernel_ext::bio_list::BioList;
 use crate::kernel_ext::block::BdevFile;
 use crate::kernel_ext::mem::{zero_page_tail, NoIo};
-use crate::kernel_ext::page_io::{AsyncIo, IoPages, IoWaker};
+use crate::kernel_ext::page_io::{AsyncIo, Dir, IoPages, IoWaker};
 use crate::kernel_ext::workqueue::WorkQueue;
 use crate::logic::storage::{Region, PAGE_SECTORS};
 
@@ -201,7 +201,7 @@ impl DiffArea {
             start,
             IoPages::Own(pages),
             bytes,
-            false,
+            Dir::Read,
             slot.clone(),
         );
         if let Err((e, pages)) = started {
@@ -257,7 +257,7 @@ impl DiffArea {
             region.sector,
             io_pages,
             npages * PAGE_SIZE,
-            true,
+            Dir::Write,
             slot.clone(),
         );
         if let Err((e, io_pages)) = started {

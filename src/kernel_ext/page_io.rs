@@ -149,10 +149,10 @@ impl AsyncIo {
         sector: u64,
         pages: IoPages,
         len: usize,
-        write: bool,
+        dir: Dir,
         waker: Arc<T>,
     ) -> core::result::Result<(), (Error, IoPages)> {
-        if matches!(pages, IoPages::Shared(_)) && !write {
+        if matches!(pages, IoPages::Shared(_)) && dir == Dir::Read {
             return Err((EINVAL, pages));
         }
         // One I/O at a time, whoever calls: the claim is atomic.
@@ -163,7 +163,6 @@ impl AsyncIo {
         {
             return Err((EBUSY, pages));
         }
-        let dir = if write { Dir::Write } else { Dir::Read };
         let chain = match PageChain::new(bdev, sector, pages.pages().len(), len, dir) {
             Ok(c) => c,
             Err(e) => {
@@ -251,7 +250,7 @@ impl Drop for AsyncIo {
     }
 }
 
-/// What a [`page_io`] does.
+/// What a [`page_io`] or an [`AsyncIo`] does.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dir {
     Read,
