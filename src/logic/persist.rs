@@ -598,7 +598,7 @@ fn span_mask(from: usize, to: usize) -> u8 {
 /// reached counts as changed.
 pub const MARK_GROUP: u32 = 64;
 const GROUP_BYTES: usize = MARK_GROUP as usize / 8;
-const _: () = assert!(PAYLOAD % GROUP_BYTES == 0);
+const _: () = assert!(PAYLOAD / GROUP_BYTES * GROUP_BYTES == PAYLOAD);
 
 /// What [`Intent::note`] says of a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
