@@ -27,7 +27,6 @@ export PATH="$HOME/.cargo/bin:$PATH"
 RECIPE=1
 CACHE=${BLKSNAP_CACHE:-$HOME/.cache/blksnap}
 JOBS=${JOBS:-$(($(nproc) + 1))}
-TARBALL=/usr/src/$KERNEL_SOURCE_PKG.tar.xz
 FLAVOUR=${BLKSNAP_FLAVOUR:-test}
 case "$FLAVOUR" in
 test)
@@ -58,8 +57,7 @@ patch_list() {
 cache_key() {
 	{
 		echo "recipe $RECIPE flavour $FLAVOUR"
-		dpkg-query -W -f='${Package} ${Version}\n' "$KERNEL_SOURCE_PKG" 2>/dev/null ||
-			echo "no $KERNEL_SOURCE_PKG"
+		echo "$KERNEL_SOURCE_PKG $KERNEL_SOURCE_VERSION"
 		for p in $(patch_list); do
 			echo "patch $p"
 			cat "$top/patches/$p"
@@ -83,7 +81,7 @@ if [ -f "$KDIR/.blksnap-complete" ]; then
 	exit 0
 fi
 
-[ -f "$TARBALL" ] || die "$TARBALL missing: run scripts/install-deps.sh"
+TARBALL=$("$top/scripts/kernel-source.sh") || die "no kernel source: run scripts/install-deps.sh"
 mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock"
 say "waiting for the cache lock" && flock 9

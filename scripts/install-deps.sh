@@ -27,32 +27,19 @@ for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
 		missing="$missing $p"
 done
-ksrc_ok=$(dpkg-query -W -f='${Status} ${Version}' "$KERNEL_SOURCE_PKG" 2>/dev/null || true)
-case "$ksrc_ok" in
-"install ok installed $KERNEL_SOURCE_VERSION") ;;
-*) missing="$missing $KERNEL_SOURCE_PKG" ;;
-esac
 
 if [ -n "$missing" ]; then
 	say "installing Debian packages:$missing"
 	export DEBIAN_FRONTEND=noninteractive
 	$SUDO apt-get update -qq
-	want=
-	for p in $missing; do
-		if [ "$p" = "$KERNEL_SOURCE_PKG" ]; then
-			if apt-cache madison "$p" | grep -q " $KERNEL_SOURCE_VERSION "; then
-				p="$p=$KERNEL_SOURCE_VERSION"
-			else
-				say "WARNING: $KERNEL_SOURCE_PKG $KERNEL_SOURCE_VERSION is not offered; taking the candidate"
-			fi
-		fi
-		want="$want $p"
-	done
 	# shellcheck disable=SC2086
-	$SUDO apt-get install -y -qq --no-install-recommends $want >/dev/null
+	$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 else
 	say "Debian packages present"
 fi
+# The pinned kernel source, kept apart from the system's linux-source
+# package (whatever version that is, if any).
+"$here/kernel-source.sh" >/dev/null
 
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v rustup >/dev/null; then
