@@ -1,20 +1,24 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# `make bench`: blksnap against a plain disk and against dm-snapshot, on the
-# same disks in one QEMU VM, with a non-debug build of the patched kernel
-# (its own cached build: BLKSNAP_FLAVOUR=bench). Prints the table of median
-# ratios over the trials with each trial's values, and writes it to
-# Documentation/performance.rst.
+# `make bench`: blksnap against a plain disk, dm-snapshot and dm-thin, on
+# the same disks in one QEMU VM per disk model (tests/bench/models: QEMU
+# I/O throttling makes the disk, not the emulated CPU, bound the plain
+# run), with a non-debug build of the patched kernel (its own cached
+# build: BLKSNAP_FLAVOUR=bench). Prints, per model, the table of median
+# ratios over the trials against each case's physical limit, with each
+# trial's values, and writes it to Documentation/performance.rst.
 #
 # `scripts/bench.sh --smoke` (run by make check): one short trial on a
-# small original, which only checks that every case runs and moves data.
+# small region on every model, which only checks that every case runs and
+# moves data.
 # It runs on the test kernel (BENCH_FLAVOUR=bench for the bench one), so
 # that make check builds a single kernel.
 #
-# Environment: TRIALS (3), SECONDS_PER_RUN (6), MIB (size of the original
-# used, 512), BENCH_REF (a git revision: benchmark the module as it was
-# there, for a before/after comparison; the page is not written then).
+# Environment: TRIALS (3), SECONDS_PER_RUN (6), FRESH_SECONDS (20), MIB
+# (the region of every model, instead of the models' own), BENCH_REF (a
+# git revision: benchmark the module as it was there, for a before/after
+# comparison; the page is not written then).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -24,9 +28,9 @@ smoke=0
 say() { printf '[bench] %s\n' "$*" >&2; }
 
 if [ $smoke = 1 ]; then
-	TRIALS=1 SECS=1 MIB=64 ENGINE=libaio FLAVOUR=${BENCH_FLAVOUR:-test}
+	TRIALS=1 SECS=1 FSECS=2 ENGINE=libaio FLAVOUR=${BENCH_FLAVOUR:-test}
 else
-	TRIALS=${TRIALS:-3} SECS=${SECONDS_PER_RUN:-6} MIB=${MIB:-512} ENGINE=libaio FLAVOUR=bench
+	TRIALS=${TRIALS:-3} SECS=${SECONDS_PER_RUN:-6} FSECS=${FRESH_SECONDS:-20} ENGINE=libaio FLAVOUR=bench
 fi
 OUT=$top/build/bench
 [ $smoke = 1 ] && OUT=$top/build/bench-smoke
@@ -57,7 +61,7 @@ make -s tool >/dev/null
 tool=$top/tools/target/x86_64-unknown-linux-musl/release/blksnap
 ks=$OUT/ks
 mkdir -p "$ks"
-tar -xJf "/usr/src/linux-source-6.12.tar.xz" -C "$ks" --strip-components=1 \
+tar -xJf "$("$top/scripts/kernel-source.sh")" -C "$ks" --strip-components=1 \
 	linux-source-6.12/tools/testing/selftests/kselftest_harness.h \
 	linux-source-6.12/tools/testing/selftests/kselftest.h
 gcc -static -O2 -Wall -Werror -D_GNU_SOURCE -Iinclude/uapi -Itests/selftests \
@@ -82,52 +86,85 @@ for b in $bins; do
 done
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$OUT/initramfs.cpio.gz"
 
-# /dev/vda original, /dev/vdb storage, /dev/vdc 1 TiB, /dev/vdd 1 GiB,
-# /dev/vde storage for those two.
-truncate -s "${MIB}M" "$OUT/orig.img"
-truncate -s "$((MIB * 2 + 64))M" "$OUT/store.img"
-truncate -s 1T "$OUT/big.img"
-truncate -s 1G "$OUT/small.img"
-truncate -s 128M "$OUT/store2.img"
-disks=()
-n=0
-for d in orig store big small store2; do
-	disks+=(-drive "file=$OUT/$d.img,if=none,id=d$n,format=raw,cache=unsafe"
-		-device "virtio-blk-pci,drive=d$n")
-	n=$((n + 1))
-done
+# One VM boot per disk model (tests/bench/models). Disks: /dev/vda the
+# original (2 GiB, sparse but for the region, random data written here),
+# /dev/vdb storage, /dev/vdc 1 TiB, /dev/vdd 1 GiB, /dev/vde storage for
+# those two and the CBT store, /dev/vdf the thin pool. On a throttled
+# model vda, vdb, vde and vdf are one throttling group: one disk.
 # tsc=reliable: under TCG the clocksource watchdog marks the TSC unstable
 # after a few minutes, and the jiffies clock left would time a run to 4 ms.
 # pci=noacpi: see tests/vm/run.sh (ACPI is there for the second vCPU).
-cmdline="console=ttyS0 rdinit=/init panic=-1 bsvm_mode=bench tsc=reliable pci=noacpi"
-cmdline="$cmdline bsbench_trials=$TRIALS bsbench_seconds=$SECS bsbench_mib=$MIB bsbench_engine=$ENGINE"
-[ $smoke = 1 ] || cmdline="$cmdline bsbench_profile=1"
-say "booting the $FLAVOUR kernel: $TRIALS trial(s), about $((TRIALS * 3 + 1)) minutes"
-: >"$OUT/results.log"
-timeout --kill-after=10 $((600 + TRIALS * 900)) \
-	qemu-system-x86_64 -machine pc -accel tcg -cpu max,la57=off -smp 2 -m 2G \
-	-kernel "$KDIR/arch/x86/boot/bzImage" -initrd "$OUT/initramfs.cpio.gz" -append "$cmdline" \
-	-display none -monitor none -no-reboot "${disks[@]}" \
-	-serial "file:$OUT/console.log" -serial "file:$OUT/results.log" &
-qpid=$!
-tail -n +1 -s 0.5 -f --pid=$qpid "$OUT/results.log" | grep -a --line-buffered -e '^#' -e '^bench' -e 'ERROR' >&2 &
-wait $qpid || true
-sleep 1
+dd if=/dev/urandom of="$OUT/rnd" bs=1M count=4 2>/dev/null
+logs=()
+models=$(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' tests/bench/models)
+nmodels=$(echo "$models" | wc -l)
+while read -r model iops bps region fresh; do
+	if [ $smoke = 1 ]; then
+		region=16 fresh=8
+	elif [ -n "${MIB:-}" ]; then
+		region=$MIB fresh=$((MIB / 4))
+	fi
+	rm -f "$OUT"/*.img
+	i=0
+	while [ $i -lt "$region" ]; do
+		cat "$OUT/rnd"
+		i=$((i + 4))
+	done >"$OUT/orig.img"
+	truncate -s 2G "$OUT/orig.img"
+	truncate -s "$((region * 2 + 64))M" "$OUT/store.img"
+	truncate -s 1T "$OUT/big.img"
+	truncate -s 1G "$OUT/small.img"
+	truncate -s 128M "$OUT/store2.img"
+	truncate -s "$((region * 2 + 128))M" "$OUT/thin.img"
+	throttle=
+	[ "$iops" != 0 ] && throttle=",throttling.group=disk,throttling.iops-total=$iops,throttling.bps-total=$bps"
+	disks=()
+	n=0
+	for d in orig store big small store2 thin; do
+		t=
+		case $d in orig | store | store2 | thin) t=$throttle ;; esac
+		disks+=(-drive "file=$OUT/$d.img,if=none,id=d$n,format=raw,cache=unsafe$t"
+			-device "virtio-blk-pci,drive=d$n")
+		n=$((n + 1))
+	done
+	cmdline="console=ttyS0 rdinit=/init panic=-1 bsvm_mode=bench tsc=reliable pci=noacpi"
+	cmdline="$cmdline bsbench_model=$model bsbench_iops=$iops bsbench_bps=$bps"
+	cmdline="$cmdline bsbench_region=$region bsbench_fresh=$fresh bsbench_trials=$TRIALS"
+	cmdline="$cmdline bsbench_seconds=$SECS bsbench_fresh_seconds=$FSECS bsbench_engine=$ENGINE"
+	[ "$model" = cpu ] && cmdline="$cmdline bsbench_take=1"
+	[ $smoke = 1 ] || [ "$model" = hdd ] || cmdline="$cmdline bsbench_profile=1"
+	log=$OUT/results-$model.log
+	console=$OUT/console-$model.log
+	say "model $model: booting the $FLAVOUR kernel, $TRIALS trial(s) (a few minutes each)"
+	: >"$log"
+	timeout --kill-after=10 $((600 + TRIALS * 1200)) \
+		qemu-system-x86_64 -machine pc -accel tcg -cpu max,la57=off -smp 2 -m 2G \
+		-kernel "$KDIR/arch/x86/boot/bzImage" -initrd "$OUT/initramfs.cpio.gz" -append "$cmdline" \
+		-display none -monitor none -no-reboot "${disks[@]}" \
+		-serial "file:$console" -serial "file:$log" </dev/null &
+	qpid=$!
+	tail -n +1 -s 0.5 -f --pid=$qpid "$log" | grep -a --line-buffered -e '^#' -e '^bench' -e 'ERROR' >&2 &
+	wait $qpid || true
+	sleep 1
+	rm -f "$OUT"/*.img
 
-. tests/vm/splats.sh
-if find_splats "$OUT/console.log" >"$OUT/splats.txt"; then
-	say "the kernel log shows a bug:"
-	head -20 "$OUT/splats.txt" >&2
-	exit 1
-fi
-grep -q '^bench-exit: 0' "$OUT/results.log" || { say "the benchmark failed (see $OUT/results.log)"; exit 1; }
+	. tests/vm/splats.sh
+	if find_splats "$console" >"$OUT/splats.txt"; then
+		say "model $model: the kernel log shows a bug:"
+		head -20 "$OUT/splats.txt" >&2
+		exit 1
+	fi
+	grep -q '^bench-exit: 0' "$log" || { say "model $model: the benchmark failed (see $log)"; exit 1; }
+	logs+=("$log")
+done <<<"$models"
+[ ${#logs[@]} = "$nmodels" ] || { say "not every model ran"; exit 1; }
 
 machine="$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) cores, $(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1048576)) GiB; QEMU $(qemu-system-x86_64 --version | head -1 | awk '{print $4}') TCG, 2 vCPUs, 2 GiB"
 if [ $smoke = 1 ]; then
-	python3 tests/bench/report.py --smoke "$OUT/results.log"
+	python3 tests/bench/report.py --smoke "${logs[@]}"
 elif [ -n "${BENCH_REF:-}" ]; then
-	python3 tests/bench/report.py "$OUT/results.log"
+	python3 tests/bench/report.py "${logs[@]}"
 else
-	python3 tests/bench/report.py "$OUT/results.log" --rst Documentation/performance.rst \
-		--machine "$machine" --settings "$TRIALS trials, ${SECS} s random runs, ${MIB} MiB original, 256 KiB chunks, fio libaio iodepth 16, O_DIRECT"
+	python3 tests/bench/report.py "${logs[@]}" --rst Documentation/performance.rst \
+		--machine "$machine" --settings "$TRIALS trials, ${SECS} s random and read runs, ${FSECS} s fresh-snapshot runs, 256 KiB chunks, fio libaio iodepth 16 per job, O_DIRECT"
 fi

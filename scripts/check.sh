@@ -140,10 +140,10 @@ else
 fi
 
 step "benchmark smoke run"
-# make bench's program, one short trial on the benchmark kernel (built
-# once, then cached like the test kernel), so that it cannot rot.
+# make bench's program, one short trial of every disk model on the test
+# kernel, so that it cannot rot.
 if [ "$module_ok" = 1 ]; then
-	run "make bench's cases all run and move data (smoke run)" "$top/scripts/bench.sh" --smoke
+	run "make bench's cases all run and move data on every disk model (smoke run)" "$top/scripts/bench.sh" --smoke
 else
 	fail "benchmark smoke run not run: the build failed"
 fi
