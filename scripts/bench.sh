@@ -94,6 +94,7 @@ done
 # tsc=reliable: under TCG the clocksource watchdog marks the TSC unstable
 # after a few minutes, and the jiffies clock left would time a run to 4 ms.
 # pci=noacpi: see tests/vm/run.sh (ACPI is there for the second vCPU).
+. tests/vm/splats.sh
 dd if=/dev/urandom of="$OUT/rnd" bs=1M count=4 2>/dev/null
 logs=()
 models=$(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' tests/bench/models)
@@ -148,7 +149,6 @@ while read -r model iops bps region fresh; do
 	sleep 1
 	rm -f "$OUT"/*.img
 
-	. tests/vm/splats.sh
 	if find_splats "$console" >"$OUT/splats.txt"; then
 		say "model $model: the kernel log shows a bug:"
 		head -20 "$OUT/splats.txt" >&2

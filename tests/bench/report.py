@@ -90,8 +90,7 @@ class Model:
         return out
 
     def medians(self, case, system):
-        vs = [v for (c, s, _), v in self.res.items() if c == case and s == system]
-        return statistics.median(vs) if vs else None
+        return med([v for (c, s, _), v in self.res.items() if c == case and s == system])
 
     def describe(self):
         if not self.throttled:
