@@ -74,7 +74,7 @@ say "installing what packaging needs"
 run "packaging tools installed" "$top/scripts/install-deps.sh" --packaging || finish
 
 # --- the Debian root file system (cached) -----------------------------------
-ROOT_PKGS="systemd,systemd-sysv,udev,dbus,kmod,e2fsprogs,util-linux,procps,dkms,make,clang,lld,llvm,gcc,libc6-dev,ca-certificates"
+ROOT_PKGS="systemd,systemd-sysv,udev,dbus,kmod,e2fsprogs,initramfs-tools,util-linux,procps,dkms,make,clang,lld,llvm,gcc,libc6-dev,ca-certificates"
 STOCK_HEADERS=linux-headers-6.12.107+deb12-amd64
 key=$(printf '%s\n' 1 bookworm "$MIRROR" "$ROOT_PKGS" "$STOCK_HEADERS" | sha256sum | cut -c1-16)
 ROOTFS=$CACHE/rootfs-bookworm-$key.tar

@@ -321,9 +321,37 @@ pub fn afresh_reason(
     (attached && afresh && st.generation == *generation).then(|| reason(st.reset))
 }
 
+/// Whether `/proc/self/mountinfo` text `mountinfo` has a file system of
+/// device `dev` mounted read-write (its major:minor field, and its mount
+/// options starting with `rw`). `tracker shutdown` leaves such a device
+/// alone: a seal while writes may still come would speak for them.
+pub fn mounted_rw(mountinfo: &str, dev: &BlkSnapDev) -> bool {
+    let want = format!("{}:{}", dev.mj, dev.mn);
+    mountinfo.lines().any(|line| {
+        let mut f = line.split(' ');
+        let numbers = f.nth(2);
+        let options = f.nth(2);
+        numbers == Some(want.as_str()) && options.is_some_and(|o| o.split(',').next() == Some("rw"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mounted_rw_reads_mountinfo() {
+        let info = "22 1 254:0 / / ro,relatime shared:1 - ext4 /dev/vda ro\n\
+                    23 22 254:16 / /mnt/data rw,relatime shared:2 - ext4 /dev/vdb rw\n\
+                    24 22 0:5 / /dev rw,nosuid shared:3 - devtmpfs udev rw\n";
+        let dev = |mj, mn| BlkSnapDev { mj, mn };
+        assert!(!mounted_rw(info, &dev(254, 0)));
+        assert!(mounted_rw(info, &dev(254, 16)));
+        assert!(!mounted_rw(info, &dev(254, 32)));
+        assert!(!mounted_rw(info, &dev(254, 1)));
+        assert!(!mounted_rw("", &dev(254, 16)));
+        assert!(!mounted_rw("short line", &dev(254, 16)));
+    }
 
     #[test]
     fn boot_records_round_trip() {

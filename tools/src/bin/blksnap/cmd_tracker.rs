@@ -70,6 +70,11 @@ pub(crate) enum TrackerCmd {
     /// Seal a device's store and stop tracking it: a later persist goes
     /// on from there (rmmod seals every store too).
     Detach { device: String },
+    /// Seal the store of every tracked device that has one, unless a file
+    /// system on it is still mounted read-write (left tracked: its marks
+    /// speak at the next boot). The system-shutdown hook of the packages
+    /// runs this once the file systems are unmounted or read-only.
+    Shutdown,
     /// Show whether a tracked device has a store, and why its tracking
     /// started afresh at the store's attach if it did.
     Status { device: String },
@@ -177,6 +182,7 @@ pub(crate) fn tracker(c: &TrackerCmd, json: bool) -> Result<(), Fail> {
             ctl.tracker_detach(parse_dev(device).map_err(|e| Fail(2, e))?)?;
             log(&format!("{device}: store sealed, tracking stopped"));
         }
+        TrackerCmd::Shutdown => shutdown(&ctl)?,
         TrackerCmd::Cbt {
             device,
             since,
@@ -412,6 +418,44 @@ fn boot(ctl: &Control, records: &std::path::Path, json: bool) -> Result<(), Fail
     }
     if failed > 0 {
         return Err(Fail(1, format!("{failed} store(s) not attached")));
+    }
+    Ok(())
+}
+
+/// `tracker shutdown`: every store sealed whose device no file system
+/// still writes to; a failure of one does not stop the others.
+fn shutdown(ctl: &Control) -> Result<(), Fail> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| Fail(1, format!("/proc/self/mountinfo: {e}")))?;
+    let mut failed = 0;
+    for t in ctl.tracker_list()? {
+        let dev = t.dev_id;
+        let store = ctl
+            .tracker_persist_status(dev)
+            .is_ok_and(|st| st.flags & blksnap::uapi::BLK_SNAP_PERSIST_STATUS_STORE != 0);
+        if !store {
+            continue;
+        }
+        if persist::mounted_rw(&mountinfo, &dev) {
+            log(&format!(
+                "{}: mounted read-write, not sealed (its marks count at the next attach)",
+                dev_label(&dev)
+            ));
+            continue;
+        }
+        match ctl.tracker_detach(dev) {
+            Ok(()) => log(&format!(
+                "{}: store sealed, tracking stopped",
+                dev_label(&dev)
+            )),
+            Err(e) => {
+                log(&format!("{}: not sealed: {e}", dev_label(&dev)));
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Fail(1, format!("{failed} store(s) not sealed")));
     }
     Ok(())
 }
