@@ -90,12 +90,16 @@ impl Bio {
     }
 
     /// Whether the bio changes the data on the device (writes, discards,
-    /// zeroing, secure erase).
+    /// zeroing, secure erase). An empty write is a cache flush alone
+    /// (`REQ_PREFLUSH`, as `blkdev_issue_flush` sends): it changes nothing,
+    /// so no hold stops it, which the checkpoint of a CBT store on the
+    /// tracked device itself needs (it flushes under the hold).
     pub(crate) fn changes_data(&self) -> bool {
-        matches!(
-            self.op(),
-            BioOp::Write | BioOp::Discard | BioOp::SecureErase | BioOp::WriteZeroes
-        )
+        match self.op() {
+            BioOp::Write => self.size() != 0,
+            BioOp::Discard | BioOp::SecureErase | BioOp::WriteZeroes => true,
+            _ => false,
+        }
     }
 
     fn opf(&self) -> u32 {

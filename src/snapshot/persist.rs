@@ -131,7 +131,10 @@ impl State {
             let _frozen = bdev.freeze()?;
             if bdev.sectors_written() != written {
                 cbt = new_cbt(bdev.nr_sectors())?;
-                reset = Reset::WrittenUntracked as u32;
+                // A store that had nothing to go on from keeps its reason.
+                if reset == 0 {
+                    reset = Reset::WrittenUntracked as u32;
+                }
             }
             let tracker = Tracker::with_cbt(bdev.hold(), pool.clone(), cbt, None)?;
             let filter = Attached::attach(&bdev, tracker.clone())?;
