@@ -61,8 +61,25 @@ pub fn prepare(path: &Path, capacity: u64, tracked: &BlkSnapDev) -> Result<Stora
             .mode(0o600)
             .open(path)
             .map_err(|e| format!("cannot create the store {}: {e}", path.display()))?;
+        // On a file system with blocks under 4 KiB the extents need not
+        // start or end on whole store blocks: some room to trim them to.
+        let small_blocks = path
+            .parent()
+            .and_then(|d| {
+                std::fs::metadata(if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                })
+                .ok()
+            })
+            .is_some_and(|md| md.blksize() < STORE_BLOCK as u64);
         let zeros = vec![0u8; 1 << 20];
-        let mut left = size;
+        let mut left = if small_blocks {
+            size + size / 8 + (64 << 10)
+        } else {
+            size
+        };
         while left > 0 {
             let n = left.min(zeros.len() as u64) as usize;
             f.write_all(&zeros[..n])
@@ -80,7 +97,37 @@ pub fn prepare(path: &Path, capacity: u64, tracked: &BlkSnapDev) -> Result<Stora
             path.display()
         ));
     }
-    map_file(path, &f)
+    let mut file = map_file(path, &f)?;
+    file.ranges = whole_blocks(&file.ranges);
+    file.bytes = file.ranges.iter().map(|r| r.sector_count * 512).sum();
+    if file.bytes < size {
+        return Err(format!(
+            "{}: only {} of its bytes lie in whole 4 KiB blocks of the device (its file system's blocks are smaller), but the store needs {size}: remove it to have it made again with room, or put it on a file system with 4 KiB blocks",
+            path.display(),
+            file.bytes
+        ));
+    }
+    Ok(file)
+}
+
+/// The part of each range that covers whole 4 KiB store blocks of the
+/// device (the module takes nothing else): a file on a file system with
+/// smaller blocks may start or end an extent inside one. Ranges left
+/// empty are dropped.
+pub fn whole_blocks(ranges: &[BlkSnapBlockRange]) -> Vec<BlkSnapBlockRange> {
+    const SECTORS: u64 = STORE_BLOCK as u64 / 512;
+    ranges
+        .iter()
+        .filter_map(|r| {
+            let start = r.sector_offset.checked_next_multiple_of(SECTORS)?;
+            let end = (r.sector_offset.saturating_add(r.sector_count) / SECTORS) * SECTORS;
+            let sector_count = end.checked_sub(start).filter(|&n| n > 0)?;
+            Some(BlkSnapBlockRange {
+                sector_offset: start,
+                sector_count,
+            })
+        })
+        .collect()
 }
 
 /// A store on the block device `path` (number `rdev`): its first `size`
@@ -225,9 +272,8 @@ pub fn check_record_file(rec: &BootRecord) -> Result<(), String> {
         return Ok(());
     }
     let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let now = map_file(path, &f)?;
+    let now = whole_blocks(&map_file(path, &f)?.ranges);
     let ranges: Vec<(u64, u64)> = now
-        .ranges
         .iter()
         .map(|r| (r.sector_offset, r.sector_count))
         .collect();
@@ -338,6 +384,23 @@ pub fn mounted_rw(mountinfo: &str, dev: &BlkSnapDev) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_blocks_trims_to_store_blocks() {
+        let r = |sector_offset, sector_count| BlkSnapBlockRange {
+            sector_offset,
+            sector_count,
+        };
+        assert_eq!(
+            whole_blocks(&[r(8, 16), r(64, 8)]),
+            vec![r(8, 16), r(64, 8)]
+        );
+        // 1 KiB blocks: extents at sector 2 and 130.
+        assert_eq!(whole_blocks(&[r(2, 30), r(130, 4)]), vec![r(8, 24)]);
+        assert_eq!(whole_blocks(&[r(3, 13)]), vec![r(8, 8)]);
+        assert!(whole_blocks(&[r(1, 6)]).is_empty());
+        assert!(whole_blocks(&[r(u64::MAX - 3, 3)]).is_empty());
+    }
 
     #[test]
     fn mounted_rw_reads_mountinfo() {
