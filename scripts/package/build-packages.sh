@@ -157,12 +157,14 @@ cat >"$R/etc/modules-load.d/blksnap.conf" <<EOF
 EOF
 # The boot-time attach of CBT stores (Documentation/persistence.rst): a
 # systemd unit before local-fs-pre.target, and for the root file system an
-# initramfs-tools hook and local-top script.
-mkdir -p "$R/lib/systemd/system" "$R/usr/share/initramfs-tools/hooks" \
-	"$R/usr/share/initramfs-tools/scripts/local-top"
+# initramfs-tools hook and local-top script; and the seal at shutdown, a
+# systemd-shutdown hook that runs once the file systems are read-only.
+mkdir -p "$R/lib/systemd/system" "$R/lib/systemd/system-shutdown" \
+	"$R/usr/share/initramfs-tools/hooks" "$R/usr/share/initramfs-tools/scripts/local-top"
 install -m 0644 "$top/scripts/package/blksnap-attach.service" "$R/lib/systemd/system/blksnap-attach.service"
 install -m 0755 "$top/scripts/package/initramfs-hook" "$R/usr/share/initramfs-tools/hooks/blksnap"
 install -m 0755 "$top/scripts/package/initramfs-local-top" "$R/usr/share/initramfs-tools/scripts/local-top/blksnap"
+install -m 0755 "$top/scripts/package/blksnap-shutdown" "$R/lib/systemd/system-shutdown/blksnap"
 cat >"$R/DEBIAN/postinst" <<'EOF'
 #!/bin/sh
 set -e

@@ -17,7 +17,11 @@
 #  5. boots the system in QEMU (TCG) with systemd as init; a unit runs
 #     tests/package/vm-check.sh: modprobe, a full and an incremental backup
 #     of an ext4 file system with `blksnap backup`, checked by checksums,
-#     then `dkms remove`.
+#     then CBT stores for the root and the data disk, and a reboot, whose
+#     shutdown hook seals them;
+#  6. boots the same disks again, with the initramfs the VM made: the
+#     stores go on from their seals, the backup after the reboot is an
+#     incremental, checked by checksums; then `dkms remove`.
 #
 # Prints PASS:/FAIL: per step and ends with "N passed, M failed".
 # --rootfs: only make (or find) the cached root file system.
@@ -132,6 +136,8 @@ in_root() { DEBIAN_FRONTEND=noninteractive chroot "$R" "$@"; }
 
 # --- install into it ----------------------------------------------------------
 cp "$PKGS"/*.deb "$R/tmp/"
+# Our kernel decompresses gzip initramfs images only (RD_GZIP).
+sed -i 's/^COMPRESS=.*/COMPRESS=gzip/' "$R/etc/initramfs-tools/initramfs.conf"
 run "kernel and headers packages install ($RELEASE)" \
 	in_root sh -c 'dpkg -i /tmp/linux-image-*.deb /tmp/linux-headers-*.deb' || finish
 
@@ -226,31 +232,58 @@ truncate -s 128M "$B/data.img"
 truncate -s 512M "$B/backup.img"
 rm -rf "$R"
 
+# Boots the VM once: BOOT (1 or 2) and, for the second, the initramfs.
+boot_vm() { # BOOT [INITRD]
+	local n=$1 qrc
+	local initrd=()
+	[ -n "${2:-}" ] && initrd=(-initrd "$2")
+	: >"$B/results$n.log"
+	timeout --kill-after=10 "$VM_TIMEOUT" qemu-system-x86_64 -machine pc -accel tcg -cpu max,la57=off \
+		-smp 2 -m 2G -display none -monitor none -no-reboot \
+		-kernel "$B/kernel" "${initrd[@]}" -append "root=/dev/vda rw console=ttyS0 panic=-1" \
+		-drive "file=$B/root.img,if=virtio,format=raw,cache=unsafe" \
+		-drive "file=$B/data.img,if=virtio,format=raw,cache=unsafe" \
+		-drive "file=$B/backup.img,if=virtio,format=raw,cache=unsafe" \
+		-serial "file:$B/console$n.log" -serial "file:$B/results$n.log" >>"$B/log" 2>&1
+	qrc=$?
+	grep -E '^(PASS|FAIL): ' "$B/results$n.log" | tr -d '\r' | while IFS= read -r line; do
+		echo "$line (in the VM, boot $n)"
+	done
+	passed=$((passed + $(grep -c '^PASS: ' "$B/results$n.log")))
+	failed=$((failed + $(grep -c '^FAIL: ' "$B/results$n.log")))
+	if grep -q "^VM-CHECK-DONE $n" "$B/results$n.log"; then
+		pass "the VM ran boot $n's check to the end"
+	else
+		fail "the VM ran boot $n's check to the end (QEMU exit $qrc; console: $B/console$n.log)"
+		tail -20 "$B/console$n.log" | sed 's/^/    /'
+		return 1
+	fi
+	if grep -qE 'BUG:|WARNING:|Oops|Call Trace:|Kernel panic' "$B/console$n.log"; then
+		fail "kernel log free of splats (boot $n)"
+		grep -m5 -E 'BUG:|WARNING:|Oops|Call Trace:|Kernel panic' "$B/console$n.log" | sed 's/^/    /'
+	else
+		pass "kernel log free of splats (boot $n)"
+	fi
+}
+
 say "booting Debian 12 with systemd in QEMU (TCG, up to ${VM_TIMEOUT}s)"
-: >"$B/results.log"
-timeout --kill-after=10 "$VM_TIMEOUT" qemu-system-x86_64 -machine pc -accel tcg -cpu max,la57=off \
-	-smp 2 -m 2G -display none -monitor none -no-reboot \
-	-kernel "$B/kernel" -append "root=/dev/vda rw console=ttyS0 panic=-1" \
-	-drive "file=$B/root.img,if=virtio,format=raw,cache=unsafe" \
-	-drive "file=$B/data.img,if=virtio,format=raw,cache=unsafe" \
-	-drive "file=$B/backup.img,if=virtio,format=raw,cache=unsafe" \
-	-serial "file:$B/console.log" -serial "file:$B/results.log" >>"$B/log" 2>&1
-qrc=$?
-grep -E '^(PASS|FAIL): ' "$B/results.log" | tr -d '\r' | while IFS= read -r line; do
-	echo "$line (in the VM)"
-done
-passed=$((passed + $(grep -c '^PASS: ' "$B/results.log")))
-failed=$((failed + $(grep -c '^FAIL: ' "$B/results.log")))
-if grep -q '^VM-CHECK-DONE' "$B/results.log"; then
-	pass "the VM ran the check to the end"
+boot_vm 1 || finish
+# The shutdown hook ran after the file systems were read-only.
+sealed=$(grep -c 'blksnap: stopped tracking .*, its store sealed' "$B/console1.log")
+if [ "$sealed" -eq 2 ]; then
+	pass "the system-shutdown hook sealed both stores at the reboot"
 else
-	fail "the VM ran the check to the end (QEMU exit $qrc; console: $B/console.log)"
-	tail -20 "$B/console.log" | sed 's/^/    /'
+	fail "the system-shutdown hook sealed both stores at the reboot ($sealed sealed)"
+	grep -i 'blksnap' "$B/console1.log" | tail -10 | sed 's/^/    /'
 fi
-if grep -qE 'BUG:|WARNING:|Oops|Call Trace:|Kernel panic' "$B/console.log"; then
-	fail "kernel log free of splats"
-	grep -m5 -E 'BUG:|WARNING:|Oops|Call Trace:|Kernel panic' "$B/console.log" | sed 's/^/    /'
+rm -f "$B/initrd"
+debugfs -R "dump /boot/initrd.img-$RELEASE $B/initrd" "$B/root.img" >>"$B/log" 2>&1
+if [ -s "$B/initrd" ]; then
+	pass "the initramfs the VM made is on its root disk"
 else
-	pass "kernel log free of splats"
+	fail "the initramfs the VM made is on its root disk (/boot/initrd.img-$RELEASE)"
+	finish
 fi
+say "booting it again, with that initramfs (TCG, up to ${VM_TIMEOUT}s)"
+boot_vm 2 "$B/initrd"
 finish
