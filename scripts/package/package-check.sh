@@ -259,10 +259,10 @@ boot_vm() { # BOOT [INITRD]
 		return 1
 	fi
 	if grep -qE 'BUG:|WARNING:|Oops|Call Trace:|Kernel panic' "$B/console$n.log"; then
-		fail "kernel log free of splats (boot $n)"
+		fail "console log free of splats (boot $n)"
 		grep -m5 -E 'BUG:|WARNING:|Oops|Call Trace:|Kernel panic' "$B/console$n.log" | sed 's/^/    /'
 	else
-		pass "kernel log free of splats (boot $n)"
+		pass "console log free of splats (boot $n)"
 	fi
 }
 
