@@ -36,6 +36,18 @@ check() { # NAME COMMAND...
 	fi
 }
 sums() { (cd "$1" && md5sum files/* | sort); }
+# Whether the files of the backup image match the checksums in FILE.
+image_matches() { # FILE
+	local rc
+	mount -o ro,loop,noload $BK/data.img /mnt/check || return 1
+	sums /mnt/check | cmp - "$1"
+	rc=$?
+	umount /mnt/check
+	return $rc
+}
+json_field() { # FILE NAME: a number field of a one-line JSON report
+	sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" "$1"
+}
 STATE=/var/lib/blksnap-vm-check/state
 boot=1
 [ -f $STATE ] && boot=2
@@ -46,9 +58,6 @@ done_() {
 }
 # Sectors written to the data disk in this boot (its /sys stat, field 7).
 written_sectors() { awk '{ print $7 }' /sys/block/vdb/stat; }
-json_field() { # FILE NAME: a number field of a one-line JSON report
-	sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" "$1"
-}
 # Stops with what the end of either boot checks: splats, the module gone.
 finish() {
 	check "rmmod blksnap" rmmod blksnap
@@ -96,8 +105,7 @@ if [ $boot = 2 ]; then
 	limit=$((2 * written + 2097152))
 	check "it copied what changed: $copied bytes for $written written (at most $limit, less than the full $FULL)" \
 		test -n "$copied" -a "${copied:-0}" -gt 0 -a "${copied:-0}" -le "$limit" -a "${copied:-0}" -lt "$FULL"
-	check "its files match their checksums" sh -c \
-		"mount -o ro,loop,noload $BK/data.img /mnt/check && (cd /mnt/check && md5sum files/* | sort) | cmp - /tmp/boot2.md5; rc=\$?; umount /mnt/check; exit \$rc"
+	check "its files match their checksums" image_matches /tmp/boot2.md5
 	finish
 fi
 
@@ -118,10 +126,9 @@ sums $DATA >/tmp/full.md5
 
 check "full backup with blksnap backup" sh -c "blksnap --json backup /dev/vdb --target $BK/data.img \
 	--storage-dir $BK/storage --storage-step 16M --storage-limit 64M >/tmp/full.json"
-since=$(sed -n 's/.*"next_since":\([0-9]*\).*/\1/p' /tmp/full.json)
+since=$(json_field /tmp/full.json next_since)
 gen=$(sed -n 's/.*"generation":"\([^"]*\)".*/\1/p' /tmp/full.json)
-check "the full backup's files match their checksums" sh -c \
-	"mount -o ro,loop,noload $BK/data.img /mnt/check && (cd /mnt/check && md5sum files/* | sort) | cmp - /tmp/full.md5; rc=\$?; umount /mnt/check; exit \$rc"
+check "the full backup's files match their checksums" image_matches /tmp/full.md5
 
 # Change some files, add some, then an incremental backup into the same target.
 for i in 3 7 19; do
@@ -133,12 +140,11 @@ sums $DATA >/tmp/inc.md5
 check "incremental backup (--since $since --generation $gen)" sh -c "blksnap --json backup /dev/vdb \
 	--target $BK/data.img --storage-dir $BK/storage --storage-step 16M --storage-limit 64M \
 	--since '$since' --generation '$gen' >/tmp/inc.json"
-full=$(sed -n 's/.*"copied":\([0-9]*\).*/\1/p' /tmp/full.json)
-inc=$(sed -n 's/.*"copied":\([0-9]*\).*/\1/p' /tmp/inc.json)
+full=$(json_field /tmp/full.json copied)
+inc=$(json_field /tmp/inc.json copied)
 check "the incremental backup copied less than the full one ($inc < $full bytes)" \
 	test -n "$inc" -a -n "$full" -a "${inc:-0}" -lt "${full:-0}"
-check "the incremental backup's files match their checksums" sh -c \
-	"mount -o ro,loop,noload $BK/data.img /mnt/check && (cd /mnt/check && md5sum files/* | sort) | cmp - /tmp/inc.md5; rc=\$?; umount /mnt/check; exit \$rc"
+check "the incremental backup's files match their checksums" image_matches /tmp/inc.md5
 
 w0=$(written_sectors)
 

@@ -63,17 +63,9 @@ pub fn prepare(path: &Path, capacity: u64, tracked: &BlkSnapDev) -> Result<Stora
             .map_err(|e| format!("cannot create the store {}: {e}", path.display()))?;
         // On a file system with blocks under 4 KiB the extents need not
         // start or end on whole store blocks: some room to trim them to.
-        let small_blocks = path
-            .parent()
-            .and_then(|d| {
-                std::fs::metadata(if d.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    d
-                })
-                .ok()
-            })
-            .is_some_and(|md| md.blksize() < STORE_BLOCK as u64);
+        let small_blocks = f
+            .metadata()
+            .is_ok_and(|md| md.blksize() < STORE_BLOCK as u64);
         let zeros = vec![0u8; 1 << 20];
         let mut left = if small_blocks {
             size + size / 8 + (64 << 10)
