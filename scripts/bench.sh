@@ -18,7 +18,9 @@
 # Environment: TRIALS (3), SECONDS_PER_RUN (6), FRESH_SECONDS (20), MIB
 # (the region of every model, instead of the models' own), BENCH_REF (a
 # git revision: benchmark the module as it was there, for a before/after
-# comparison; the page is not written then).
+# comparison; the page is not written then), MODELS (names from
+# tests/bench/models, space-separated: run only those; the page is not
+# written then).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -98,6 +100,11 @@ done
 dd if=/dev/urandom of="$OUT/rnd" bs=1M count=4 2>/dev/null
 logs=()
 models=$(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' tests/bench/models)
+if [ -n "${MODELS:-}" ]; then
+	# Only the models named (a look at one model; the page is not written).
+	models=$(echo "$models" | awk -v want=" $MODELS " 'index(want, " " $1 " ")')
+	[ -n "$models" ] || { say "no model named in MODELS=$MODELS"; exit 1; }
+fi
 nmodels=$(echo "$models" | wc -l)
 while read -r model iops bps region fresh; do
 	if [ $smoke = 1 ]; then
@@ -162,7 +169,7 @@ done <<<"$models"
 machine="$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) cores, $(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1048576)) GiB; QEMU $(qemu-system-x86_64 --version | head -1 | awk '{print $4}') TCG, 2 vCPUs, 2 GiB"
 if [ $smoke = 1 ]; then
 	python3 tests/bench/report.py --smoke "${logs[@]}"
-elif [ -n "${BENCH_REF:-}" ]; then
+elif [ -n "${BENCH_REF:-}" ] || [ -n "${MODELS:-}" ]; then
 	python3 tests/bench/report.py "${logs[@]}"
 else
 	python3 tests/bench/report.py "${logs[@]}" --rst Documentation/performance.rst \

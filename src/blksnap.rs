@@ -9,6 +9,9 @@
 // small abstractions over the C APIs that 6.12's kernel crate lacks, and the
 // compiler holds that boundary.
 #![deny(unsafe_code)]
+// `DiffArea` has more fields than `pin_init!` expands within the default
+// limit of 128.
+#![recursion_limit = "256"]
 
 use kernel::c_str;
 use kernel::prelude::*;

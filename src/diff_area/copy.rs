@@ -7,6 +7,12 @@
 //! thread waits for the I/O. A slot that finishes starts the next queued
 //! chunk, or goes back to the device's idle slots.
 //!
+//! The steps of a device's slots run in two batches, each one work item
+//! that runs the steps due one after another under a block plug: the
+//! first steps on the start queue, the later ones on the copy queue. Steps
+//! that are due together thus submit their I/O together, and the copies
+//! of neighbouring chunks merge into larger requests.
+//!
 //! It takes chunk buffers from `buffers.rs`, storage from the snapshot's
 //! `Storage`, and records results in the chunk map (`chunks.rs`).
 
@@ -19,21 +25,23 @@ use kernel::workqueue::{Work, WorkItem};
 use kernel::{impl_has_work, new_spinlock, new_work, pin_init};
 
 use crate::kernel_ext::bio_list::BioList;
-use crate::kernel_ext::block::BdevFile;
+use crate::kernel_ext::block::{with_plug, BdevFile};
 use crate::kernel_ext::mem::{zero_page_tail, NoIo};
 use crate::kernel_ext::page_io::{AsyncIo, Dir, IoPages, IoWaker};
 use crate::kernel_ext::workqueue::WorkQueue;
+use crate::logic::fifo::Fifo;
 use crate::logic::storage::{Region, PAGE_SECTORS};
 
 use super::chunks::{ChunkData, State};
-use super::DiffArea;
+use super::{DiffArea, COPIES_AT_ONCE};
 
-/// One copy slot of a device: a work item made at TAKE, so that starting a
-/// copy allocates nothing. A copy is three short runs of the work item: the
-/// first gets storage and a buffer and starts the read of the original;
-/// the read's completion queues the second, which lets the held writes go
-/// and starts the write to storage; that write's completion queues the
-/// third, which records the chunk as stored. No thread waits for the I/O.
+/// One copy slot of a device, made at TAKE, so that starting a copy
+/// allocates nothing. A copy is three short steps, each run by one of the
+/// device's batches: the first gets storage and a buffer and starts the
+/// read of the original; the read's completion queues the slot's work
+/// item, which makes the second step due: it lets the held writes go and
+/// starts the write to storage; that write's completion makes the third
+/// due, which records the chunk as stored. No thread waits for the I/O.
 /// A slot that finishes a copy starts the next one queued, or goes back to
 /// the device's idle slots.
 #[pin_data]
@@ -102,14 +110,93 @@ impl CopyWork {
 impl WorkItem for CopyWork {
     type Pointer = Arc<CopyWork>;
 
+    /// The slot's I/O completed: its next step joins the device's batch.
     fn run(this: Arc<CopyWork>) {
-        let job = this.job.lock().take();
-        if let Some(job) = job {
-            let area = job.area.clone();
-            area.copy_step(this, job.idx, job.step);
+        let area = this.job.lock().as_ref().map(|job| job.area.clone());
+        if let Some(area) = area {
+            area.make_due(Batch::Steps, this);
         }
     }
 }
+
+/// The two batches of a device's copy steps: the first steps, which may
+/// wait for storage or a buffer and run on the start queue, and the later
+/// ones, which never wait for either and run on the copy queue.
+#[derive(Clone, Copy)]
+pub(super) enum Batch {
+    Start,
+    Steps,
+}
+
+/// The work item of each batch in [`DiffArea`].
+pub(super) const START_BATCH: u64 = 1;
+pub(super) const STEP_BATCH: u64 = 2;
+
+/// Copy slots whose next step is due, oldest first, with a place for every
+/// slot of the device: a slot is due in at most one batch at a time, so
+/// queueing one never allocates and never fails.
+pub(super) struct SlotRing {
+    places: KVec<Option<Arc<CopyWork>>>,
+    queue: Fifo,
+}
+
+impl SlotRing {
+    pub(super) fn new(places: usize) -> Result<Self> {
+        Ok(Self {
+            places: KVec::from_elem(None, places, GFP_KERNEL)?,
+            queue: Fifo::new(),
+        })
+    }
+
+    /// Queues `slot`; hands it back if the ring is full.
+    fn push(&mut self, slot: Arc<CopyWork>) -> core::result::Result<(), Arc<CopyWork>> {
+        self.queue.put(&mut self.places, slot)
+    }
+
+    fn pop(&mut self) -> Option<Arc<CopyWork>> {
+        self.queue.take(&mut self.places)
+    }
+}
+
+/// The device's due copy steps, in their two batches.
+pub(super) struct Due {
+    pub(super) start: SlotRing,
+    pub(super) steps: SlotRing,
+}
+
+impl Due {
+    fn ring(&mut self, batch: Batch) -> &mut SlotRing {
+        match batch {
+            Batch::Start => &mut self.start,
+            Batch::Steps => &mut self.steps,
+        }
+    }
+}
+
+impl_has_work! {
+    impl HasWork<Self, START_BATCH> for DiffArea { self.start_batch }
+    impl HasWork<Self, STEP_BATCH> for DiffArea { self.step_batch }
+}
+
+impl WorkItem<START_BATCH> for DiffArea {
+    type Pointer = Arc<DiffArea>;
+
+    fn run(this: Arc<DiffArea>) {
+        this.run_batch(Batch::Start);
+    }
+}
+
+impl WorkItem<STEP_BATCH> for DiffArea {
+    type Pointer = Arc<DiffArea>;
+
+    fn run(this: Arc<DiffArea>) {
+        this.run_batch(Batch::Steps);
+    }
+}
+
+/// Steps one run of a batch takes at most before it lets other work run;
+/// the rest run in the batch's next run, queued at once.
+const BATCH_RUN: usize = 2 * COPIES_AT_ONCE as usize;
 
 /// What a finished copy leaves to do once the chunk lock is dropped.
 pub(super) struct Settled {
@@ -136,9 +223,69 @@ impl DiffArea {
             idx,
             step: Step::Start,
         });
-        // A slot is queued only by whoever took it from the idle ones or
-        // finished its last copy in it: it cannot be pending already.
-        let _ = self.start_wq.enqueue(slot);
+        self.make_due(Batch::Start, slot);
+    }
+
+    /// Queues the next step of `slot` (its job is set) in `batch`, and
+    /// the batch's run if it is not queued yet.
+    ///
+    /// Steps run in batches, one after another under one block plug, so
+    /// that the copies of neighbouring chunks that are due together (the
+    /// reads a burst of first writes starts, the storage writes of reads
+    /// that completed together) reach the disks together: the block layer
+    /// merges neighbouring reads of the original, and neighbouring writes
+    /// to storage, into larger requests, and a disk that pays per request
+    /// (a hard disk's seeks, a virtual disk's throttle) does fewer.
+    pub(super) fn make_due(self: &Arc<Self>, batch: Batch, slot: Arc<CopyWork>) {
+        let refused = self.due.lock().ring(batch).push(slot);
+        if let Err(slot) = refused {
+            // Every slot has a place in each ring, and a slot is due in
+            // one batch at a time: this never happens. Should it, a later
+            // step runs here, unbatched (this is its worker), and a first
+            // step, whose caller may not wait, fails the copy (and the
+            // image) rather than be lost.
+            let job = slot.job.lock().take();
+            if let Some(job) = job {
+                match (batch, job.step) {
+                    (Batch::Steps, step) => self.copy_step(slot, job.idx, step),
+                    (Batch::Start, _) => self.copy_end(slot, job.idx, Err(EIO), None),
+                }
+            }
+            return;
+        }
+        self.kick(batch);
+    }
+
+    /// Queues the run of `batch`, unless it is queued already (and not yet
+    /// running): then that run takes the new steps too.
+    fn kick(self: &Arc<Self>, batch: Batch) {
+        let _ = match batch {
+            Batch::Start => self.start_wq.enqueue_as::<_, START_BATCH>(self.clone()),
+            Batch::Steps => self.copy_wq.enqueue_as::<_, STEP_BATCH>(self.clone()),
+        };
+    }
+
+    /// Worker: runs the due steps of `batch` under one block plug.
+    fn run_batch(self: &Arc<Self>, batch: Batch) {
+        let more = with_plug(|| {
+            for _ in 0..BATCH_RUN {
+                let slot = self.due.lock().ring(batch).pop();
+                let Some(slot) = slot else {
+                    return false;
+                };
+                let job = slot.job.lock().take();
+                if let Some(job) = job {
+                    let area = job.area.clone();
+                    area.copy_step(slot, job.idx, job.step);
+                }
+            }
+            true
+        });
+        // A step queued meanwhile has queued the next run already; this
+        // one only covers steps left over by the cap.
+        if more {
+            self.kick(batch);
+        }
     }
 
     /// Worker: the next step of the copy of chunk `idx` in `slot`.

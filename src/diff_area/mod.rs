@@ -67,7 +67,8 @@ use kernel::page::Page;
 use kernel::prelude::*;
 use kernel::rbtree::RBTree;
 use kernel::sync::{Arc, CondVar, Mutex, SpinLock};
-use kernel::{new_condvar, new_mutex, new_spinlock, pin_init};
+use kernel::workqueue::Work;
+use kernel::{new_condvar, new_mutex, new_spinlock, new_work, pin_init};
 
 use crate::event_queue::EventQueue;
 use crate::kernel_ext::bio::IncomingBio;
@@ -88,7 +89,7 @@ mod image;
 
 use self::buffers::alloc_buffer;
 use self::chunks::{Chunks, State};
-use self::copy::CopyWork;
+use self::copy::{CopyWork, Due, SlotRing, START_BATCH, STEP_BATCH};
 
 /// Most chunks a device keeps in memory after copying them, whatever
 /// `chunk_maximum_in_cache` says, and most bytes they may take (large
@@ -155,6 +156,16 @@ pub(crate) struct DiffArea {
     /// give one back from running, even when memory is so short that each
     /// queue has only its rescuer.
     start_wq: Arc<WorkQueue>,
+    /// Where the later steps of copies run, in batches (`copy.rs`).
+    copy_wq: Arc<WorkQueue>,
+    /// Copy steps due, in their two batches.
+    #[pin]
+    due: SpinLock<Due>,
+    /// The runs of the two batches, on `start_wq` and `copy_wq`.
+    #[pin]
+    start_batch: Work<DiffArea, START_BATCH>,
+    #[pin]
+    step_batch: Work<DiffArea, STEP_BATCH>,
     /// Image I/O. Separate from copies: an image worker may wait for a
     /// copy, and must never take the place that copy needs to run.
     io_wq: Arc<WorkQueue>,
@@ -213,6 +224,10 @@ impl DiffArea {
             .min(CACHE_MAX)
             .min(CACHE_MAX_BYTES / u64::from(geometry.unit_bytes().max(1)));
         let cache_ring = KVec::from_elem(0u32, cache_places as usize, GFP_KERNEL)?;
+        let due = Due {
+            start: SlotRing::new(COPIES_AT_ONCE as usize)?,
+            steps: SlotRing::new(COPIES_AT_ONCE as usize)?,
+        };
         Arc::pin_init(
             pin_init!(Self {
                 orig,
@@ -241,6 +256,10 @@ impl DiffArea {
                 storage,
                 events,
                 start_wq,
+                copy_wq,
+                due <- new_spinlock!(due, "blksnap_due"),
+                start_batch <- new_work!("blksnap_start_batch"),
+                step_batch <- new_work!("blksnap_step_batch"),
                 io_wq,
             }),
             GFP_KERNEL,

@@ -388,3 +388,22 @@ impl Drop for BdevRef {
         unsafe { bindings::put_device(&mut (*self.as_raw()).bd_device) };
     }
 }
+
+/// Runs `f` with a block plug on the current task: the bios `f` submits
+/// are held in the plug and go to their devices together when it returns
+/// (or earlier, if the task sleeps or the plug fills), so that the block
+/// layer merges neighbours into one request and the driver is told once.
+/// A plug already on the task (a caller's) is kept, and this one does
+/// nothing.
+pub(crate) fn with_plug<R>(f: impl FnOnce() -> R) -> R {
+    let mut plug = core::mem::MaybeUninit::<bindings::blk_plug>::uninit();
+    // SAFETY: `blk_start_plug` initialises the plug before it uses it. The
+    // plug stays in this frame, unmoved, until `blk_finish_plug` below has
+    // taken it off the task.
+    unsafe { bindings::blk_start_plug(plug.as_mut_ptr()) };
+    let r = f();
+    // SAFETY: This task started the plug above and has not finished it;
+    // `blk_finish_plug` ignores a plug that is not the task's.
+    unsafe { bindings::blk_finish_plug(plug.as_mut_ptr()) };
+    r
+}

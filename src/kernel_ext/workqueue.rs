@@ -70,6 +70,14 @@ impl WorkQueue {
         self.queue().enqueue(w)
     }
 
+    /// Queues the work item `ID` of an object that has several.
+    pub(crate) fn enqueue_as<W, const ID: u64>(&self, w: W) -> W::EnqueueOutput
+    where
+        W: kernel::workqueue::RawWorkItem<ID> + Send + 'static,
+    {
+        self.queue().enqueue::<W, ID>(w)
+    }
+
     /// Waits until the queue is empty, including work queued by work.
     pub(crate) fn drain(&self) {
         // SAFETY: The workqueue is valid (type invariant).

@@ -5,7 +5,9 @@
 //! Copy-on-write keeps the chunks waiting for a copy slot in one: the caller
 //! allocates the ring (outside any spinlock), checks [`Fifo::room`] under its
 //! lock before pushing, and moves the queue into a bigger ring when it needs
-//! more room. Nothing here allocates or panics.
+//! more room. The device's due copy steps wait in one whose ring holds
+//! the values themselves ([`Fifo::put`], [`Fifo::take`]), in places made
+//! for all of them at once. Nothing here allocates or panics.
 
 /// Head and length of a queue kept in a caller's ring of `u32`s.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,7 +31,7 @@ impl Fifo {
     }
 
     /// Free places in `ring`.
-    pub fn room(&self, ring: &[u32]) -> usize {
+    pub fn room<T>(&self, ring: &[T]) -> usize {
         ring.len().saturating_sub(self.len)
     }
 
@@ -56,6 +58,35 @@ impl Fifo {
         self.head = (self.head + 1) % ring.len();
         self.len -= 1;
         Some(v)
+    }
+
+    /// Queues `v` in a ring of places that own their values; hands it back
+    /// when the ring is full (or the next place, against the queue's own
+    /// account, is taken: nothing is overwritten).
+    pub fn put<T>(&mut self, ring: &mut [Option<T>], v: T) -> Result<(), T> {
+        if self.room(ring) == 0 {
+            return Err(v);
+        }
+        let at = (self.head + self.len) % ring.len();
+        match ring.get_mut(at) {
+            Some(place) if place.is_none() => {
+                *place = Some(v);
+                self.len += 1;
+                Ok(())
+            }
+            _ => Err(v),
+        }
+    }
+
+    /// Takes the oldest value out of its place in `ring`.
+    pub fn take<T>(&mut self, ring: &mut [Option<T>]) -> Option<T> {
+        if self.len == 0 || ring.is_empty() {
+            return None;
+        }
+        let v = ring.get_mut(self.head).and_then(Option::take);
+        self.head = (self.head + 1) % ring.len();
+        self.len -= 1;
+        v
     }
 
     /// Moves the queue from `old` into `new`, oldest first at the start;

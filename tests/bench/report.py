@@ -46,6 +46,7 @@ class Model:
         self.curves = {}
         self.mem = {}
         self.prof = {}
+        self.thin = {}
         self.name, self.iops, self.bps, self.region, self.fresh = "?", 0, 0, 0, 0
         for line in open(path, errors="replace"):
             f = line.split()
@@ -58,6 +59,8 @@ class Model:
                 self.curves[(f[1], int(f[2]))] = [int(x) for x in f[3:] if x.isdigit()]
             elif len(f) == 5 and f[0] == "MEM":
                 self.mem[f[1]] = (int(f[2]), int(f[3]), int(f[4]))
+            elif len(f) == 9 and f[0] == "THIN" and all(x.isdigit() for x in f[1:]):
+                self.thin[int(f[1])] = tuple(int(x) for x in f[2:])
             elif line.startswith("PROFILE "):
                 _, case, rest = line.rstrip("\n").split(" ", 2)
                 self.prof.setdefault(case, []).append(rest.strip())
@@ -174,6 +177,17 @@ def memory_lines(m):
     return out
 
 
+def thin_lines(m):
+    """What dm-thin's pool and its disk did during its first-write runs."""
+    out = []
+    for t, (writes, u0, r0, w0, u1, r1, w1) in sorted(m.thin.items()):
+        out.append(f"trial {t}: {writes} first writes; pool data blocks in use {u0} -> {u1} "
+                   f"({u1 - u0:+d}); its disk read {(r1 - r0) / 2048:.1f} MiB and wrote "
+                   f"{(w1 - w0) / 2048:.1f} MiB (a copy of every block would be "
+                   f"{writes * CHUNK / 1048576:.0f} MiB each way)")
+    return out
+
+
 def curve_lines(m):
     out = []
     for s in SYSTEMS:
@@ -236,6 +250,8 @@ def main():
             print(f"    fresh IOPS per second, trial 1: {l}")
         for l in memory_lines(m):
             print(f"    memory: {l}")
+        for l in thin_lines(m):
+            print(f"    dm-thin first writes: {l}")
         big, small, mt = take_figures(m)
         if big:
             ok = mt is not None and mt <= 2.0
@@ -320,6 +336,13 @@ def write_rst(a, judged):
             out.append("Kernel memory (``/proc/meminfo`` after ``drop_caches``, before and after):")
             out.append("")
             out += [f"- {l}." for l in ml]
+            out.append("")
+        tl = thin_lines(m)
+        if tl:
+            out.append("dm-thin during its first writes (``dmsetup status`` of the pool and")
+            out.append("``/sys/block/vdf/stat`` of its disk, before and after):")
+            out.append("")
+            out += [f"- {l}." for l in tl]
             out.append("")
         big, small, mt = take_figures(m)
         if big:

@@ -167,6 +167,13 @@ thin_snapshot() {
 		dmsetup create bs_tsnap --table "0 $((MIB * 2048)) thin /dev/mapper/bs_pool 1" &&
 		ready /dev/mapper/bs_tsnap
 }
+# What the thin pool did in a run: "<data blocks in use> <sectors read>
+# <sectors written>" of the pool and of its disk (/dev/vdf), before and
+# after, show whether its first writes copied their blocks.
+thin_io() {
+	used=$(dmsetup status bs_pool | awk '{ split($6, a, "/"); print a[1] }')
+	echo "$used $(awk '{ print $3, $7 }' /sys/block/vdf/stat)"
+}
 thin_remove() {
 	dmsetup remove bs_tsnap 2>/dev/null
 	dmsetup message bs_pool 0 "delete 1" 2>/dev/null
@@ -240,7 +247,9 @@ while [ $t -le $TRIALS ]; do
 
 	say "trial $t: dm-thin"
 	thin_snapshot || fail "dm-thin snapshot"
+	before=$(thin_io)
 	result first thin $t "$(strided /dev/mapper/bs_thin)"
+	echo "THIN $t $((MIB * 1024 / CHUNK_KIB)) $before $(thin_io)"
 	result repeat thin $t "$(rand /dev/mapper/bs_thin)"
 	thin_remove
 	thin_snapshot || fail "dm-thin snapshot"

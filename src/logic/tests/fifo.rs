@@ -52,3 +52,33 @@ fn an_empty_ring_holds_nothing() {
     q.clear();
     assert_eq!(q, Fifo::new());
 }
+
+#[test]
+fn owned_values_first_in_first_out_across_the_wrap() {
+    let mut ring: [Option<String>; 2] = [None, None];
+    let mut q = Fifo::new();
+    assert_eq!(q.take(&mut ring), None);
+    assert_eq!(q.put(&mut ring, "a".to_string()), Ok(()));
+    assert_eq!(q.put(&mut ring, "b".to_string()), Ok(()));
+    // Full: the value comes back, nothing is overwritten.
+    assert_eq!(q.put(&mut ring, "c".to_string()), Err("c".to_string()));
+    assert_eq!(q.take(&mut ring).as_deref(), Some("a"));
+    assert_eq!(q.put(&mut ring, "d".to_string()), Ok(()));
+    assert_eq!(q.take(&mut ring).as_deref(), Some("b"));
+    assert_eq!(q.take(&mut ring).as_deref(), Some("d"));
+    assert_eq!(q.take(&mut ring), None);
+    assert!(q.is_empty());
+    assert!(ring.iter().all(Option::is_none));
+}
+
+#[test]
+fn owned_values_never_overwrite_or_come_from_an_empty_ring() {
+    let mut empty: [Option<u8>; 0] = [];
+    let mut q = Fifo::new();
+    assert_eq!(q.put(&mut empty, 1), Err(1));
+    assert_eq!(q.take(&mut empty), None);
+    // A place taken behind the queue's back is not overwritten.
+    let mut ring = [Some(9u8), None];
+    assert_eq!(q.put(&mut ring, 1), Err(1));
+    assert_eq!(ring, [Some(9), None]);
+}
