@@ -273,10 +273,11 @@ impl DiffArea {
                 let Some(slot) = slot else {
                     return false;
                 };
+                // Only this device's slots are due here: the job's area
+                // is `self`.
                 let job = slot.job.lock().take();
                 if let Some(job) = job {
-                    let area = job.area.clone();
-                    area.copy_step(slot, job.idx, job.step);
+                    self.copy_step(slot, job.idx, job.step);
                 }
             }
             true

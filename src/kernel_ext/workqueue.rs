@@ -67,7 +67,7 @@ impl WorkQueue {
     where
         W: kernel::workqueue::RawWorkItem<0> + Send + 'static,
     {
-        self.queue().enqueue(w)
+        self.enqueue_as::<W, 0>(w)
     }
 
     /// Queues the work item `ID` of an object that has several.

@@ -35,28 +35,34 @@ impl Fifo {
         ring.len().saturating_sub(self.len)
     }
 
+    /// Where the next value goes in a ring of `n` places; `None` when full.
+    fn tail(&self, n: usize) -> Option<usize> {
+        (self.len < n).then(|| (self.head + self.len) % n)
+    }
+
+    /// Moves the head past the oldest value of a ring of `n` places.
+    fn advance(&mut self, n: usize) {
+        self.head = (self.head + 1) % n.max(1);
+        self.len = self.len.saturating_sub(1);
+    }
+
     /// Queues `v`; `false` (and nothing queued) when `ring` is full.
     pub fn push(&mut self, ring: &mut [u32], v: u32) -> bool {
-        if self.room(ring) == 0 {
+        let Some(slot) = self.tail(ring.len()).and_then(|at| ring.get_mut(at)) else {
             return false;
-        }
-        let at = (self.head + self.len) % ring.len();
-        match ring.get_mut(at) {
-            Some(slot) => *slot = v,
-            None => return false,
-        }
+        };
+        *slot = v;
         self.len += 1;
         true
     }
 
     /// Takes the oldest number.
     pub fn pop(&mut self, ring: &[u32]) -> Option<u32> {
-        if self.len == 0 || ring.is_empty() {
+        if self.len == 0 {
             return None;
         }
         let v = *ring.get(self.head)?;
-        self.head = (self.head + 1) % ring.len();
-        self.len -= 1;
+        self.advance(ring.len());
         Some(v)
     }
 
@@ -64,11 +70,7 @@ impl Fifo {
     /// when the ring is full (or the next place, against the queue's own
     /// account, is taken: nothing is overwritten).
     pub fn put<T>(&mut self, ring: &mut [Option<T>], v: T) -> Result<(), T> {
-        if self.room(ring) == 0 {
-            return Err(v);
-        }
-        let at = (self.head + self.len) % ring.len();
-        match ring.get_mut(at) {
+        match self.tail(ring.len()).and_then(|at| ring.get_mut(at)) {
             Some(place) if place.is_none() => {
                 *place = Some(v);
                 self.len += 1;
@@ -84,8 +86,7 @@ impl Fifo {
             return None;
         }
         let v = ring.get_mut(self.head).and_then(Option::take);
-        self.head = (self.head + 1) % ring.len();
-        self.len -= 1;
+        self.advance(ring.len());
         v
     }
 
